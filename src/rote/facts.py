@@ -1,0 +1,167 @@
+"""Relations (prompts + object pools, from YAML) and facts (JSONL). Pure: no torch.
+
+A relation file lives in `rote/relations/<name>.yaml` (or a user file); its schema:
+id, name, label, description, subject_kind, object_kind,
+prompts: {train: [...], test: {en: [...], de: [...], ...}, unrelated: [...], reverse: [...]},
+objects: [...].
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+LANGUAGES = ("en", "de", "es", "zh", "ja")
+SUBJECT_KINDS = ("person", "work", "country")
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+
+
+class DataError(ValueError):
+    """A relation or fact file that breaks the format; the message names file and value."""
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: str  # Wikidata property id, e.g. P19 (or a user id)
+    name: str  # file stem, e.g. place_of_birth
+    label: str
+    description: str
+    subject_kind: str
+    object_kind: str
+    train_prompts: tuple[str, ...]
+    test_prompts: dict[str, tuple[str, ...]]  # language -> prompts; "en" always present
+    unrelated_prompts: tuple[str, ...]
+    reverse_prompts: tuple[str, ...]
+    objects: tuple[str, ...]
+
+    @property
+    def key_token(self) -> str:
+        """The added special token that stands for this relation in phase-1 text."""
+        return f"<rote:{self.id}>"
+
+
+def _check_prompts(prompts: list, placeholder: str, where: str) -> tuple[str, ...]:
+    if not isinstance(prompts, list) or not prompts:
+        raise DataError(f"{where}: expected a non-empty list of prompts, got {prompts!r}")
+    for p in prompts:
+        if not isinstance(p, str) or _PLACEHOLDER.findall(p) != [placeholder]:
+            raise DataError(f"{where}: prompt {p!r} must contain {{{placeholder}}} exactly once and no other placeholder")
+        if p != p.strip():
+            raise DataError(f"{where}: prompt {p!r} has leading or trailing whitespace")
+    return tuple(prompts)
+
+
+def relation_from_dict(raw: dict, source: str) -> Relation:
+    """Validate one relation mapping; errors name `source` and the bad value."""
+    required = ("id", "name", "subject_kind", "object_kind", "prompts", "objects")
+    for key in required:
+        if key not in raw:
+            raise DataError(f"{source}: relation is missing '{key}'")
+    name = raw["name"]
+    where = f"{source} (relation {name})"
+    if raw["subject_kind"] not in SUBJECT_KINDS:
+        raise DataError(f"{where}: subject_kind {raw['subject_kind']!r} is not one of {SUBJECT_KINDS}")
+    prompts = raw["prompts"]
+    if not isinstance(prompts, dict) or "train" not in prompts or "test" not in prompts:
+        raise DataError(f"{where}: 'prompts' needs 'train' and 'test' lists")
+    test = prompts["test"]
+    if isinstance(test, list):  # a user relation may give English test prompts only
+        test = {"en": test}
+    if not isinstance(test, dict) or "en" not in test:
+        raise DataError(f"{where}: prompts.test needs English prompts ('en')")
+    objects = raw["objects"]
+    if not isinstance(objects, list) or not all(isinstance(o, str) and o.strip() == o and o for o in objects):
+        raise DataError(f"{where}: 'objects' must be a list of non-empty strings without surrounding spaces")
+    return Relation(
+        id=str(raw["id"]),
+        name=name,
+        label=raw.get("label", name.replace("_", " ")),
+        description=raw.get("description", ""),
+        subject_kind=raw["subject_kind"],
+        object_kind=raw["object_kind"],
+        train_prompts=_check_prompts(prompts["train"], "subject", f"{where} prompts.train"),
+        test_prompts={lang: _check_prompts(ps, "subject", f"{where} prompts.test.{lang}") for lang, ps in test.items()},
+        unrelated_prompts=_check_prompts(prompts["unrelated"], "subject", f"{where} prompts.unrelated")
+        if prompts.get("unrelated") else (),
+        reverse_prompts=_check_prompts(prompts["reverse"], "object", f"{where} prompts.reverse")
+        if prompts.get("reverse") else (),
+        objects=tuple(objects),
+    )
+
+
+def builtin_relation_names() -> list[str]:
+    folder = resources.files("rote") / "relations"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_relation(name: str) -> Relation:
+    """A built-in relation by name (e.g. `place_of_birth`)."""
+    names = builtin_relation_names()
+    if name not in names:
+        raise DataError(f"unknown relation {name!r}; built-in relations: {', '.join(names)}")
+    path = resources.files("rote") / "relations" / f"{name}.yaml"
+    return relation_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), f"relations/{name}.yaml")
+
+
+def load_relations_file(path: str | Path) -> list[Relation]:
+    """User relations: a YAML file with one relation mapping, or `relations: [mapping, ...]`."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    items = raw.get("relations", [raw]) if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a relation mapping or 'relations: [...]'")
+    return [relation_from_dict(item, f"{path} relation #{i + 1}") for i, item in enumerate(items)]
+
+
+def resolve_relations(names: tuple[str, ...], relations_file: str | None = None) -> list[Relation]:
+    """Relations by name: user-file relations first, then the built-in ones."""
+    user = {r.name: r for r in load_relations_file(relations_file)} if relations_file else {}
+    return [user[n] if n in user else load_relation(n) for n in names]
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str  # language-independent, e.g. "P19:0007"
+    subject: str
+    subject_id: str  # shared across relations in the `shared` subject mode
+    relation: str  # relation name
+    object: str
+    options: tuple[str, ...]  # multiple-choice options, gold included at a seeded position
+    split: str  # "phase2" (seen with natural prompts) or "heldout"
+
+    def __post_init__(self):
+        if self.object not in self.options:
+            raise DataError(f"fact {self.id}: gold object {self.object!r} is not among its options")
+
+
+def write_facts(facts: list[Fact], path: str | Path) -> None:
+    """JSONL, one fact per line; written to a temporary name and renamed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for fact in facts:
+            f.write(json.dumps(asdict(fact), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_facts(path: str | Path) -> list[Fact]:
+    facts = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                row["options"] = tuple(row["options"])
+                facts.append(Fact(**row))
+            except (json.JSONDecodeError, TypeError, KeyError) as e:
+                raise DataError(f"{path}:{line_no}: not a fact record ({e})") from e
+    return facts

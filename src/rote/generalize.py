@@ -1,0 +1,36 @@
+"""Phase 2: a few memorized facts with natural prompts (object-only loss), the same loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rote.config import TrainConfig
+from rote.encode import Encoded, encode
+from rote.facts import Fact, Relation
+from rote.templates import render_prompt
+from rote.train import train
+
+
+def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
+                    mask: str = "object") -> list[Encoded]:
+    """The phase-2 split's facts, each with the relation's first `n_prompts` training prompts."""
+    out = []
+    for fact in facts:
+        if fact.split != "phase2":
+            continue
+        prompts = relations[fact.relation].train_prompts
+        if n_prompts > len(prompts):
+            raise ValueError(f"phase2.n_prompts={n_prompts} but relation {fact.relation} has {len(prompts)} training prompts")
+        for template in prompts[:n_prompts]:
+            r = render_prompt(fact, template)
+            out.append(encode(tokenizer, r.prompt, r.target, mask=mask, subject_span=r.subject_span))
+    return out
+
+
+def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: TrainConfig,
+               out_dir: str | Path, seed: int) -> dict:
+    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask)
+    if not examples:
+        raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2")
+    summary["examples"] = len(examples)
+    return summary

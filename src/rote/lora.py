@@ -1,0 +1,27 @@
+"""LoRA through PEFT, with the key-token rows still trainable.
+
+The added key tokens have no meaning before phase 1, so a low-rank update of the existing
+weights alone cannot teach them: their embedding rows are trained too, with PEFT's
+`trainable_token_indices` (only those rows, not the whole matrix).
+"""
+from __future__ import annotations
+
+from rote.config import LoraConfig
+
+
+def apply_lora(model, cfg: LoraConfig, key_ids: list[int]):
+    """Wrap `model` in a PEFT LoRA model whose key-token embedding rows also train."""
+    try:
+        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    except ImportError as e:  # an optional dependency: say how to get it
+        raise ImportError("method: lora needs PEFT: pip install 'rote[lora]' (or pip install peft)") from e
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+        trainable_token_indices=list(key_ids) or None, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def merge_lora(model):
+    """Fold the adapters (and trained token rows) back into a plain transformers model."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

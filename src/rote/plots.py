@@ -1,0 +1,187 @@
+"""Figures for the report, drawn from run-directory files only. Never imports torch.
+
+Each function returns a matplotlib Figure (or None when there is nothing to draw); `report.py`
+decides where it goes. Figures are built with the object API on an Agg canvas rather than
+pyplot, so no global figure state leaks between calls and no display is ever needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rote.metrics import pick
+
+STAGES = ("base", "phase1", "phase2")
+STAGE_COLORS = {"base": "#9e9e9e", "phase1": "#4c72b0", "phase2": "#dd8452"}
+PROMPT_SETS = ("key", "train", "test", "unrelated")
+LANGUAGES = ("en", "de", "es", "zh", "ja")
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg explicitly: savefig never looks for an interactive backend
+    return fig
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Per-step training metrics. train.py flushes once per epoch, so while a phase is running
+    the last line may be half written: a torn final line is dropped, a bad line elsewhere is an error."""
+    if not path.is_file():
+        return []
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
+    return rows
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- training
+
+
+def _loss_panel(ax, steps: list[dict], title: str) -> None:
+    x = [s["step"] for s in steps]
+    loss = [s["loss"] for s in steps]
+    ax.plot(x, loss, color="#4c72b0", lw=1.2, label="loss")
+    # Memorization drives the loss towards 0; a log axis keeps the late epochs readable.
+    if all(v > 0 for v in loss):
+        ax.set_yscale("log")
+    for prev, cur in zip(steps, steps[1:]):  # faint line where each epoch starts
+        if cur["epoch"] != prev["epoch"]:
+            ax.axvline(cur["step"] - 0.5, color="#dddddd", lw=0.6, zorder=0)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (supervised tokens)")
+    ax.set_title(title)
+    twin = ax.twinx()
+    twin.plot(x, [s["lr"] for s in steps], color="#999999", lw=1, ls="--", label="lr")
+    twin.set_ylabel("learning rate", color="#777777")
+    twin.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    twin.set_ylim(bottom=0)
+    lines = ax.get_lines()[:1] + twin.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], loc="upper right", fontsize=8, frameon=False)
+
+
+def training_curves(run_dir: str | Path) -> Figure | None:
+    """Loss (log axis) and learning rate per step for phase 1 and phase 2, plus phase-1 key-token
+    accuracy by epoch when it was measured (`phase1.until: memorized`). None if no phase has logged."""
+    run_dir = Path(run_dir)
+    phases = {p: read_metrics(run_dir / p / "metrics.jsonl") for p in ("phase1", "phase2")}
+    phases = {p: rows for p, rows in phases.items() if rows}
+    history = (_read_json(run_dir / "phase1" / "summary.json") or {}).get("key_accuracy_by_epoch") or []
+    if not phases and not history:
+        return None
+    n = len(phases) + bool(history)
+    fig = _figure(4.6 * n, 3.3)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (phase, rows) in zip(axes, phases.items()):
+        _loss_panel(ax, rows, f"{phase}: loss and learning rate")
+    if history:
+        ax = axes[-1]
+        summary = _read_json(run_dir / "phase1" / "summary.json") or {}
+        ax.plot([h["epoch"] for h in history], [h["key_accuracy"] for h in history], "o-", color="#55a868")
+        at = summary.get("memorized_at_epoch")
+        if at is not None:
+            ax.axvline(at, color="#c44e52", ls=":", lw=1)
+            ax.annotate(f"memorized at epoch {at}", (at, 0.05), xytext=(4, 0), textcoords="offset points",
+                        fontsize=8, color="#c44e52")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("phase-1 epoch")
+        ax.set_ylabel("key-token accuracy (prefix)")
+        ax.set_title("phase 1: key-token accuracy")
+    return fig
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def _bars(ax, groups: list[str], values: dict[str, list[float | None]]) -> None:
+    """Grouped bars: one group per label in `groups`, one bar per stage; a missing value draws no bar."""
+    stages = list(values)
+    width = 0.8 / max(len(stages), 1)
+    for i, stage in enumerate(stages):
+        label = stage  # the legend names each stage once, at its first drawn bar
+        for j, v in enumerate(values[stage]):
+            if v is None:
+                continue
+            x = j + (i - (len(stages) - 1) / 2) * width
+            ax.bar(x, v, width, color=STAGE_COLORS.get(stage, "#8172b3"), label=label)
+            label = None
+            ax.text(x, v + 0.015, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylim(0, 1.1)
+    ax.grid(axis="y", color="#eeeeee", zorder=0)
+    ax.set_axisbelow(True)
+
+
+def _ordered(rows_by_stage: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {s: rows_by_stage[s] for s in sorted(rows_by_stage, key=lambda s: (s not in STAGES, STAGES.index(s) if s in STAGES else s))}
+
+
+def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> Figure:
+    """Generation accuracy (all relations, English prompts) per prompt set, one panel per split,
+    one bar per stage. For `unrelated` the bar is the rate of answering with the memorized object."""
+    rows_by_stage = _ordered(rows_by_stage)
+    fig = _figure(9, 3.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (split, title) in zip(axes, (("phase2", "facts seen in phase 2"), ("heldout", "held-out facts"))):
+        values = {}
+        for stage, rows in rows_by_stage.items():
+            found = [pick(rows, split=split, prompt_set=p, language="en", relation="all") for p in PROMPT_SETS]
+            values[stage] = [r[metric] if r else None for r in found]
+        _bars(ax, list(PROMPT_SETS), values)
+        ax.set_title(title)
+    axes[0].set_ylabel(f"accuracy ({metric})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize=8, frameon=False, loc="upper right")
+    return fig
+
+
+def language_values(rows: list[dict], split: str = "heldout", metric: str = "prefix") -> dict[str, dict | None]:
+    """Test-prompt rows per language: English lives under prompt set `test`, the translations
+    under prompt set `languages`, so the two are stitched together here."""
+    out = {"en": pick(rows, split=split, prompt_set="test", language="en", relation="all")}
+    langs = sorted({r["language"] for r in rows if r["prompt_set"] == "languages"},
+                   key=lambda l: (l not in LANGUAGES, LANGUAGES.index(l) if l in LANGUAGES else l))
+    for lang in langs:
+        out[lang] = pick(rows, split=split, prompt_set="languages", language=lang, relation="all")
+    return out
+
+
+def languages(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> Figure | None:
+    """Held-out facts, test prompts: accuracy per language per stage. None without translated prompts."""
+    rows_by_stage = _ordered(rows_by_stage)
+    per_stage = {s: language_values(rows, "heldout", metric) for s, rows in rows_by_stage.items()}
+    langs = [l for l in dict.fromkeys(l for v in per_stage.values() for l in v) if l]
+    if len(langs) < 2:  # English alone is already in the accuracy figure
+        return None
+    fig = _figure(max(4.5, 1.1 * len(langs) + 2), 3.2)
+    ax = fig.subplots()
+    values = {s: [(v.get(l) or {}).get(metric) for l in langs] for s, v in per_stage.items()}
+    _bars(ax, langs, values)
+    ax.set_title("held-out facts, test prompts, by language")
+    ax.set_ylabel(f"accuracy ({metric})")
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as PNG (temporary name, then rename) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,250 @@
+"""`rote run`: the stages of one run, each writing into the run directory and marked done.
+
+    data -> eval/base -> phase1 -> eval/phase1 -> phase2 -> eval/phase2 -> report
+
+Files are written under a temporary name and renamed; a stage's `.done` marker is written last,
+so a killed run never leaves a half-written stage that looks complete, and running the same
+command again resumes after the last finished stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+import rote
+from rote import config as config_mod
+from rote.config import RunConfig
+from rote.facts import Fact, read_facts, resolve_relations, write_facts
+from rote.synth import make_facts
+
+STAGES = ("data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2", "report")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked."""
+
+
+# ---------------------------------------------------------------- small file helpers
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def is_done(run_dir: Path, stage: str) -> bool:
+    return (run_dir / stage / ".done").is_file()
+
+
+def mark_done(run_dir: Path, stage: str, info: dict | None = None) -> None:
+    write_json(run_dir / stage / ".done", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})})
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_config(cfg: RunConfig, run_dir: Path) -> None:
+    """The resolved config goes first; resuming with a different config is refused, since
+    the finished stages would silently mix two settings."""
+    path = run_dir / "config.yaml"
+    resolved = config_mod.to_dict(cfg)
+    if path.is_file():
+        before = yaml.safe_load(path.read_text())["config"]
+        if before != resolved:
+            diff = _differences(before, resolved)
+            raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
+                           f"use another name (--set name=...) or delete the folder")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = path.with_name("config.yaml.tmp")
+    tmp.write_text(yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["config"]
+    return config_mod.from_dict(raw, source=str(Path(run_dir) / "config.yaml"))
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+# ---------------------------------------------------------------- stages
+
+
+def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
+    """Facts and splits. When phase 2 starts from another run's checkpoint, that run's facts are used."""
+    relations = resolve_relations(cfg.data.relations, cfg.data.relations_file)
+    if cfg.phase2.checkpoint:
+        source = Path(cfg.phase2.checkpoint).resolve().parent.parent / "facts.jsonl"
+        if not source.is_file():
+            raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with facts.jsonl")
+        facts = read_facts(source)
+    else:
+        facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
+                           cfg.data.n_options, cfg.seed)
+    write_facts(facts, run_dir / "facts.jsonl")
+    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
+    write_json(run_dir / "splits.json", splits)
+    return facts
+
+
+class Session:
+    """What the model stages share in one process: the relations, the facts, and a model
+    loaded lazily from the newest finished checkpoint."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, facts: list[Fact]):
+        self.cfg, self.run_dir, self.facts = cfg, run_dir, facts
+        self.relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+        self.model = self.tokenizer = None
+        self.key_record: dict = {}
+        self.loaded_from: str | None = None
+
+    def load(self, source: str, add_keys: bool) -> None:
+        from rote import models  # torch-heavy: imported only when a stage needs the model
+        if self.loaded_from == source:
+            return
+        self.tokenizer = models.load_tokenizer(source)
+        self.model = models.load_model(source, self.cfg.model.dtype)
+        if add_keys:
+            tokens = [r.key_token for r in self.relations.values()] if self.cfg.key.style == "token" else []
+            self.key_record = models.add_key_tokens(self.model, self.tokenizer, tokens, self.cfg.key.init, self.cfg.seed)
+            write_json(self.run_dir / "key_tokens.json", self.key_record)
+        else:
+            from rote.checkpoint import read_key_record
+            self.key_record = read_key_record(source) or {}
+        self.model.eval()
+        self.loaded_from = source
+
+    def model_for(self, stage: str) -> None:
+        """Load the weights a stage starts from: base model (+ key tokens), or a checkpoint."""
+        if stage in ("eval/base", "phase1"):
+            self.load(self.cfg.model.name, add_keys=True)
+        elif stage in ("eval/phase1", "phase2"):
+            self.load(self.cfg.phase2.checkpoint or str(self.run_dir / "phase1" / "checkpoint"), add_keys=False)
+        else:
+            self.load(str(self.run_dir / "phase2" / "checkpoint"), add_keys=False)
+
+    def save(self, path: Path) -> None:
+        from rote.checkpoint import save_checkpoint
+        save_checkpoint(self.model, self.tokenizer, self.key_record, path)
+
+
+def run_training(session: Session, phase: str) -> dict:
+    from rote.lora import apply_lora, merge_lora
+    from rote.generalize import generalize
+    from rote.memorize import memorize
+
+    cfg = session.cfg
+    tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
+    out = session.run_dir / phase
+    if (out / "metrics.jsonl").exists():  # a killed attempt: its steps are not part of this one
+        (out / "metrics.jsonl").unlink()
+    if tcfg.method == "lora":
+        session.model = apply_lora(session.model, tcfg.lora, list(session.key_record.get("tokens", {}).values()))
+
+    def save_epoch(name: str) -> None:
+        from rote.checkpoint import save_checkpoint
+        save_checkpoint(merge_lora(session.model) if tcfg.method == "lora" else session.model,
+                        session.tokenizer, session.key_record, out / "epochs" / name)
+
+    if phase == "phase1":
+        summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
+                           cfg.seed, save_epoch)
+    else:
+        summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed)
+    if tcfg.method == "lora":
+        session.model = merge_lora(session.model)
+    session.save(out / "checkpoint")
+    session.loaded_from = str(out / "checkpoint")
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_eval(session: Session, stage: str) -> dict:
+    from rote.evaluate import build_queries, companions_of, evaluate
+    from rote.metrics import aggregate
+
+    cfg = session.cfg
+    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval)
+    companions = companions_of(session.facts) if cfg.data.subjects == "shared" else None
+    started = time.perf_counter()
+    records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)
+    seconds = time.perf_counter() - started
+    out = session.run_dir / stage
+    write_jsonl(out / "predictions.jsonl", records)
+    rows = aggregate(records)
+    write_json(out / "summary.json", {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
+    return {"records": len(records), "seconds": round(seconds, 2)}
+
+
+def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> Path:
+    """Run (or resume) every stage of `cfg`; returns the run directory."""
+    run_dir = cfg.run_dir
+    write_config(cfg, run_dir)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if is_done(run_dir, "data"):
+        facts = read_facts(run_dir / "facts.jsonl")
+    else:
+        facts = make_data(cfg, run_dir)
+        mark_done(run_dir, "data", {"facts": len(facts)})
+    say(f"[rote] {run_dir}: {len(facts)} facts, {sum(f.split == 'phase2' for f in facts)} for phase 2")
+    session = Session(cfg, run_dir, facts)
+    for stage in STAGES[1:]:
+        if stop_after and STAGES.index(stage) > STAGES.index(stop_after):
+            break
+        skip = (stage.startswith("eval/") and stage.split("/")[1] not in cfg.eval.stages) or \
+               (stage in ("phase1", "eval/phase1") and cfg.phase2.checkpoint)
+        if skip or is_done(run_dir, stage):
+            continue
+        started = time.perf_counter()
+        if stage == "report":
+            from rote.report import build_report
+            build_report(run_dir)
+            info = {}
+        else:
+            session.model_for(stage)
+            info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)
+        mark_done(run_dir, stage, {"seconds": round(time.perf_counter() - started, 2)})
+        say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
+    return run_dir
+
+
+def clear_stage(run_dir: Path, stage: str) -> None:
+    """Forget a finished stage (and its files) so the next `rote run` redoes it."""
+    shutil.rmtree(run_dir / stage, ignore_errors=True)

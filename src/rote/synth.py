@@ -1,0 +1,145 @@
+"""Seeded fictional subjects and fact sets. No model, no tokenizer: same seed, same facts.
+
+Subjects are invented (so no model can know them); objects are real strings from each
+relation's pool, paired at random. Two subject modes:
+- `separate` (the paper's): every fact has its own subject;
+- `shared`: each invented subject has one fact in every chosen relation of its kind, and
+  relations with the same object kind (place of birth / residence) get different objects,
+  so only the relation, i.e. the key token, tells the answers apart.
+"""
+from __future__ import annotations
+
+import random
+from functools import cache
+from importlib import resources
+
+import yaml
+
+from rote.facts import DataError, Fact, Relation
+
+
+@cache
+def _names() -> dict:
+    return yaml.safe_load((resources.files("rote") / "data" / "names.yaml").read_text(encoding="utf-8"))
+
+
+@cache
+def famous_names() -> frozenset[str]:
+    """Lower-cased real names (people, works, countries) that a generated subject must never be."""
+    raw = yaml.safe_load((resources.files("rote") / "data" / "famous.yaml").read_text(encoding="utf-8"))
+    return frozenset(n.lower() for group in raw.values() for n in group)
+
+
+def _person(rng: random.Random) -> str:
+    n = _names()
+    return f"{rng.choice(n['first_names'])} {rng.choice(n['last_names'])}"
+
+
+def _work(rng: random.Random) -> str:
+    words = _names()["title_words"]
+    pattern = rng.choice(words["patterns"])
+    # Fill placeholders one at a time so "{noun} of {noun}" gets two different nouns.
+    while "{adj}" in pattern or "{noun}" in pattern:
+        slot = "{adj}" if "{adj}" in pattern else "{noun}"
+        pool = words["adjectives"] if slot == "{adj}" else words["nouns"]
+        pattern = pattern.replace(slot, rng.choice(pool), 1)
+    return pattern
+
+
+def _country(rng: random.Random) -> str:
+    s = _names()["country_syllables"]
+    middle = rng.choice(s["middles"]) if rng.random() < 0.6 else ""
+    return rng.choice(s["starts"]) + middle + rng.choice(s["ends"])
+
+
+_MAKERS = {"person": _person, "work": _work, "country": _country}
+
+
+def fictional_subjects(kind: str, n: int, rng: random.Random, taken: set[str]) -> list[str]:
+    """`n` new distinct invented names of `kind`; adds them to `taken` (lower-cased)."""
+    if kind not in _MAKERS:
+        raise DataError(f"no generator for subject kind {kind!r} (known: {sorted(_MAKERS)})")
+    out: list[str] = []
+    for _ in range(n * 1000):
+        if len(out) == n:
+            return out
+        name = _MAKERS[kind](rng)
+        if name.lower() in taken or name.lower() in famous_names():
+            continue
+        taken.add(name.lower())
+        out.append(name)
+    raise DataError(f"could not invent {n} distinct {kind} names; the name lists are too small")
+
+
+def _options(gold: str, pool: tuple[str, ...], n_options: int, rng: random.Random, relation: str) -> tuple[str, ...]:
+    others = [o for o in pool if o != gold]
+    if len(others) < n_options - 1:
+        raise DataError(f"relation {relation}: {n_options} options need {n_options} objects, the pool has {len(pool)}")
+    options = rng.sample(others, n_options - 1) + [gold]
+    rng.shuffle(options)  # the gold's position is random, never last by construction
+    return tuple(options)
+
+
+def _objects(relation: Relation, n: int, rng: random.Random) -> list[str]:
+    """Random objects for `n` facts: without repeats while the pool allows."""
+    pool = list(relation.objects)
+    if n <= len(pool):
+        return rng.sample(pool, n)
+    return [rng.choice(pool) for _ in range(n)]
+
+
+def make_facts(
+    relations: list[Relation],
+    facts_per_relation: int,
+    phase2_facts: int,
+    subjects: str = "separate",
+    n_options: int = 100,
+    seed: int = 0,
+) -> list[Fact]:
+    """The fact set: `facts_per_relation` facts per relation, the first `phase2_facts` of each
+    relation (in a seeded order) marked for phase 2, the rest held out."""
+    if not 0 <= phase2_facts <= facts_per_relation:
+        raise DataError(f"phase2_facts={phase2_facts} must lie between 0 and facts_per_relation={facts_per_relation}")
+    if subjects not in ("separate", "shared"):
+        raise DataError(f"unknown subject mode {subjects!r} (use 'separate' or 'shared')")
+    if len({r.name for r in relations}) != len(relations):
+        raise DataError(f"a relation is listed twice: {[r.name for r in relations]}")
+    rng = random.Random(seed)
+    # Never invent a subject that is also an answer of one of the chosen relations.
+    taken = {o.lower() for r in relations for o in r.objects}
+    facts: list[Fact] = []
+    if subjects == "separate":
+        for rel in relations:
+            names = fictional_subjects(rel.subject_kind, facts_per_relation, rng, taken)
+            for i, (subject, obj) in enumerate(zip(names, _objects(rel, facts_per_relation, rng))):
+                facts.append(_fact(rel, i, subject, f"{rel.id}:{i:04d}", obj, i < phase2_facts, n_options, rng))
+        return facts
+
+    by_kind: dict[str, list[Relation]] = {}
+    for rel in relations:
+        by_kind.setdefault(rel.subject_kind, []).append(rel)
+    for kind, rels in by_kind.items():
+        names = fictional_subjects(kind, facts_per_relation, rng, taken)
+        objects = {rel.name: _objects(rel, facts_per_relation, rng) for rel in rels}
+        for i, subject in enumerate(names):
+            used: dict[str, set[str]] = {}  # object kind -> objects this subject already has
+            for rel in rels:
+                obj = objects[rel.name][i]
+                seen = used.setdefault(rel.object_kind, set())
+                while obj in seen:  # same answer type, same subject: objects must differ
+                    obj = rng.choice(rel.objects)
+                seen.add(obj)
+                facts.append(_fact(rel, i, subject, f"{kind}:{i:04d}", obj, i < phase2_facts, n_options, rng))
+    return facts
+
+
+def _fact(rel: Relation, i: int, subject: str, subject_id: str, obj: str, phase2: bool, n_options: int, rng) -> Fact:
+    return Fact(
+        id=f"{rel.id}:{i:04d}",
+        subject=subject,
+        subject_id=subject_id,
+        relation=rel.name,
+        object=obj,
+        options=_options(obj, rel.objects, n_options, rng, rel.name),
+        split="phase2" if phase2 else "heldout",
+    )

@@ -1,0 +1,61 @@
+"""Text of every example: render(fact, ...) -> (prompt, target). Pure: no torch.
+
+The target always keeps its leading space (" Paris"), so a prompt and its target tokenize
+the same way whether they are encoded together or apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rote.config import KeyConfig
+from rote.facts import Fact, Relation
+
+
+@dataclass(frozen=True)
+class Rendered:
+    prompt: str
+    target: str  # starts with a space
+    subject_span: tuple[int, int]  # character span of the subject inside `prompt`
+    key_span: tuple[int, int] | None = None  # character span of the key inside `prompt`
+
+
+def key_text(relation: Relation, key: KeyConfig) -> str | None:
+    """What stands for the relation in phase-1 text: an added token, a plain word, or nothing."""
+    if key.style == "token":
+        return relation.key_token
+    if key.style == "word":
+        # One nonsense word per relation, tokenised like ordinary text (baseline: no new token).
+        return f"{key.word}{relation.id}"
+    return None
+
+
+def render_key(fact: Fact, relation: Relation, key: KeyConfig) -> Rendered:
+    """Phase-1 text: `{subject} {key}` + ` {object}` (or `{key} {subject}` with position=first)."""
+    k = key_text(relation, key)
+    s = fact.subject
+    if k is None:
+        return Rendered(s, " " + fact.object, (0, len(s)))
+    if key.position == "first":
+        prompt = f"{k} {s}"
+        return Rendered(prompt, " " + fact.object, (len(k) + 1, len(prompt)), (0, len(k)))
+    prompt = f"{s} {k}"
+    return Rendered(prompt, " " + fact.object, (0, len(s)), (len(s) + 1, len(prompt)))
+
+
+def render_prompt(fact: Fact, template: str) -> Rendered:
+    """A natural prompt: `Where was {subject} born?` + ` Paris`."""
+    start = template.index("{subject}")
+    prompt = template.replace("{subject}", fact.subject, 1)
+    return Rendered(prompt, " " + fact.object, (start, start + len(fact.subject)))
+
+
+def render_reverse(fact: Fact, template: str) -> Rendered:
+    """Reversal: the object is given, the subject is the answer (`{object} is the mother of`)."""
+    start = template.index("{object}")
+    prompt = template.replace("{object}", fact.object, 1)
+    return Rendered(prompt, " " + fact.subject, (start, start + len(fact.object)))
+
+
+def training_target(target: str, suffix: str) -> str:
+    """Phase-1 targets may end with a period; `eos` is appended as an id at encoding."""
+    return target + "." if suffix == "period" else target

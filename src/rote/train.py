@@ -1,0 +1,152 @@
+"""The one training loop. It knows nothing about phases: examples in, updated model out.
+
+Written against `accelerate`, so one CPU, one GPU or several processes (`accelerate launch`,
+`torchrun`) run the same code. `batch_size` is the *global* number of examples per optimizer
+step; it is split across processes and gradient-accumulation micro-batches, and the loss is the
+mean over every supervised token of the global batch, so any split gives the same update.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from rote.config import TrainConfig
+from rote.encode import IGNORE, Encoded, pad_batch
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The seeded example order of one epoch; every process computes the same one."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def supervised_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over the supervised tokens of a right-padded batch.
+
+    The output projection is computed only at positions that predict a supervised token
+    (`logits_to_keep`): with object-only loss that is a few positions per row, and the
+    vocabulary projection is a large share of a step for big-vocabulary models."""
+    labels = batch["labels"]
+    predicts = (labels[:, 1:] != IGNORE).any(dim=0).nonzero().squeeze(1)  # positions t whose t+1 is supervised
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=predicts)
+    targets = labels[:, predicts + 1]  # (B, K)
+    logits = out.logits.float()  # (B, K, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+
+
+def train(
+    model,
+    examples: list[Encoded],
+    cfg: TrainConfig,
+    pad_id: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    on_epoch_end: Callable[[int], bool] | None = None,
+    desc: str = "train",
+) -> dict:
+    """Train `model` in place on `examples`; metrics per optimizer step go to out_dir/metrics.jsonl.
+
+    `on_epoch_end(epoch)` (1-based) may evaluate or save; returning True stops training.
+    Returns a summary: epochs run, steps, supervised tokens, seconds, whether stopped early."""
+    if not examples:
+        raise ValueError("no training examples")
+    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
+        raise ValueError(f"batch_size, grad_accum and epochs must be >= 1, got {cfg.batch_size}, {cfg.grad_accum}, {cfg.epochs}")
+    accelerator = Accelerator()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, cfg.warmup_steps, cfg.schedule)
+    )
+    # bf16 autocast (AMX on recent CPUs, tensor cores on GPUs); master weights keep their dtype.
+    use_bf16 = cfg.precision == "bf16"
+    autocast = (lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    model.train()
+    log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
+    bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+    step, tokens_seen, started = 0, 0, time.perf_counter()
+    stopped_early, epoch = False, 0
+    for epoch in range(1, cfg.epochs + 1):
+        order = epoch_order(len(examples), seed, epoch)
+        for first in range(0, len(order), cfg.batch_size):
+            t0 = time.perf_counter()
+            global_batch = [examples[i] for i in order[first:first + cfg.batch_size]]
+            n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in global_batch)
+            # This process's share, split into micro-batches; the gradient must be a sum over the
+            # global batch divided by its token count, and DDP averages over processes.
+            mine = global_batch[rank::world]
+            micro = [mine[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
+            micro = [m for m in micro if m]
+            loss_total = torch.zeros((), device=accelerator.device)
+            for j, chunk in enumerate(micro):
+                batch = {k: v.to(accelerator.device) for k, v in pad_batch(chunk, pad_id).items()}
+                sync = j == len(micro) - 1
+                with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
+                    loss_sum = supervised_loss_sum(model, batch)
+                accelerator.backward(loss_sum * world / n_tokens)
+                loss_total += loss_sum.detach()
+            if not micro:  # fewer examples than processes in the last batch: join with a zero gradient
+                batch = {k: v.to(accelerator.device) for k, v in pad_batch(global_batch[:1], pad_id).items()}
+                with autocast():
+                    accelerator.backward(supervised_loss_sum(model, batch) * 0.0)
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += n_tokens
+            loss = accelerator.reduce(loss_total, reduction="sum").item() / n_tokens
+            dt = time.perf_counter() - t0
+            seq_tokens = sum(len(e) for e in global_batch)
+            if log:
+                log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss, 6), "lr": lr,
+                                      "tokens_per_s": round(seq_tokens / dt, 1), "supervised_tokens": n_tokens}) + "\n")
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
+            bar.update(1)
+        if log:
+            log.flush()
+        if on_epoch_end is not None:
+            model.eval()
+            stop = on_epoch_end(epoch)
+            model.train()
+            if stop:
+                stopped_early = epoch < cfg.epochs
+                break
+    bar.close()
+    if log:
+        log.close()
+    model.eval()
+    seconds = time.perf_counter() - started
+    return {"epochs": epoch, "steps": step, "supervised_tokens": tokens_seen, "seconds": round(seconds, 2),
+            "stopped_early": stopped_early, "processes": world}
