@@ -74,6 +74,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Phase2Config(TrainConfig):
+    """Phase 2 trains briefly on a few examples: its own defaults, the same fields."""
+    epochs: int = 1
+    lr: float = 5e-5
+    schedule: Literal["cosine", "constant", "linear"] = "constant"
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages")
     languages: tuple[str, ...] = ("de", "es", "zh", "ja")
@@ -93,9 +102,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     key: KeyConfig = field(default_factory=KeyConfig)
     phase1: TrainConfig = field(default_factory=TrainConfig)
-    phase2: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=1, lr=5e-5, warmup_steps=0, schedule="constant")
-    )
+    phase2: Phase2Config = field(default_factory=Phase2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property

@@ -162,19 +162,21 @@ def _hub_error(name: str, err: Exception) -> RuntimeError:
     return RuntimeError(
         f"the model {name!r} is not a local folder or bundled name, so it was taken as a "
         "Hugging Face hub id; loading it needs internet access to the Hugging Face hub "
-        f"(and HF_HUB_OFFLINE unset), which failed: {err}. "
-        f"Bundled models that work offline: {', '.join(sorted(BUNDLED))}"
+        f"(with HF_HUB_OFFLINE unset). Loading failed: {str(err).strip()}\n"
+        f"Bundled models, which work offline: {', '.join(sorted(BUNDLED))}"
     )
 
 
-def _from_pretrained(cls, name: str, **kwargs):
+def _from_pretrained(cls, name: str, offline_kwargs: dict | None = None, **kwargs):
     path = resolve(name)
     if Path(path).is_dir():  # a bundled model's folder or a local folder
         return cls.from_pretrained(path, **kwargs)
-    # huggingface_hub reads HF_HUB_OFFLINE once at import; read it here too so
-    # setting it later still keeps us off the network.
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it here too so
+    # that setting it later still keeps us off the network (no retries, no waiting).
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    if offline.strip().lower() in {"1", "true", "yes", "on"}:
         kwargs["local_files_only"] = True
+        kwargs.update(offline_kwargs or {})
     try:
         return cls.from_pretrained(path, **kwargs)
     except OSError as err:  # huggingface_hub's network and not-found errors are OSErrors
@@ -198,7 +200,14 @@ def load_model(name: str, dtype: str = "float32"):
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
-    return _from_pretrained(AutoModelForCausalLM, name, dtype=torch_dtype)
+    # With peft installed, transformers 5 looks for a hub adapter_config.json
+    # without passing on local_files_only, so offline it must be told separately.
+    return _from_pretrained(
+        AutoModelForCausalLM,
+        name,
+        offline_kwargs={"adapter_kwargs": {"local_files_only": True}},
+        dtype=torch_dtype,
+    )
 
 
 def list_models() -> list[dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from rote.metrics import pick
 
@@ -67,10 +68,11 @@ def _loss_panel(ax, steps: list[dict], title: str) -> None:
     twin = ax.twinx()
     twin.plot(x, [s["lr"] for s in steps], color="#999999", lw=1, ls="--", label="lr")
     twin.set_ylabel("learning rate", color="#777777")
-    twin.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v else "0"))
     twin.set_ylim(bottom=0)
     lines = ax.get_lines()[:1] + twin.get_lines()
-    ax.legend(lines, [l.get_label() for l in lines], loc="upper right", fontsize=8, frameon=False)
+    # Lower left: loss starts high on the left and the lr line runs along the top or falls late.
+    ax.legend(lines, [l.get_label() for l in lines], loc="lower left", fontsize=8, framealpha=0.8)
 
 
 def training_curves(run_dir: str | Path) -> Figure | None:
@@ -94,9 +96,10 @@ def training_curves(run_dir: str | Path) -> Figure | None:
         at = summary.get("memorized_at_epoch")
         if at is not None:
             ax.axvline(at, color="#c44e52", ls=":", lw=1)
-            ax.annotate(f"memorized at epoch {at}", (at, 0.05), xytext=(4, 0), textcoords="offset points",
-                        fontsize=8, color="#c44e52")
+            ax.annotate(f"memorized at epoch {at}", (at, 0.05), xytext=(-4, 0), textcoords="offset points",
+                        ha="right", fontsize=8, color="#c44e52")
         ax.set_ylim(0, 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("phase-1 epoch")
         ax.set_ylabel("key-token accuracy (prefix)")
         ax.set_title("phase 1: key-token accuracy")
@@ -140,7 +143,7 @@ def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefi
         for stage, rows in rows_by_stage.items():
             found = [pick(rows, split=split, prompt_set=p, language="en", relation="all") for p in PROMPT_SETS]
             values[stage] = [r[metric] if r else None for r in found]
-        _bars(ax, list(PROMPT_SETS), values)
+        _bars(ax, ["key", "train", "test", "unrelated\n(object rate)"], values)
         ax.set_title(title)
     axes[0].set_ylabel(f"accuracy ({metric})")
     handles, labels = axes[0].get_legend_handles_labels()

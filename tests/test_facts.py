@@ -1,0 +1,85 @@
+"""Relation files' invariants, relation validation errors, fact JSONL round trip."""
+import pytest
+import yaml
+
+from rote.facts import (LANGUAGES, DataError, Fact, builtin_relation_names, load_relation, load_relations_file,
+                        read_facts, write_facts)
+
+PAPER_AND_MORE = {"author": "P50", "capital": "P36", "educated_at": "P69", "genre": "P136", "mother": "P25",
+                  "place_of_birth": "P19", "place_of_residence": "P551", "occupation": "P106"}
+
+
+def test_all_relations_ship():
+    assert set(PAPER_AND_MORE) <= set(builtin_relation_names())
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_AND_MORE))
+def test_relation_file_invariants(name):
+    r = load_relation(name)
+    assert r.id == PAPER_AND_MORE[name] and r.name == name
+    assert len(r.train_prompts) == 10 and len(set(r.train_prompts)) == 10
+    assert set(r.test_prompts) == set(LANGUAGES)
+    for lang, prompts in r.test_prompts.items():
+        assert len(prompts) == 10 and len(set(prompts)) == 10, lang
+    assert not set(r.train_prompts) & set(r.test_prompts["en"])
+    assert len(r.unrelated_prompts) == 3
+    assert all(p.count("{subject}") == 1 for p in r.train_prompts + r.unrelated_prompts)
+    assert all(p.count("{object}") == 1 for p in r.reverse_prompts)
+    objects = [o.lower() for o in r.objects]
+    assert len(objects) >= 120 and len(set(objects)) == len(objects)
+    prefixed = [(a, b) for a in objects for b in objects if a != b and b.startswith(a)]
+    assert not prefixed, prefixed[:3]
+    assert r.key_token == f"<rote:{r.id}>"
+
+
+def test_birth_and_residence_share_the_city_pool():
+    assert load_relation("place_of_birth").objects == load_relation("place_of_residence").objects
+
+
+def test_unknown_relation_lists_the_known_ones():
+    with pytest.raises(DataError, match="unknown relation 'birthplace'.*place_of_birth"):
+        load_relation("birthplace")
+
+
+def _user_relation(**changes):
+    raw = {"id": "U1", "name": "favourite_tool", "subject_kind": "person", "object_kind": "tool",
+           "prompts": {"train": ["{subject}'s favourite tool is"], "test": ["{subject} likes to use a"]},
+           "objects": ["hammer", "saw"]}
+    raw.update(changes)
+    return raw
+
+
+def test_user_relations_file(tmp_path):
+    f = tmp_path / "rel.yaml"
+    f.write_text(yaml.safe_dump({"relations": [_user_relation()]}))
+    (r,) = load_relations_file(f)
+    assert r.test_prompts == {"en": ("{subject} likes to use a",)} and r.key_token == "<rote:U1>"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"prompts": {"train": ["favourite tool is"], "test": ["{subject} uses"]}}, "must contain {subject} exactly once"),
+    ({"prompts": {"train": ["{subject} uses {object}"], "test": ["{subject} uses"]}}, "no other placeholder"),
+    ({"prompts": {"train": ["{subject} uses"]}}, "needs 'train' and 'test'"),
+    ({"objects": ["hammer", ""]}, "non-empty strings"),
+    ({"subject_kind": "animal"}, "subject_kind 'animal'"),
+])
+def test_bad_user_relation_is_named(tmp_path, change, message):
+    f = tmp_path / "rel.yaml"
+    f.write_text(yaml.safe_dump(_user_relation(**change)))
+    with pytest.raises(DataError, match="rel.yaml") as err:
+        load_relations_file(f)
+    assert message in str(err.value)
+
+
+def test_facts_round_trip(tmp_path):
+    facts = [Fact("P19:0000", "Gene Finley", "person:0000", "place_of_birth", "Paris", ("Lyon", "Paris"), "phase2")]
+    write_facts(facts, tmp_path / "f.jsonl")
+    assert read_facts(tmp_path / "f.jsonl") == facts
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        read_facts(tmp_path / "bad.jsonl")
+
+
+def test_gold_must_be_an_option():
+    with pytest.raises(DataError, match="'Paris' is not among its options"):
+        Fact("x", "s", "s", "r", "Paris", ("Lyon",), "phase2")

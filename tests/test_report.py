@@ -1,0 +1,201 @@
+"""report.py and plots.py on a hand-made run directory with planted numbers (no model, no torch)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rote import config as config_mod
+from rote import metrics
+from rote.report import build_report, format_headline, headline_rows
+
+RELATIONS = ("place_of_birth", "place_of_residence")
+PROMPTS = 5  # per prompt set per fact: 4 held-out facts x 5 prompts = 20 queries, rates in steps of 0.05
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _facts() -> list[dict]:
+    facts = []
+    for rel in RELATIONS:
+        for i in range(4):
+            facts.append({"id": f"{rel}-{i:03d}", "subject": f"Person {i}", "subject_id": f"s{i:03d}", "relation": rel,
+                          "object": f"City{i}{rel[9]}", "options": [f"City{i}{rel[9]}", "Other"],
+                          "split": "phase2" if i < 2 else "heldout"})
+    return facts
+
+
+def _block(facts, split, prompt_set, language, prefix, mc=None, prompt="Where was {} born?"):
+    """Records for every fact of `split` x PROMPTS prompts; the first round(rate * n) are hits."""
+    chosen = [f for f in facts if f["split"] == split]
+    n = len(chosen) * PROMPTS
+    out = []
+    for k in range(n):
+        f, index = chosen[k % len(chosen)], k // len(chosen)
+        hit = k < round(prefix * n)
+        rec = {"fact_id": f["id"], "relation": f["relation"], "split": split, "subject_id": f["subject_id"],
+               "prompt_set": prompt_set, "language": language, "prompt_index": index,
+               "prompt": prompt.format(f["subject"]), "gold": f["object"],
+               "generation": f" {f['object']}, a city" if hit else " Nowhere at all",
+               "hit_prefix": hit, "hit_contains": hit}
+        if mc is not None:
+            rec |= {"mc_hit": k < round(mc * n), "gold_prob_norm": 0.5, "gold_rank": 1}
+        out.append(rec)
+    return out
+
+
+# Planted: (stage, split, prompt_set, language) -> (prefix, mc)
+PLANTED = {
+    ("base", "heldout", "test", "en"): (0.05, 0.40),
+    ("phase2", "heldout", "test", "en"): (0.75, 0.90),
+    ("phase2", "heldout", "unrelated", "en"): (0.15, 0.20),
+    ("phase2", "heldout", "languages", "de"): (0.45, 0.60),
+    ("phase2", "heldout", "key", "en"): (1.0, 1.0),
+}
+
+
+def _records(facts, stage) -> list[dict]:
+    out = []
+    for split in ("phase2", "heldout"):
+        for prompt_set, language in (("key", "en"), ("train", "en"), ("test", "en"), ("unrelated", "en"),
+                                     ("languages", "de")):
+            prefix, mc = PLANTED.get((stage, split, prompt_set, language), (0.5, 0.5))
+            # One held-out test prompt carries markup, to check that the page escapes it.
+            prompt = "Where was <b>{}</b> born?" if (split, prompt_set) == ("heldout", "test") else "Where was {} born?"
+            out += _block(facts, split, prompt_set, language, prefix, mc, prompt)
+    return out
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_run(root, stages=("base", "phase2"), subjects="separate", eval_stages=None):
+    """A run directory as runner.py leaves it, with the given eval stages finished."""
+    cfg = config_mod.to_dict(config_mod.RunConfig(name="fake"))
+    cfg["data"]["subjects"] = subjects
+    if eval_stages is not None:
+        cfg["eval"]["stages"] = list(eval_stages)
+    run = root / "fake"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"config": cfg, "meta": {"rote_version": "0.1.0", "git_commit": "abc123", "created": "2026-01-01T00:00:00"}}))
+    facts = _facts()
+    _jsonl(run / "facts.jsonl", facts)
+    _write(run / "data" / ".done", {"finished": "now", "seconds": 0.1})
+    steps = [{"step": s, "epoch": 1 + s // 3, "loss": 2.0 / s, "lr": 1e-4, "tokens_per_s": 100.0, "supervised_tokens": 8}
+             for s in range(1, 6)]
+    for phase in ("phase1", "phase2"):
+        _jsonl(run / phase / "metrics.jsonl", steps)
+        _write(run / phase / "summary.json", {"epochs": 2, "steps": 5, "supervised_tokens": 40, "seconds": 1.0,
+                                              "stopped_early": False, "processes": 1, "examples": 8})
+        _write(run / phase / ".done", {"finished": "now", "seconds": 1.0})
+    summary = json.loads((run / "phase1" / "summary.json").read_text())
+    summary |= {"key_accuracy_by_epoch": [{"epoch": 1, "key_accuracy": 0.4}, {"epoch": 2, "key_accuracy": 1.0}],
+                "memorized_at_epoch": 2}
+    _write(run / "phase1" / "summary.json", summary)
+    for stage in stages:
+        records = _records(facts, stage)
+        if subjects == "shared":
+            for r in records:
+                r["other_relation_hit"] = ["place_of_residence"] if r["prompt_set"] == "key" else []
+        _jsonl(run / "eval" / stage / "predictions.jsonl", records)
+        _write(run / "eval" / stage / "summary.json", {"stage": stage, "seconds": 1.0, "rows": metrics.aggregate(records)})
+        _write(run / "eval" / stage / ".done", {"finished": "now", "seconds": 1.0})
+    return run
+
+
+def _heldout_line(text: str, label: str) -> str:
+    """The terminal-table line for `label` (e.g. `test`) in the held-out block."""
+    lines = text.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("held-out"))
+    return next(l for l in lines[start:] if l[13:27].strip() == label)
+
+
+def test_headline_rows_order_and_values(tmp_path):
+    rows = headline_rows(make_run(tmp_path))
+    assert [(r["split"], r["prompt_set"], r["language"]) for r in rows][:5] == [
+        ("phase2", "key", "en"), ("phase2", "train", "en"), ("phase2", "test", "en"), ("phase2", "unrelated", "en"),
+        ("phase2", "languages", "de")]
+    test = next(r for r in rows if (r["split"], r["prompt_set"], r["language"]) == ("heldout", "test", "en"))
+    assert test["n"] == 20 and test["base"] == pytest.approx(0.05) and test["phase2"] == pytest.approx(0.75)
+    assert "phase1" not in test
+
+
+def test_format_headline_has_planted_numbers(tmp_path):
+    text = format_headline(make_run(tmp_path))
+    test = _heldout_line(text, "test")
+    assert test.split()[1:] == ["20", "|", "0.05", "0.75", "|", "0.40", "0.90"]
+    assert _heldout_line(text, "test (de)").split()[4:6] == ["0.50", "0.45"]
+    assert _heldout_line(text, "unrelated").split()[4] == "0.15"
+    assert "prefix rule" in text and "should stay near 0" in text
+    assert "missing evaluations: phase1 (not finished)" in text
+    assert "confusion" not in text.splitlines()[1]
+    assert max(len(l) for l in text.splitlines()) <= 100
+
+
+def test_build_report_writes_page_and_figures(tmp_path):
+    run = make_run(tmp_path)
+    path = build_report(run)
+    assert path == run / "report" / "report.html"
+    page = path.read_text()
+    assert "0.75" in page and "0.90" in page and "0.45" in page
+    assert "Unrelated-prompt control" in page and "memorized object" in page
+    for name in ("training", "accuracy", "languages"):
+        png = run / "report" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG
+    assert page.count("data:image/png;base64,") == 3
+    assert "<script" not in page
+    assert not list((run / "report").glob("*.tmp"))
+    # Markup in a prompt is shown as text, never interpreted.
+    assert "Where was &lt;b&gt;Person 2&lt;/b&gt; born?" in page
+    assert "<b>Person" not in page
+    assert "Confusion between relations" not in page  # separate-subject mode
+
+
+def test_missing_stages_are_reported(tmp_path):
+    run = make_run(tmp_path, stages=("phase2",), eval_stages=("phase1", "phase2"))
+    (run / "phase2" / ".done").unlink()
+    page = build_report(run).read_text()
+    assert "base (not in config)" in page and "phase1 (not finished)" in page
+    text = format_headline(run)
+    assert "base (not in config)" in text and _heldout_line(text, "test").split()[1:4] == ["20", "|", "0.75"]
+
+
+def test_run_without_evaluations(tmp_path):
+    run = make_run(tmp_path, stages=())
+    (run / "phase2" / "summary.json").unlink()
+    with open(run / "phase2" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "epo')  # torn last line of a phase still writing
+    page = build_report(run).read_text()
+    assert "No evaluation has finished yet" in page and "running" in page
+    assert (run / "report" / "figures" / "training.png").is_file()
+    assert "no evaluation summaries yet" in format_headline(run)
+
+
+def test_shared_subjects_show_confusion(tmp_path):
+    run = make_run(tmp_path, subjects="shared")
+    text = format_headline(run)
+    assert "confusion" in text.splitlines()[1]
+    key = _heldout_line(text, "key")
+    assert key.split()[-2:] == ["1.00", "1.00"]  # every key-prompt answer planted as the other relation's
+    page = build_report(run).read_text()
+    assert "Confusion between relations" in page
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        build_report(tmp_path)
+
+
+def test_report_does_not_import_torch():
+    code = "import rote.report, rote.plots, sys; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,76 @@
+"""Fictional fact sets: determinism, both subject modes, options, splits, no famous names."""
+import hashlib
+import random
+from collections import Counter
+
+import pytest
+
+from rote.facts import DataError, load_relation, write_facts
+from rote.synth import famous_names, fictional_subjects, make_facts
+
+PEOPLE = ["place_of_birth", "place_of_residence", "educated_at"]
+
+
+def _rels(*names):
+    return [load_relation(n) for n in names]
+
+
+def _digest(facts, tmp_path, name):
+    write_facts(facts, tmp_path / name)
+    return hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+
+
+def test_same_seed_same_bytes(tmp_path):
+    rels = _rels("author", "capital", "mother")
+    a = _digest(make_facts(rels, 30, 10, seed=7), tmp_path, "a.jsonl")
+    b = _digest(make_facts(rels, 30, 10, seed=7), tmp_path, "b.jsonl")
+    c = _digest(make_facts(rels, 30, 10, seed=8), tmp_path, "c.jsonl")
+    assert a == b != c
+
+
+def test_separate_mode_counts_splits_and_options():
+    facts = make_facts(_rels("author", "genre", "capital"), 40, 15, n_options=100, seed=0)
+    assert len(facts) == 120
+    assert Counter((f.relation, f.split) for f in facts)[("genre", "phase2")] == 15
+    assert len({f.subject for f in facts}) == 120  # every fact has its own subject
+    for f in facts:
+        assert len(f.options) == 100 and len(set(f.options)) == 100 and f.object in f.options
+        assert set(f.options) <= set(load_relation(f.relation).objects)
+    positions = Counter(f.options.index(f.object) for f in facts)
+    assert len(positions) > 30  # the gold is shuffled in, not always last
+    assert len({f.id for f in facts}) == 120
+
+
+def test_shared_mode_same_subject_different_cities():
+    facts = make_facts(_rels(*PEOPLE), 50, 20, subjects="shared", seed=1)
+    by_subject = {}
+    for f in facts:
+        by_subject.setdefault(f.subject_id, {})[f.relation] = f
+    assert len(by_subject) == 50
+    for rels in by_subject.values():
+        assert set(rels) == set(PEOPLE)
+        assert len({r.subject for r in rels.values()}) == 1
+        assert rels["place_of_birth"].object != rels["place_of_residence"].object
+        assert len({r.split for r in rels.values()}) == 1  # a person is in phase 2 for all relations or none
+
+
+def test_subjects_are_never_famous_or_objects():
+    rng = random.Random(0)
+    taken = set()
+    names = fictional_subjects("person", 2000, rng, taken) + fictional_subjects("work", 500, rng, taken) \
+        + fictional_subjects("country", 300, rng, taken)
+    assert len(set(names)) == len(names)
+    assert not {n.lower() for n in names} & famous_names()
+    assert {"albert einstein", "the great gatsby", "france"} <= famous_names()  # the deny-list is real
+    facts = make_facts(_rels("mother"), 100, 10, seed=3)
+    mothers = {o.lower() for o in load_relation("mother").objects}
+    assert not {f.subject.lower() for f in facts} & mothers
+
+
+def test_bad_requests_are_named():
+    with pytest.raises(DataError, match="phase2_facts=11"):
+        make_facts(_rels("mother"), 10, 11)
+    with pytest.raises(DataError, match="500 options"):
+        make_facts(_rels("mother"), 10, 1, n_options=500)
+    with pytest.raises(DataError, match="subject mode 'both'"):
+        make_facts(_rels("mother"), 10, 1, subjects="both")
