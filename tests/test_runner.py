@@ -1,0 +1,95 @@
+"""`rote run` end to end on the tiny model: stages, resume, the run directory, the CLI."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rote import config, runner
+from rote.cli import main
+from rote.runner import RunError, is_done, run
+
+SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
+
+
+@pytest.fixture
+def smoke_cfg(tiny_model_dir, tmp_path):
+    return config.load(SMOKE, [f"model.name={tiny_model_dir}", f"out_dir={tmp_path / 'runs'}"])
+
+
+def test_smoke_run_writes_the_whole_record(smoke_cfg):
+    started = time.perf_counter()
+    run_dir = run(smoke_cfg, quiet=True)
+    assert time.perf_counter() - started < 60
+    for stage in runner.STAGES:
+        assert is_done(run_dir, stage), stage
+    for path in ["config.yaml", "facts.jsonl", "splits.json", "key_tokens.json", "phase1/metrics.jsonl",
+                 "phase1/checkpoint/model.safetensors", "phase1/checkpoint/rote_key_tokens.json",
+                 "phase2/checkpoint/config.json", "eval/base/predictions.jsonl", "eval/phase2/summary.json",
+                 "report/report.html"]:
+        assert (run_dir / path).is_file(), path
+    summary = json.loads((run_dir / "eval/phase2/summary.json").read_text())
+    assert summary["stage"] == "phase2" and summary["rows"]
+    predictions = (run_dir / "eval/phase2/predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 12 * (1 + 2 + 2 + 2 + 2 * 2)  # facts x (key, train, test, unrelated, de, ja)
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_checkpoint_loads_with_plain_transformers(smoke_cfg):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    run_dir = run(smoke_cfg, quiet=True, stop_after="phase1")
+    ckpt = run_dir / "phase1" / "checkpoint"
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    model = AutoModelForCausalLM.from_pretrained(ckpt)
+    ids = tok("Gene Finley <rote:P19> Paris")["input_ids"]
+    assert tok.convert_tokens_to_ids("<rote:P19>") in ids
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+
+
+def test_resume_skips_finished_stages(smoke_cfg, monkeypatch):
+    run_dir = run(smoke_cfg, quiet=True, stop_after="phase1")
+    assert is_done(run_dir, "phase1") and not is_done(run_dir, "phase2")
+    import rote.memorize
+    monkeypatch.setattr(rote.memorize, "memorize", lambda *a, **k: pytest.fail("phase 1 ran again"))
+    run(smoke_cfg, quiet=True)
+    assert is_done(run_dir, "report")
+    # A killed stage leaves no done marker: it runs again, and its old step log is not appended to.
+    (run_dir / "phase2" / ".done").unlink()
+    steps = len((run_dir / "phase2" / "metrics.jsonl").read_text().splitlines())
+    run(smoke_cfg, quiet=True)
+    assert len((run_dir / "phase2" / "metrics.jsonl").read_text().splitlines()) == steps
+
+
+def test_resuming_with_another_config_is_refused(smoke_cfg):
+    run(smoke_cfg, quiet=True, stop_after="data")
+    with pytest.raises(RunError, match=r"phase1.lr: 0.001 -> 0.5"):
+        run(config.replace(smoke_cfg, ["phase1.lr=0.5"]), quiet=True)
+
+
+def test_phase2_from_a_saved_phase1_checkpoint(smoke_cfg):
+    source = run(smoke_cfg, quiet=True, stop_after="phase1")
+    variant = config.replace(smoke_cfg, ["name=variant", f"phase2.checkpoint={source / 'phase1' / 'checkpoint'}",
+                                         "phase2.n_prompts=2"])
+    run_dir = run(variant, quiet=True)
+    assert not (run_dir / "phase1").exists() and is_done(run_dir, "eval/phase2")
+    assert (run_dir / "facts.jsonl").read_text() == (source / "facts.jsonl").read_text()
+    assert json.loads((run_dir / "phase2" / "summary.json").read_text())["examples"] == 2 * 6
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    out = subprocess.run([sys.executable, "-m", "rote.cli", "--help"], capture_output=True, text=True)
+    for command in ("run", "data", "models", "eval", "report"):
+        assert command in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phase1:\n  epoch: 3\n")
+    assert main(["run", str(bad)]) == 2
+    assert "unknown key 'epoch'" in capsys.readouterr().err
+
+
+def test_cli_data_writes_facts(tmp_path, capsys):
+    out = tmp_path / "facts.jsonl"
+    assert main(["data", str(SMOKE), "--out", str(out), "--set", "data.facts_per_relation=4"]) == 0
+    assert len(out.read_text().splitlines()) == 8
+    assert "wrote 8 facts (shared subjects)" in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""The training loop on the tiny model: it learns, it is reproducible, splits do not change it."""
+import json
+
+import pytest
+import torch
+
+from rote.config import KeyConfig, TrainConfig
+from rote.encode import encode
+from rote.facts import load_relation
+from rote.memorize import key_accuracy, memorize, phase1_examples
+from rote.models import add_key_tokens, load_model
+from rote.synth import make_facts
+from rote.train import epoch_order, lr_factor, train
+
+
+def _examples(tok):
+    return [encode(tok, f"Gene Finley{i} was born in", " Paris") for i in range(6)]
+
+
+def test_loss_goes_down_and_parameters_change(tokenizer, tiny_model, tmp_path):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    cfg = TrainConfig(epochs=8, lr=3e-3, batch_size=3, warmup_steps=0, schedule="constant", precision="fp32")
+    summary = train(tiny_model, _examples(tokenizer), cfg, tokenizer.pad_token_id, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert summary["steps"] == len(rows) == 16
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert {"step", "epoch", "loss", "lr", "tokens_per_s"} <= set(rows[0])
+    changed = [n for n, p in tiny_model.named_parameters() if not torch.equal(p, before[n])]
+    assert "model.embed_tokens.weight" in changed and len(changed) == len(before)
+
+
+def test_same_seed_same_weights(tokenizer, tiny_model_dir, tmp_path):
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=2, precision="fp32")
+    weights = []
+    for run in range(2):
+        model = load_model(str(tiny_model_dir))
+        train(model, _examples(tokenizer), cfg, tokenizer.pad_token_id, tmp_path / str(run), seed=5)
+        weights.append(model.model.embed_tokens.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_grad_accumulation_gives_the_same_update(tokenizer, tiny_model_dir, tmp_path):
+    """batch_size is the global batch: 1 micro-batch of 4 == 4 micro-batches of 1 (token-weighted)."""
+    examples = [encode(tokenizer, f"Gene Finley{i} was born in", t) for i, t in enumerate([" Paris", " San Sebastian", " Lyon", " Buenos Aires"])]
+    results = []
+    for accum in (1, 4):
+        model = load_model(str(tiny_model_dir))
+        cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=4, grad_accum=accum, precision="fp32", max_grad_norm=0)
+        train(model, examples, cfg, tokenizer.pad_token_id, tmp_path / str(accum))
+        results.append(model.model.embed_tokens.weight.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+def test_schedule_and_order():
+    assert lr_factor(0, 100, 5, "cosine") == pytest.approx(0.2)
+    assert lr_factor(5, 100, 5, "cosine") == pytest.approx(1.0)
+    assert lr_factor(100, 100, 5, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 100, 0, "constant") == 1.0
+    assert epoch_order(10, 0, 1) == epoch_order(10, 0, 1) != epoch_order(10, 0, 2)
+    assert sorted(epoch_order(10, 0, 1)) == list(range(10))
+
+
+def test_until_memorized_stops_and_records_the_epoch(tokenizer, tiny_model_dir, tmp_path):
+    from rote.models import load_tokenizer
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir))
+    rel = load_relation("capital")
+    add_key_tokens(model, tok, [rel.key_token])
+    facts = make_facts([rel], 2, 1, n_options=4, seed=0)
+    cfg = TrainConfig(epochs=60, until="memorized", lr=1e-2, batch_size=2, warmup_steps=0, schedule="constant")
+    summary = memorize(model, tok, facts, {"capital": rel}, KeyConfig(), cfg, tmp_path, seed=0)
+    assert summary["memorized_at_epoch"] is not None and summary["epochs"] == summary["memorized_at_epoch"] < 60
+    assert summary["stopped_early"]
+    assert summary["key_accuracy_by_epoch"][-1]["key_accuracy"] == 1.0
+    assert key_accuracy(model, tok, facts, {"capital": rel}, KeyConfig()) == 1.0
+
+
+def test_phase1_examples_follow_mask_and_suffix(tokenizer):
+    tok = tokenizer
+    rel = load_relation("capital")
+    facts = make_facts([rel], 2, 1, n_options=4, seed=0)
+    key = KeyConfig(style="word", suffix="period")  # no added token needed for this check
+    (ex, _) = phase1_examples(tok, facts, {"capital": rel}, key, "object")
+    text = tok.decode([t for t in ex.labels if t != -100])
+    assert text == f" {facts[0].object}."
+    assert tok.decode(ex.input_ids).startswith(f"{facts[0].subject} blicketP36")
