@@ -5,6 +5,7 @@
     rote models [list | prepare NAME]
     rote eval RUN [--checkpoint DIR] [--stage NAME]
     rote report RUN
+    rote probe RUN [--layers 0,5,10] [--max-facts N]
 """
 from __future__ import annotations
 
@@ -85,6 +86,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from rote.probe import ProbeError, probe_run
+    from rote.probe_report import format_summary
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise SystemExit(f"rote probe: --layers {args.layers!r} is not a comma-separated list of integers") from None
+    try:
+        geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False)
+    except ProbeError as e:  # a bad layer or fact count: say which, without a traceback
+        print(f"rote probe: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(geometry))
+    print(f"\ngeometry: {Path(args.run) / 'probe' / 'geometry.json'}\nfigures:  {Path(args.run) / 'probe' / 'figures'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rebuild a run's report from its files (no model, no torch)")
     p.add_argument("run")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("probe", help="hidden-state geometry of every stage model: relation separation, alignment, PCA")
+    p.add_argument("run")
+    p.add_argument("--layers", help="comma-separated layer indices (0 = embeddings, negative from the end); default all")
+    p.add_argument("--max-facts", type=int, metavar="N", help="at most N facts per relation (default: all)")
+    p.set_defaults(func=cmd_probe)
 
     args = parser.parse_args(argv)
     from rote.config import ConfigError

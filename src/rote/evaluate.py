@@ -6,6 +6,7 @@ is scored.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -109,34 +110,70 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 
 @torch.no_grad()
-def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]], rows_per_batch: int = 256,
+def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]], rows_per_batch: int = 512,
                     progress: bool = False) -> list[list[tuple[float, int]]]:
     """For each (prompt, targets): [(summed log P(target | prompt), n_tokens) per target].
 
-    Rows are grouped by prompt length so that the target tokens of a batch sit in a narrow
-    band of positions, and the vocabulary projection is computed only there."""
+    The prompt is run once and its key/value cache is shared by all of its options, so 100
+    options cost one prompt plus 100 short continuations. Prompts of equal token length are
+    batched together (no padding inside the shared prefix); options are right-padded."""
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
     encoded = [[encode(tokenizer, p, t, mask="object") for t in targets] for p, targets in prompt_targets]
-    rows = [(i, j) for i, group in enumerate(encoded) for j in range(len(group))]
-    rows.sort(key=lambda r: (encoded[r[0]][r[1]].target_start, len(encoded[r[0]][r[1]])))
-    result: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(g) for g in encoded]
-    for first in tqdm(range(0, len(rows), rows_per_batch), desc="score", disable=not progress, leave=False):
-        chunk = rows[first:first + rows_per_batch]
-        examples = [encoded[i][j] for i, j in chunk]
-        batch = {k: v.to(device) for k, v in pad_batch(examples, pad_id).items()}
-        labels = batch.pop("labels")
-        predicts = (labels[:, 1:] != IGNORE).any(dim=0).nonzero().squeeze(1)
-        with _autocast(device):
-            logits = model(**batch, logits_to_keep=predicts).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, K, V)
-        targets = labels[:, predicts + 1]  # (B, K)
-        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        picked = torch.where(targets != IGNORE, picked, torch.zeros_like(picked))
-        sums, counts = picked.sum(dim=1).tolist(), (targets != IGNORE).sum(dim=1).tolist()
-        for (i, j), s, c in zip(chunk, sums, counts):
-            result[i][j] = (s, c)
+    by_length: dict[int, list[int]] = {}
+    for i, group in enumerate(encoded):
+        by_length.setdefault(group[0].target_start, []).append(i)
+    batches: list[list[int]] = []
+    for length in sorted(by_length):
+        batch: list[int] = []
+        for i in by_length[length]:
+            if batch and sum(len(encoded[k]) for k in batch) + len(encoded[i]) > rows_per_batch:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches.append(batch)
+    result: list[list[tuple[float, int]]] = [[] for _ in encoded]
+    for batch in tqdm(batches, desc="score", disable=not progress, leave=False):
+        for i, scores in zip(batch, _score_shared_prompt(model, [encoded[i] for i in batch], device)):
+            result[i] = scores
     return result
+
+
+def _score_shared_prompt(model, groups: list[list], device) -> list[list[tuple[float, int]]]:
+    """Score option groups whose prompts all have the same token length L."""
+    length = groups[0][0].target_start
+    prompts = torch.tensor([g[0].input_ids[:length] for g in groups], device=device)  # (P, L)
+    with _autocast(device):
+        out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (P, V): predicts each option's first token
+    owner = torch.tensor([p for p, g in enumerate(groups) for _ in g], device=device)  # (R,) prompt of each row
+    targets = [e.input_ids[length:e.target_end] for g in groups for e in g]
+    longest = max(len(t) for t in targets)
+    ids = torch.zeros((len(targets), longest), dtype=torch.long, device=device)  # (R, m) right-padded
+    mask = torch.zeros((len(targets), longest), dtype=torch.bool, device=device)
+    for r, t in enumerate(targets):
+        ids[r, : len(t)] = torch.tensor(t)
+        mask[r, : len(t)] = True
+    sums = first[owner, ids[:, 0]]  # (R,)
+    if longest > 1:  # the later option tokens continue from the shared prompt cache
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.reorder_cache(owner)
+        attn = torch.cat([torch.ones((len(targets), length), dtype=torch.long, device=device),
+                          mask[:, :-1].long()], dim=1)
+        with _autocast(device):
+            logits = model(input_ids=ids[:, :-1], attention_mask=attn, **{_cache_argument(model): cache}).logits  # (R, m-1, V)
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        sums = sums + (logp * mask[:, 1:]).sum(dim=1)
+    sums, counts = sums.tolist(), mask.sum(dim=1).tolist()
+    out_groups, r = [], 0
+    for g in groups:
+        out_groups.append(list(zip(sums[r:r + len(g)], counts[r:r + len(g)])))
+        r += len(g)
+    return out_groups
+
+
+def _cache_argument(model) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); 5.17 only knows the old name."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _autocast(device: torch.device):
