@@ -274,6 +274,7 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
     order = [s[0] for s in sources]
     geometry = {
         "run": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": cfg.model.name,
+        "subjects": cfg.data.subjects,
         "position": "prompt_last", "layers": layer_ids, "stages": {s: stages[s] for s in order},
         "headline": {"layer": chosen[0], "position": "prompt_last", "chosen_by": chosen[1]},
         "facts": {s: sum(s in ("all", f.split) for f in facts) for s in SPLITS},
