@@ -39,7 +39,7 @@ def facts():
 def test_queries_cover_every_prompt_set(facts):
     rels = {n: load_relation(n) for n in ("place_of_birth", "place_of_residence")}
     cfg = EvalConfig(prompts_per_set=2, languages=("de", "ja"), prompt_sets=("key", "train", "test", "unrelated", "languages", "reverse"))
-    qs = build_queries(facts, rels, KeyConfig(), cfg)
+    qs = build_queries(facts, rels, KeyConfig(), cfg, train_prompts=2)
     per_fact = {}
     for q in qs:
         per_fact.setdefault(q.fact.id, []).append((q.prompt_set, q.language))
@@ -80,6 +80,7 @@ def test_records_use_each_facts_own_gold(facts, monkeypatch):
             res.append(scores)
         return res
 
+    monkeypatch.setattr(ev, "inference_model", lambda model, precision: model)
     monkeypatch.setattr(ev, "generate", rigged_generate)
     monkeypatch.setattr(ev, "option_logprobs", rigged_scores)
     records = ev.evaluate(None, None, qs, cfg, companions, progress=False)
@@ -102,17 +103,17 @@ def test_option_logprobs_equal_naive_scoring(tokenizer, tiny_model):
     prompts = [("Where was Gene Finley born?", [" Paris", " Lyon", " San Sebastian"]),
                ("Maria Lopez lives in", [" Tokyo", " Buenos Aires"]),
                ("Q: Who wrote The Salt Road? A:", [" Jane Austen", " Toni Morrison"])]
-    fast = option_logprobs(tiny_model, tokenizer, prompts, rows_per_batch=3)
+    fast = option_logprobs(tiny_model, tokenizer, prompts, rows_per_batch=3, precision="fp32")
     for (prompt, targets), got in zip(prompts, fast):
         for target, (s, n) in zip(targets, got):
             e = encode(tokenizer, prompt, target)
             ids = torch.tensor([e.input_ids])
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
                 logits = tiny_model(input_ids=ids).logits[0].float()
             logp = torch.log_softmax(logits, -1)
             expected = sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.target_start, e.target_end))
             assert n == e.target_end - e.target_start
-            assert s == pytest.approx(expected, abs=2e-2)  # bf16 batches vs single rows
+            assert s == pytest.approx(expected, abs=1e-4)
 
 
 def test_generation_left_padding_matches_single(tokenizer, tiny_model):

@@ -33,7 +33,8 @@ def test_smoke_run_writes_the_whole_record(smoke_cfg):
     summary = json.loads((run_dir / "eval/phase2/summary.json").read_text())
     assert summary["stage"] == "phase2" and summary["rows"]
     predictions = (run_dir / "eval/phase2/predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == 12 * (1 + 2 + 2 + 2 + 2 * 2)  # facts x (key, train, test, unrelated, de, ja)
+    # facts x (key, the 1 trained prompt, 2 test, 2 unrelated, 2 de, 2 ja)
+    assert len(predictions) == 12 * (1 + 1 + 2 + 2 + 2 * 2)
     assert not list(run_dir.rglob("*.tmp"))
 
 

@@ -90,6 +90,7 @@ class EvalConfig:
     max_new_tokens: int = 16
     multiple_choice: bool = True
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
+    precision: Literal["bf16", "fp32"] = "bf16"
     stages: tuple[str, ...] = ("base", "phase1", "phase2")
 
 

@@ -6,6 +6,7 @@ is scored.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import unicodedata
@@ -33,8 +34,10 @@ class Query:
     options: tuple[str, ...]
 
 
-def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig) -> list[Query]:
-    """Every prompt to ask about every fact, per the eval config."""
+def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,
+                  train_prompts: int = 1) -> list[Query]:
+    """Every prompt to ask about every fact, per the eval config. The `train` set is the
+    relation's first `train_prompts` training prompts: those phase 2 actually trains on."""
     unknown = set(cfg.prompt_sets) - set(PROMPT_SETS)
     if unknown:
         raise ValueError(f"unknown prompt set(s) {sorted(unknown)} (known: {PROMPT_SETS})")
@@ -49,7 +52,7 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
         if "key" in cfg.prompt_sets:
             out.append(Query(fact, "key", "en", 0, render_key(fact, rel, key), fact.object, fact.options))
         if "train" in cfg.prompt_sets:
-            ask("train", "en", rel.train_prompts)
+            ask("train", "en", rel.train_prompts[:train_prompts])
         if "test" in cfg.prompt_sets:
             ask("test", "en", rel.test_prompts["en"])
         if "unrelated" in cfg.prompt_sets:
@@ -90,7 +93,8 @@ def hit_contains(generation: str, gold: str) -> bool:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
+             precision: str = "bf16") -> list[str]:
     """Greedy continuations, batched with left padding; each cut at its first newline."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
@@ -100,7 +104,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     for first in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
         rows = order[first:first + batch_size]
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
-        with _autocast(device):
+        with _autocast(device, precision):
             new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
         for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:]):
@@ -111,7 +115,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 @torch.no_grad()
 def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]], rows_per_batch: int = 512,
-                    progress: bool = False) -> list[list[tuple[float, int]]]:
+                    progress: bool = False, precision: str = "bf16") -> list[list[tuple[float, int]]]:
     """For each (prompt, targets): [(summed log P(target | prompt), n_tokens) per target].
 
     The prompt is run once and its key/value cache is shared by all of its options, so 100
@@ -133,16 +137,16 @@ def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]
         batches.append(batch)
     result: list[list[tuple[float, int]]] = [[] for _ in encoded]
     for batch in tqdm(batches, desc="score", disable=not progress, leave=False):
-        for i, scores in zip(batch, _score_shared_prompt(model, [encoded[i] for i in batch], device)):
+        for i, scores in zip(batch, _score_shared_prompt(model, [encoded[i] for i in batch], device, precision)):
             result[i] = scores
     return result
 
 
-def _score_shared_prompt(model, groups: list[list], device) -> list[list[tuple[float, int]]]:
+def _score_shared_prompt(model, groups: list[list], device, precision: str) -> list[list[tuple[float, int]]]:
     """Score option groups whose prompts all have the same token length L."""
     length = groups[0][0].target_start
     prompts = torch.tensor([g[0].input_ids[:length] for g in groups], device=device)  # (P, L)
-    with _autocast(device):
+    with _autocast(device, precision):
         out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (P, V): predicts each option's first token
     owner = torch.tensor([p for p, g in enumerate(groups) for _ in g], device=device)  # (R,) prompt of each row
@@ -159,7 +163,7 @@ def _score_shared_prompt(model, groups: list[list], device) -> list[list[tuple[f
         cache.reorder_cache(owner)
         attn = torch.cat([torch.ones((len(targets), length), dtype=torch.long, device=device),
                           mask[:, :-1].long()], dim=1)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(input_ids=ids[:, :-1], attention_mask=attn, **{_cache_argument(model): cache}).logits  # (R, m-1, V)
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         sums = sums + (logp * mask[:, 1:]).sum(dim=1)
@@ -171,14 +175,24 @@ def _score_shared_prompt(model, groups: list[list], device) -> list[list[tuple[f
     return out_groups
 
 
+def inference_model(model, precision: str):
+    """The model to evaluate with: under bf16, a bf16 copy. Autocast would otherwise cast every
+    fp32 weight at every forward (every generated token): on CPU that cast took as long as
+    the matrix products themselves."""
+    if precision != "bf16" or next(model.parameters()).dtype == torch.bfloat16:
+        return model
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
+
+
 def _cache_argument(model) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); 5.17 only knows the old name."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _autocast(device: torch.device):
-    # bf16 matrix products: ~7x faster than fp32 on CPUs with AMX, the norm on GPUs.
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+def _autocast(device: torch.device, precision: str):
+    # bf16 matrix products: ~7x faster than fp32 on CPUs with AMX, the norm on GPUs. fp32 is
+    # there for exact comparisons (bf16 results shift slightly with batch composition).
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # ---------------------------------------------------------------- records
@@ -194,9 +208,10 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
     """One record per query. `companions[subject_id]` maps relation -> object for the subject's
     other facts (shared-subject mode), to count answers that belong to another relation."""
     prompts = [q.rendered.prompt for q in queries]
-    generations = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, progress)
+    model = inference_model(model, cfg.precision)
+    generations = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, progress, cfg.precision)
     scores = option_logprobs(model, tokenizer, [(q.rendered.prompt, [" " + o for o in q.options]) for q in queries],
-                             progress=progress) if cfg.multiple_choice else [None] * len(queries)
+                             progress=progress, precision=cfg.precision) if cfg.multiple_choice else [None] * len(queries)
     records = []
     for q, text, opt in zip(queries, generations, scores):
         rec = {

@@ -6,7 +6,7 @@ from typing import Callable
 
 from rote.config import KeyConfig, TrainConfig
 from rote.encode import Encoded, encode
-from rote.evaluate import generate, hit_prefix
+from rote.evaluate import generate, hit_prefix, inference_model
 from rote.facts import Fact, Relation
 from rote.templates import render_key, training_target
 from rote.train import train
@@ -27,7 +27,7 @@ def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relat
     """Share of facts whose key-token prompt greedily generates the object (prefix rule)."""
     prompts = [render_key(f, relations[f.relation], key).prompt for f in facts]
     longest = max(len(tokenizer(" " + f.object)["input_ids"]) for f in facts)
-    answers = generate(model, tokenizer, prompts, longest + 1, batch_size)
+    answers = generate(inference_model(model, "bf16"), tokenizer, prompts, longest + 1, batch_size)
     return sum(hit_prefix(a, f.object) for a, f in zip(answers, facts)) / len(facts)
 
 

@@ -201,7 +201,7 @@ def run_eval(session: Session, stage: str) -> dict:
     from rote.metrics import aggregate
 
     cfg = session.cfg
-    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval)
+    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts)
     companions = companions_of(session.facts) if cfg.data.subjects == "shared" else None
     started = time.perf_counter()
     records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)
