@@ -36,7 +36,8 @@ test: dev
 	$(PY) -m pytest
 
 bench: dev
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_speed.py
+	$(PY) bench/bench_memorize.py
 
 clean:
 	rm -rf $(VENV) runs

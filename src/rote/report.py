@@ -18,6 +18,7 @@ import yaml
 
 from rote import plots
 from rote.metrics import headline, pick
+from rote.probe_report import probe_section_html
 
 EVAL_STAGES = ("base", "phase1", "phase2")
 # The runner's stage folders, in order (rote.runner.STAGES without "report"); listed here rather
@@ -416,6 +417,7 @@ def build_report(run_dir: str | Path) -> Path:
         _section_languages(present, figures_dir),
         _section_confusion(present) if shared and present else "",
         _section_samples(run_dir, present),
+        probe_section_html(run_dir),  # empty until `rote probe RUN` has written probe/geometry.json
     ]
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
