@@ -73,7 +73,8 @@ def train(
         raise ValueError("no training examples")
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size, grad_accum and epochs must be >= 1, got {cfg.batch_size}, {cfg.grad_accum}, {cfg.epochs}")
-    accelerator = Accelerator()
+    # Without an accelerator, say so: accelerate then joins `torchrun` processes with gloo on CPU.
+    accelerator = Accelerator(cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()))
     world, rank = accelerator.num_processes, accelerator.process_index
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
