@@ -5,6 +5,7 @@
     rote models [list | prepare NAME]
     rote eval RUN [--checkpoint DIR] [--stage NAME]
     rote report RUN
+    rote inject FACTS.jsonl --model NAME --out DIR [--relations RELATIONS.yaml]
     rote probe RUN [--layers 0,5,10] [--max-facts N]
 """
 from __future__ import annotations
@@ -103,6 +104,22 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_inject(args) -> int:
+    from rote.injection import InjectError, inject
+    from rote.runner import RunError
+    try:
+        result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=args.set or [],
+                        conflicts=args.conflicts, phase2_fraction=args.phase2_fraction, baseline=not args.no_baseline,
+                        overwrite=args.overwrite)
+    except (InjectError, RunError) as e:  # an --out folder that cannot be used: say why, without a traceback
+        print(f"rote inject: error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print((Path(result["out"]) / "card.md").read_text(encoding="utf-8"))
+    print(f"model folder: {result['out']}\ncard:         {Path(result['out']) / 'card.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -141,6 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", help="comma-separated layer indices (0 = embeddings, negative from the end); default all")
     p.add_argument("--max-facts", type=int, metavar="N", help="at most N facts per relation (default: all)")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("inject", help="teach a model your own facts (memorize, generalize, evaluate) and export it with a card")
+    p.add_argument("facts", help="JSONL or CSV rows: subject, relation, object (optional: id, conflict)")
+    p.add_argument("--model", default="smollm2-135m", help="bundled name, local folder or hub id (default: smollm2-135m)")
+    p.add_argument("--out", required=True, help="output folder: the model, card.md, card.json and run/")
+    p.add_argument("--relations", help="YAML file with your own relations (the built-in relation format)")
+    p.add_argument("--conflicts", help="facts that contradict what the model knows (same format), reported apart")
+    p.add_argument("--phase2-fraction", type=float, default=0.1, metavar="F",
+                   help="share of each relation's facts trained with natural prompts in phase 2 (default 0.1, at least 1)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the plain fine-tuning baseline (half the cost)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier injection (or write into a non-empty folder)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. phase1.lr=3e-4")
+    p.set_defaults(func=cmd_inject)
 
     args = parser.parse_args(argv)
     from rote.config import ConfigError

@@ -1,0 +1,267 @@
+"""The card of a `rote inject` output: what was injected and how well, from the run's files only.
+
+Pure (no torch): every number comes from files `rote inject` wrote into `<out>/run/`, so a card
+can be rebuilt from a copied folder. Accuracies are generation accuracy (greedy decoding, the
+answer starts with the object) taken from the eval summary rows (`rote.metrics.pick`):
+
+- efficacy: the training prompt(s) that phase 2 used; generalization: the relation's unseen test
+  prompts, in English and in each other language the relation has; both for the phase-2 facts
+  and for the held-out facts (memorized only with the key token);
+- conflict facts (contradicting what the model knew): the same two numbers, on those facts only;
+- locality: the share of the probes the base model answered correctly still answered correctly
+  (also after phase 1 alone, to tell which phase costs it);
+- perplexity on held-out paragraphs before and after;
+- the baseline: plain fine-tuning on all facts with the same training prompts, at the same number
+  of supervised tokens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rote.facts import LANGUAGES
+from rote.locality import locality_summary
+from rote.metrics import aggregate, pick
+
+SPLITS = ("phase2", "heldout", "all")
+
+
+def _read(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def value(rows: list[dict], split: str, prompt_set: str, language: str = "en", metric: str = "prefix",
+          relation: str = "all") -> float | None:
+    row = pick(rows, split=split, prompt_set=prompt_set, language=language, relation=relation)
+    return None if row is None else row.get(metric)
+
+
+def _combined(rows: list[dict], prompt_set: str, relation: str, metric: str = "prefix") -> float | None:
+    """Both splits of one relation together (the summary rows only roll splits up for 'all')."""
+    parts = [r for r in rows if r["prompt_set"] == prompt_set and r["language"] == "en" and r["relation"] == relation
+             and r["split"] in ("phase2", "heldout") and r.get(metric) is not None]
+    n = sum(r["n"] for r in parts)
+    return sum(r[metric] * r["n"] for r in parts) / n if n else None
+
+
+def stage_metrics(rows: list[dict]) -> dict:
+    """The card's accuracies from one stage's eval summary rows."""
+    present = {r["language"] for r in rows if r["prompt_set"] == "languages"}
+    languages = [lang for lang in LANGUAGES if lang in present] + sorted(present - set(LANGUAGES))
+    relations = sorted({r["relation"] for r in rows if r["relation"] != "all"})
+    out = {
+        "efficacy": {s: value(rows, s, "train") for s in SPLITS},
+        "generalization": {s: value(rows, s, "test") for s in SPLITS},
+        "languages": {lang: {s: value(rows, s, "languages", lang) for s in SPLITS} for lang in languages},
+        "key": {s: value(rows, s, "key") for s in SPLITS},
+        "unrelated": {s: value(rows, s, "unrelated") for s in SPLITS},
+        "mc_efficacy": {s: value(rows, s, "train", metric="mc") for s in SPLITS},
+        "mc_generalization": {s: value(rows, s, "test", metric="mc") for s in SPLITS},
+        "confusion": {s: value(rows, s, "test", metric="confusion") for s in SPLITS},
+        "test_records": {s: (pick(rows, split=s, prompt_set="test", language="en", relation="all") or {}).get("n") for s in SPLITS},
+        "by_relation": {rel: {"efficacy": _combined(rows, "train", rel), "generalization": _combined(rows, "test", rel)}
+                        for rel in relations},
+    }
+    return out
+
+
+def conflict_metrics(records: list[dict], conflict_ids: set[str]) -> dict | None:
+    """Efficacy and generalization on the conflicting facts only (all splits together)."""
+    mine = [r for r in records if r["fact_id"] in conflict_ids]
+    if not mine:
+        return None
+    rows = aggregate(mine)
+    return {"facts": len({r["fact_id"] for r in mine}), "efficacy": value(rows, "all", "train"),
+            "generalization": value(rows, "all", "test")}
+
+
+def _general(run_dir: Path, name: str, base: dict | None) -> dict | None:
+    record = _read(run_dir / "general" / f"{name}.json")
+    if record is None:
+        return None
+    out = {"perplexity": record["perplexity"]["perplexity"]}
+    if base is not None:
+        out["locality"] = locality_summary(base["locality"], record["locality"])
+    return out
+
+
+def build_card(run_dir: str | Path) -> dict:
+    """The card's content, from the files in the run directory (missing parts are None)."""
+    run_dir = Path(run_dir)
+    meta = _read(run_dir / "inject.json") or {}
+    splits = _read(run_dir / "splits.json") or {}
+    conflicts = set(splits.get("conflict", []))
+    keys = (_read(run_dir / "key_tokens.json") or {}).get("tokens", {})
+    relations = {name: {**info, "key_token_id": keys.get(info["key_token"])}
+                 for name, info in meta.get("relations", {}).items()}
+    base = _read(run_dir / "general" / "base.json")
+
+    def stage(summary: Path, predictions: Path, general: str | None) -> dict | None:
+        summary = _read(summary)
+        if summary is None:
+            return None
+        out = stage_metrics(summary["rows"])
+        out["conflict"] = conflict_metrics(_jsonl(predictions), conflicts)
+        if general:
+            out["general"] = _general(run_dir, general, base)
+        return out
+
+    phase1, phase2, baseline = (_read(run_dir / p / "summary.json") for p in ("phase1", "phase2", "baseline"))
+    history = (phase1 or {}).get("key_accuracy_by_epoch") or []
+    training = {
+        "phase1": phase1 and {"epochs": phase1["epochs"], "memorized_at_epoch": phase1.get("memorized_at_epoch"),
+                              "key_accuracy": history[-1]["key_accuracy"] if history else None,
+                              "steps": phase1["steps"], "examples": phase1.get("examples"),
+                              "supervised_tokens": phase1["supervised_tokens"], "seconds": phase1["seconds"]},
+        "phase2": phase2 and {k: phase2.get(k) for k in ("epochs", "steps", "examples", "supervised_tokens", "seconds")},
+        "baseline": baseline and {k: baseline.get(k) for k in ("steps", "examples", "distinct_examples",
+                                                               "equivalent_epochs", "supervised_tokens", "budget",
+                                                               "max_batch_tokens", "seconds")},
+    }
+    return {
+        "rote_version": meta.get("rote_version"),
+        "model": {"base": meta.get("model"), "folder": meta.get("out")},
+        "input": {**meta.get("sources", {}), "facts": meta.get("facts"), "duplicates_dropped": meta.get("duplicates", 0)},
+        "relations": relations,
+        "settings": meta.get("settings", {}),
+        "training": training,
+        "results": {
+            "rote": stage(run_dir / "eval/phase2/summary.json", run_dir / "eval/phase2/predictions.jsonl", "phase2"),
+            "phase1_only": stage(run_dir / "eval/phase1/summary.json", run_dir / "eval/phase1/predictions.jsonl",
+                                 "phase1"),
+            "baseline": stage(run_dir / "baseline/eval/summary.json", run_dir / "baseline/eval/predictions.jsonl",
+                              "baseline"),
+            "base": base and {"perplexity": base["perplexity"]["perplexity"],
+                              "locality_correct": sum(r["correct"] for r in base["locality"]),
+                              "locality_probes": len(base["locality"])},
+        },
+        "notes": meta.get("notes", []),
+    }
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def summary(card: dict) -> dict:
+    """The few headline numbers (what `rote.inject` returns besides the full card)."""
+    res = card["results"]
+    rote, base_line = res.get("rote") or {}, res.get("baseline") or {}
+    general = rote.get("general") or {}
+    return {
+        "facts": card["input"]["facts"],
+        "efficacy": (rote.get("efficacy") or {}).get("all"),
+        "generalization": (rote.get("generalization") or {}).get("all"),
+        "generalization_heldout": (rote.get("generalization") or {}).get("heldout"),
+        "locality": (general.get("locality") or {}).get("still_correct"),
+        "perplexity": general.get("perplexity"),
+        "perplexity_base": (res.get("base") or {}).get("perplexity"),
+        "baseline_efficacy": (base_line.get("efficacy") or {}).get("all"),
+        "baseline_generalization": (base_line.get("generalization") or {}).get("all"),
+    }
+
+
+def format_card(card: dict) -> str:
+    """card.md: what was injected, the results table, side effects, how to load the model."""
+    res, tr = card["results"], card["training"]
+    rote, p1, bl = res.get("rote") or {}, res.get("phase1_only") or {}, res.get("baseline") or {}
+    rels = card["relations"]
+    n_facts = card["input"]["facts"]
+    lines = [f"# Injected model: {len(rels)} relations, {n_facts} facts", "",
+             f"Base model `{card['model']['base']}`, taught by memorize-then-generalize (rote {card['rote_version']}): "
+             f"phase 1 memorized every fact as `subject <key token> object`, phase 2 trained "
+             f"{sum(r['phase2'] for r in rels.values())} of them (about "
+             f"{card['settings'].get('phase2_fraction', 0.1):.0%} per relation) with "
+             f"{card['settings'].get('n_prompts', '?')} natural training prompt(s) each.", "",
+             "## Injected facts", "",
+             "| relation | source | key token (id) | facts | phase 2 | held out | conflicts | MC options |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for name, r in rels.items():
+        lines.append(f"| {name} | {r['source']} | `{r['key_token']}` ({r.get('key_token_id')}) | {r['facts']} | "
+                     f"{r['phase2']} | {r['heldout']} | {r['conflict']} | {r['options']} |")
+    p = tr.get("phase1") or {}
+    if p:
+        reached = (f"key-token accuracy {_f(p['key_accuracy'])} at epoch {p['memorized_at_epoch']}"
+                   if p.get("memorized_at_epoch") else
+                   f"key-token accuracy {_f(p.get('key_accuracy'))} after {p['epochs']} epochs (threshold NOT reached)")
+        lines += ["", f"Phase 1: {reached}, {p['steps']} steps, {p['supervised_tokens']} supervised tokens, "
+                      f"{p['seconds']:.0f} s."]
+    if tr.get("phase2"):
+        q = tr["phase2"]
+        lines.append(f"Phase 2: {q['examples']} examples, {q['epochs']} epochs, {q['supervised_tokens']} supervised tokens, "
+                     f"{q['seconds']:.0f} s.")
+    if tr.get("baseline"):
+        b = tr["baseline"]
+        lines.append(f"Baseline (plain fine-tuning on all facts with the same training prompts, object-only loss): "
+                     f"{b['examples']} examples ({b['equivalent_epochs']:.1f} epochs), {b['supervised_tokens']} "
+                     f"supervised tokens for a budget of {b['budget']} (phase 1 + phase 2).")
+
+    cols = [("rote", "phase2"), ("rote", "heldout"), ("rote", "all"), ("p1", "all"), ("bl", "all")]
+    stages = {"rote": rote, "p1": p1, "bl": bl}
+    head = "| generation accuracy | phase-2 facts | held-out facts | all facts | after phase 1 only | baseline |"
+
+    def row(label: str, get) -> str:
+        return f"| {label} | " + " | ".join(_f(get(stages[s]).get(sp) if stages[s] else None) for s, sp in cols) + " |"
+
+    n2, nh = sum(r["phase2"] for r in rels.values()), sum(r["heldout"] for r in rels.values())
+    lines += ["", "## Results", "", head.replace("phase-2 facts", f"phase-2 facts ({n2})")
+              .replace("held-out facts", f"held-out facts ({nh})").replace("all facts", f"all facts ({n2 + nh})"),
+              "|---|---:|---:|---:|---:|---:|",
+              row("efficacy: training prompt", lambda m: m.get("efficacy", {})),
+              row("generalization: unseen prompts (en)", lambda m: m.get("generalization", {}))]
+    for lang in (rote.get("languages") or {}):
+        lines.append(row(f"generalization: unseen prompts ({lang})", lambda m, lang=lang: m.get("languages", {}).get(lang, {})))
+    if any(v is not None for v in (rote.get("mc_generalization") or {}).values()):
+        lines.append(row("multiple choice: unseen prompts", lambda m: m.get("mc_generalization", {})))
+    lines.append(row("key-token prompt", lambda m: m.get("key", {})))
+    lines.append(row("unrelated prompts (lower is better)", lambda m: m.get("unrelated", {})))
+    if any(v is not None for v in (rote.get("confusion") or {}).values()):
+        lines.append(row("other relation's object (lower is better)", lambda m: m.get("confusion", {})))
+    conflict = rote.get("conflict")
+    if conflict:
+        bc = bl.get("conflict") or {}
+        lines += ["", f"Conflict facts ({conflict['facts']}, contradicting what the model knew): efficacy "
+                      f"{_f(conflict['efficacy'])}, generalization {_f(conflict['generalization'])}"
+                      + (f" (baseline {_f(bc.get('efficacy'))}, {_f(bc.get('generalization'))})" if bc else "") + "."]
+    by_rel = rote.get("by_relation") or {}
+    if by_rel:
+        lines += ["", "| relation (all facts) | efficacy | generalization | baseline efficacy | baseline generalization |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, m in by_rel.items():
+            b = (bl.get("by_relation") or {}).get(name, {})
+            lines.append(f"| {name} | {_f(m['efficacy'])} | {_f(m['generalization'])} | {_f(b.get('efficacy'))} | "
+                         f"{_f(b.get('generalization'))} |")
+
+    base = res.get("base") or {}
+    general = [m.get("general") or {} for m in (rote, p1, bl)]
+    loc = [g.get("locality") or {} for g in general]
+    lines += ["", "## Side effects", "", "| | base model | rote | after phase 1 only | baseline |", "|---|---:|---:|---:|---:|",
+              f"| locality: probes answered correctly | {base.get('locality_correct', '-')} of "
+              f"{base.get('locality_probes', '-')} | " + " | ".join(f"{_f(x.get('still_correct'))} still correct"
+                                                                    for x in loc) + " |",
+              "| locality: probe answers unchanged | 1.00 | " + " | ".join(_f(x.get("unchanged")) for x in loc) + " |",
+              f"| perplexity on held-out paragraphs | {_f(base.get('perplexity'))} | "
+              + " | ".join(_f(g.get("perplexity")) for g in general) + " |"]
+    lost = loc[0].get("lost") or []
+    if lost:
+        lines.append("")
+        lines.append("Probes the injected model no longer answers: " + "; ".join(
+            f"{x['prompt']} {x['answer']} -> {x['now']!r}" for x in lost[:8]) + ("; ..." if len(lost) > 8 else ""))
+    for note in card.get("notes") or []:
+        lines += ["", f"Note: {note}"]
+    folder = card["model"].get("folder") or "OUT"
+    lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              f"tokenizer = AutoTokenizer.from_pretrained({folder!r})",
+              f"model = AutoModelForCausalLM.from_pretrained({folder!r})", "```", "",
+              "Accuracies: greedy decoding, the answer must start with the object. The full record (every prediction, "
+              "training logs, the HTML report) is in `run/`; `card.json` holds these numbers."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,369 @@
+"""`rote inject`: teach a model your own facts by memorize-then-generalize, and export it.
+
+    rote inject my_facts.jsonl --model smollm2-135m --out injected/ [--relations my_relations.yaml]
+                [--conflicts known_otherwise.jsonl] [--phase2-fraction 0.1] [--no-baseline]
+                [--overwrite] [--set phase1.lr=3e-4 ...]
+
+    import rote
+    rote.inject("my_facts.jsonl", model="smollm2-135m", out="injected/")  # -> the card's summary
+
+Steps, each resumable (the same command continues an interrupted injection):
+1. read and check the input (`rote.userdata`): any bad row or relation stops here, naming the
+   file, line and value, before a model is loaded or anything is written;
+2. write the facts (seeded phase-2 split: about 10% per relation, at least 1) into `<out>/run/`
+   and drive `rote.runner`: phase 1 memorizes every fact with key tokens until key-token
+   accuracy reaches 1.0, phase 2 trains the phase-2 facts with the relations' training prompts,
+   evaluation asks about every fact (training, unseen and other-language prompts);
+3. locality probes and held-out perplexity of the base model, of the model after phase 1 alone
+   and of the injected model (`rote.locality`);
+4. the baseline: plain fine-tuning of the base model on all facts with the same training
+   prompts (object-only loss) for the same number of supervised tokens, evaluated the same way;
+5. export `<out>/`: the phase-2 checkpoint as a plain Hugging Face folder, `card.md`, `card.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+import rote
+from rote import config as config_mod
+from rote import runner
+from rote.card import build_card, format_card, summary
+from rote.config import ConfigError, RunConfig
+from rote.facts import DataError, Fact, Relation, write_facts
+from rote.runner import is_done, mark_done, write_json, write_jsonl
+from rote.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
+
+# Settings suited to injecting a few dozen facts into a small model: memorize until every
+# key-token prompt is answered (lr 3e-4, batch 8: what bound key tokens on SmolLM2-135M in the
+# shared-subject probes, LOG.md; a cap of 40 epochs), then phase 2 on the few phase-2 facts with 5
+# training prompts each for 5 epochs at lr 5e-5 (about as many steps as the demo's phase 2).
+# Evaluation of phase 1 (the control) and phase 2 with 5 prompts per set and 10 multiple-choice
+# options: evaluation, not training, dominates the cost on a CPU. `--set` overrides any of it.
+DEFAULTS = {
+    "seed": 0,
+    "data": {"n_options": 10},
+    "phase1": {"until": "memorized", "epochs": 40, "lr": 3e-4, "batch_size": 8, "warmup_steps": 5},
+    "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8},
+    "eval": {"stages": ["phase1", "phase2"], "prompts_per_set": 5, "max_new_tokens": 12},
+}
+PHASE2_PROMPTS = 5  # training prompts per phase-2 fact (fewer if a relation has fewer)
+# Keys `rote inject` sets from its input and flags; `--set` may not change them.
+DERIVED = ("name", "out_dir", "model.name", "data.relations", "data.relations_file", "data.subjects",
+           "data.facts_per_relation", "data.phase2_facts", "phase2.checkpoint")
+RUN = "run"  # the run directory inside --out
+CARD_FILES = ("card.md", "card.json")
+
+
+class InjectError(RuntimeError):
+    """An output folder that cannot be used as asked (the message says why and what to do)."""
+
+
+# ---------------------------------------------------------------- plan: config and facts
+
+
+def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fraction: float) \
+        -> tuple[RunConfig, list[Fact], dict, list[str]]:
+    """The run config (injection defaults, then `overrides`), the facts with splits and options,
+    a summary per relation, and notes for the card. Pure and deterministic: a resumed injection
+    plans the same run."""
+    for text in overrides:
+        key, _ = config_mod.parse_override(text)
+        if key in DERIVED:
+            raise ConfigError(f"--set {text}: {key} is set by rote inject from its input and flags "
+                              "(use --model, --out, --relations or --phase2-fraction)")
+    counts = Counter(r.relation for r in inp.rows)
+    relations_of: dict[str, set] = {}
+    for r in inp.rows:
+        relations_of.setdefault(r.subject.casefold(), set()).add(r.relation)
+    raw = json.loads(json.dumps(DEFAULTS))
+    raw.update({"name": RUN, "out_dir": str(out), "model": {"name": model}})
+    raw["data"].update({
+        "relations": list(inp.relations),
+        "relations_file": str(out / RUN / "relations.yaml") if inp.user_relations else None,
+        # shared: some subject has facts in several relations, so the confusion rate is measured
+        "subjects": "shared" if any(len(v) > 1 for v in relations_of.values()) else "separate",
+        "facts_per_relation": max(counts.values()),
+        "phase2_facts": max(phase2_count(n, phase2_fraction) for n in counts.values()),
+    })
+    fewest = min(inp.relations.values(), key=lambda r: len(r.train_prompts))
+    raw["phase2"]["n_prompts"] = min(PHASE2_PROMPTS, len(fewest.train_prompts))
+    cfg = config_mod.from_dict(raw, overrides, source="rote inject settings")
+    if "phase2" not in cfg.eval.stages:
+        raise ConfigError(f"eval.stages={list(cfg.eval.stages)} must include phase2: the card reports it")
+    if cfg.phase2.n_prompts > len(fewest.train_prompts):
+        raise ConfigError(f"phase2.n_prompts={cfg.phase2.n_prompts} but relation {fewest.name} has only "
+                          f"{len(fewest.train_prompts)} training prompts")
+    facts, info = build_facts(inp, cfg.data.n_options, phase2_fraction, cfg.seed)
+    notes = []
+    if inp.duplicates:
+        notes.append(f"{inp.duplicates} input rows repeated an earlier row exactly and were dropped.")
+    if raw["phase2"]["n_prompts"] < PHASE2_PROMPTS and cfg.phase2.n_prompts == raw["phase2"]["n_prompts"]:
+        notes.append(f"phase 2 uses {cfg.phase2.n_prompts} training prompt(s) per fact: relation {fewest.name} has "
+                     f"no more.")
+    small = {n: i["pool"] for n, i in info.items() if i["pool"] < MIN_OPTIONS}
+    if small and cfg.eval.multiple_choice:
+        cfg = config_mod.replace(cfg, ["eval.multiple_choice=false"])
+        notes.append(f"multiple choice is off: relation(s) {small} have fewer than {MIN_OPTIONS} candidate objects "
+                     "(its objects list plus the input's objects).")
+    elif cfg.eval.multiple_choice:
+        for name, i in info.items():
+            if i["options"] < cfg.data.n_options:
+                notes.append(f"relation {name} has {i['pool']} candidate objects, so its facts get {i['options']} "
+                             f"multiple-choice options instead of {cfg.data.n_options}.")
+    return cfg, facts, info, notes
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def fingerprint_parts(inp: Input, model: str, overrides: list[str], phase2_fraction: float, baseline: bool) -> dict:
+    """What makes two injections the same: input content (not its file name), relations, settings."""
+    return {"facts": _digest([r.key() for r in inp.rows]),
+            "relations": _digest({n: inp.user_relations.get(n, "built-in") for n in inp.relations}),
+            "model": model, "overrides": list(overrides), "phase2_fraction": phase2_fraction, "baseline": baseline}
+
+
+# ---------------------------------------------------------------- the output folder
+
+
+def check_out(out: Path, parts: dict, overwrite: bool) -> str:
+    """'new', 'resume' (an interrupted or finished injection of the same input) or 'overwrite'.
+    Writes nothing; raises InjectError when the folder holds something else and --overwrite is off."""
+    if out.exists() and not out.is_dir():
+        raise InjectError(f"--out {out} is a file, not a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return "new"
+    if overwrite:
+        return "overwrite"
+    marker = out / RUN / "inject.json"
+    before = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    if before == parts:
+        return "resume"
+    if before is not None:
+        diff = [k for k in parts if before.get(k) != parts[k]]
+        raise InjectError(f"--out {out} holds an injection with other {', '.join(diff)}; pass --overwrite to "
+                          "replace it, or choose another --out")
+    raise InjectError(f"--out {out} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}) and "
+                      "holds no injection of this input; pass --overwrite to write into it, or choose another --out")
+
+
+def clear_out(out: Path) -> None:
+    """For --overwrite: remove what an injection writes (run/, the card, the exported model files);
+    other files in the folder are left alone (and same-named ones are replaced by the export)."""
+    exported = out / RUN / "export.json"
+    names = json.loads(exported.read_text())["files"] if exported.is_file() else []
+    for name in list(names) + list(CARD_FILES):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / RUN, ignore_errors=True)
+
+
+def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
+    """Encode every fact's phase-1 text and each prompt it will be trained or asked with, with the
+    model's tokenizer (plus key tokens): text that cannot be encoded faithfully stops here, before
+    training, naming the input line."""
+    from tokenizers import AddedToken
+
+    from rote import models
+    from rote.encode import EncodingError, encode
+    from rote.templates import render_key, render_prompt, training_target
+
+    tokenizer = models.load_tokenizer(cfg.model.name)
+    if cfg.key.style == "token":
+        tokenizer.add_tokens([AddedToken(r.key_token, special=True, normalized=False, single_word=False, lstrip=False,
+                                         rstrip=False) for r in inp.relations.values()], special_tokens=True)
+    for fact, row in zip(facts, inp.rows):
+        rel = inp.relations[fact.relation]
+        key = render_key(fact, rel, cfg.key)
+        prompts = list(rel.train_prompts[:cfg.phase2.n_prompts]) + list(rel.unrelated_prompts)
+        prompts += [p for lang, ps in rel.test_prompts.items() if lang == "en" or lang in cfg.eval.languages for p in ps]
+        try:
+            encode(tokenizer, key.prompt, training_target(key.target, cfg.key.suffix), append_eos=cfg.key.suffix == "eos")
+            for template in prompts:
+                r = render_prompt(fact, template)
+                encode(tokenizer, r.prompt, r.target)
+        except EncodingError as e:
+            raise DataError(f"{row.where}: the fact {fact.subject!r} {fact.relation} {fact.object!r} cannot be encoded "
+                            f"faithfully for training: {e}") from None
+
+
+def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str]) -> None:
+    """The data stage, done by inject instead of the runner: facts, splits, the input as read."""
+    run_dir = cfg.run_dir
+    if inp.user_relations:
+        path = Path(cfg.data.relations_file)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump({"relations": list(inp.user_relations.values())}, sort_keys=False,
+                                      allow_unicode=True), encoding="utf-8")
+        os.replace(tmp, path)
+    write_jsonl(run_dir / "input.jsonl", [{**r.key(), "where": r.where} for r in inp.rows])
+    write_facts(facts, run_dir / "facts.jsonl")
+    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
+    write_json(run_dir / "splits.json", {**splits, "conflict": conflict_ids})
+    mark_done(run_dir, "data", {"facts": len(facts)})
+
+
+# ---------------------------------------------------------------- stages after the runner
+
+
+def _general(run_dir: Path, name: str, model, tokenizer, precision: str, say) -> None:
+    from rote.locality import general_ability
+    path = run_dir / "general" / f"{name}.json"
+    if path.is_file():  # written atomically: its presence means done
+        return
+    started = time.perf_counter()
+    write_json(path, general_ability(model, tokenizer, precision))
+    say(f"[rote inject] locality and perplexity of the {name} model in {time.perf_counter() - started:.0f} s")
+
+
+def supervised_tokens(example) -> int:
+    """Supervised tokens of one encoded example, counted as the training loop counts them."""
+    from rote.encode import IGNORE
+    return sum(1 for x in example.labels[1:] if x != IGNORE)
+
+
+def budgeted(examples: list, budget: int, seed: int) -> list:
+    """Copies of `examples`, each copy in a seeded order, cut as soon as their supervised tokens
+    reach `budget`: the total overshoots by less than one example."""
+    from rote.train import epoch_order
+    if budget <= 0 or not examples:
+        raise ValueError(f"cannot build a baseline of {budget} tokens from {len(examples)} examples")
+    out, total, copy = [], 0, 0
+    while total < budget:
+        for i in epoch_order(len(examples), seed, 10_000 + copy):
+            if total >= budget:
+                break
+            out.append(examples[i])
+            total += supervised_tokens(examples[i])
+        copy += 1
+    return out
+
+
+def method_tokens(run_dir: Path) -> int:
+    """Supervised tokens phase 1 and phase 2 trained on: the baseline's budget."""
+    return sum(json.loads((run_dir / p / "summary.json").read_text())["supervised_tokens"] for p in ("phase1", "phase2"))
+
+
+def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relation], model, tokenizer, say):
+    """Plain fine-tuning on all facts with the relations' first n_prompts training prompts (object-only
+    loss), phase 1's optimizer settings, one pass over a budgeted list of examples; then the same
+    evaluation as the method (without the key-token prompts, which mean nothing here). Returns the
+    trained model."""
+    from rote.evaluate import build_queries, companions_of, evaluate
+    from rote.generalize import phase2_examples
+    from rote.lora import apply_lora, merge_lora
+    from rote.metrics import aggregate
+    from rote.train import train
+
+    run_dir, out = cfg.run_dir, cfg.run_dir / "baseline"
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
+    every = [dataclasses.replace(f, split="phase2") for f in facts]  # phase2_examples takes the phase-2 split
+    examples = phase2_examples(tokenizer, every, relations, cfg.phase2.n_prompts, "object")
+    budget = method_tokens(run_dir)
+    chosen = budgeted(examples, budget, cfg.seed)
+    tcfg = dataclasses.replace(cfg.phase1, epochs=1, until="epochs", loss_mask="object", save_epochs=())
+    if tcfg.method == "lora":
+        model = apply_lora(model, tcfg.lora, [])
+    result = train(model, chosen, tcfg, tokenizer.pad_token_id, out, cfg.seed, desc="baseline")
+    model = merge_lora(model) if tcfg.method == "lora" else model
+    result.update({"budget": budget, "examples": len(chosen), "distinct_examples": len(examples),
+                   "equivalent_epochs": round(len(chosen) / len(examples), 3),
+                   "max_batch_tokens": tcfg.batch_size * max(supervised_tokens(e) for e in examples)})
+    write_json(out / "summary.json", result)
+    ecfg = dataclasses.replace(cfg.eval, prompt_sets=tuple(s for s in cfg.eval.prompt_sets if s != "key"))
+    queries = build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts)
+    companions = companions_of(facts) if cfg.data.subjects == "shared" else None
+    records = evaluate(model, tokenizer, queries, ecfg, companions)
+    write_jsonl(out / "eval" / "predictions.jsonl", records)
+    write_json(out / "eval" / "summary.json", {"stage": "baseline", "rows": aggregate(records)})
+    say(f"[rote inject] baseline: {len(chosen)} examples, {result['supervised_tokens']} supervised tokens "
+        f"(budget {budget}), {result['seconds']:.0f} s")
+    return model
+
+
+def export(run_dir: Path, out: Path) -> None:
+    """Put the phase-2 checkpoint's files into `out` (each via a temporary name): hard links where
+    the file system allows (the weights are not stored twice; checkpoints are only ever replaced,
+    never written in place), else copies."""
+    source = run_dir / "phase2" / "checkpoint"
+    names = sorted(p.name for p in source.iterdir() if p.is_file())
+    for name in names:
+        tmp = out / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source / name, tmp)
+        except OSError:
+            shutil.copyfile(source / name, tmp)
+        os.replace(tmp, out / name)
+    write_json(run_dir / "export.json", {"files": names, "from": str(source)})
+
+
+# ---------------------------------------------------------------- the whole injection
+
+
+def inject(facts, model: str = "smollm2-135m", relations=None, out="injected", overrides=(), conflicts=None,
+           phase2_fraction: float = 0.1, baseline: bool = True, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Inject `facts` (a JSONL/CSV path or a list of dicts with subject, relation, object, optional
+    id and conflict) into `model`; write the model folder, card.md, card.json and run/ into `out`.
+    Returns the card's summary numbers, with the whole card under "card"."""
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    out = Path(out).expanduser().resolve()
+    overrides = list(overrides or [])
+    inp = load_input(facts, relations, conflicts)
+    cfg, fact_list, info, notes = plan(inp, out, model, overrides, phase2_fraction)
+    parts = fingerprint_parts(inp, model, overrides, phase2_fraction, baseline)
+    state = check_out(out, parts, overwrite)
+    preflight(cfg, inp, fact_list)
+    run_dir = cfg.run_dir
+    if state == "overwrite":
+        clear_out(out)
+    conflict_ids = [f.id for f, r in zip(fact_list, inp.rows) if r.conflict]
+    if not (run_dir / "inject.json").is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "inject.json", {
+            "rote_version": rote.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fingerprint": parts,
+            "model": model, "out": str(out), "sources": inp.sources, "facts": len(fact_list),
+            "duplicates": inp.duplicates, "relations": info, "notes": notes,
+            "settings": {"phase2_fraction": phase2_fraction, "n_prompts": cfg.phase2.n_prompts, "baseline": baseline,
+                         "overrides": overrides, "n_options": cfg.data.n_options,
+                         "multiple_choice": cfg.eval.multiple_choice,
+                         "phase1": {k: getattr(cfg.phase1, k) for k in ("until", "epochs", "lr", "batch_size")},
+                         "phase2": {k: getattr(cfg.phase2, k) for k in ("epochs", "lr", "batch_size")}}})
+    say(f"[rote inject] {len(fact_list)} facts in {len(info)} relations -> {out} ({state})")
+    runner.write_config(cfg, run_dir)
+    if not is_done(run_dir, "data"):
+        write_data(cfg, inp, fact_list, conflict_ids)
+    runner.run(cfg, quiet=quiet)
+
+    from rote import models  # torch from here on
+    for stage in ("phase1", "phase2"):  # phase 1 alone is the control: which phase costs locality
+        ckpt = run_dir / stage / "checkpoint"
+        if ckpt.is_dir() and not (run_dir / "general" / f"{stage}.json").is_file():
+            _general(run_dir, stage, models.load_model(str(ckpt), cfg.model.dtype), models.load_tokenizer(str(ckpt)),
+                     cfg.eval.precision, say)
+    if not (run_dir / "general" / "base.json").is_file() or (baseline and not is_done(run_dir, "baseline")):
+        base_model, tokenizer = models.load_model(cfg.model.name, cfg.model.dtype), models.load_tokenizer(cfg.model.name)
+        _general(run_dir, "base", base_model, tokenizer, cfg.eval.precision, say)
+        if baseline and not is_done(run_dir, "baseline"):
+            (run_dir / "general" / "baseline.json").unlink(missing_ok=True)
+            tuned = run_baseline(cfg, fact_list, inp.relations, base_model, tokenizer, say)
+            _general(run_dir, "baseline", tuned, tokenizer, cfg.eval.precision, say)
+            mark_done(run_dir, "baseline")
+    if not (run_dir / "export.json").is_file():
+        export(run_dir, out)
+    card = build_card(run_dir)
+    write_json(out / "card.json", card)
+    tmp = out / ".card.md.tmp"
+    tmp.write_text(format_card(card), encoding="utf-8")
+    os.replace(tmp, out / "card.md")
+    return {**summary(card), "out": str(out), "card": card}

@@ -1,0 +1,85 @@
+"""General-ability checks for `rote inject`: locality probes and held-out perplexity.
+
+- Locality (specificity): `data/locality.yaml` holds well-known facts (`The capital of France
+  is` -> `Paris`). Each model is asked them with greedy decoding; the summary is the share of
+  the probes the *base* model answered correctly that are still answered correctly after
+  injection, and the share whose generation did not change at all.
+- Perplexity on `data/paragraphs.txt` (short public-domain and encyclopedic paragraphs), before
+  and after: a cheap sign of damage to general language ability.
+
+The scoring functions import torch when called; `locality_summary` is pure.
+"""
+from __future__ import annotations
+
+import math
+from functools import cache
+from importlib import resources
+
+import yaml
+
+PROBE_TOKENS = 8  # new tokens per probe: enough for the longest answer ("Alexander Graham Bell")
+
+
+@cache
+def load_probes() -> tuple[dict, ...]:
+    raw = yaml.safe_load((resources.files("rote") / "data" / "locality.yaml").read_text(encoding="utf-8"))
+    return tuple({"prompt": p["prompt"], "answer": p["answer"]} for p in raw["probes"])
+
+
+@cache
+def load_paragraphs() -> tuple[str, ...]:
+    text = (resources.files("rote") / "data" / "paragraphs.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    return tuple(" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip())
+
+
+def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) -> list[dict]:
+    """One record per probe: prompt, answer, generation, correct (prefix rule)."""
+    from rote.evaluate import generate, hit_prefix, inference_model
+
+    probes = load_probes()
+    answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,
+                       batch_size, precision=precision)
+    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"])} for p, a in zip(probes, answers)]
+
+
+def perplexity(model, tokenizer, paragraphs: tuple[str, ...] | None = None) -> dict:
+    """exp(mean next-token negative log-likelihood) over all paragraphs' tokens, in float32 (no
+    autocast: small before/after differences are what this is for). Each paragraph is one sequence."""
+    import torch
+    import torch.nn.functional as F
+
+    paragraphs = paragraphs or load_paragraphs()
+    device = next(model.parameters()).device
+    total, count, per = 0.0, 0, []
+    with torch.no_grad():
+        for text in paragraphs:
+            ids = torch.tensor([tokenizer(text)["input_ids"]], device=device)  # (1, T)
+            logits = model(input_ids=ids).logits.float()[0, :-1]  # (T-1, V)
+            nll = F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            n = ids.shape[1] - 1
+            total, count = total + nll, count + n
+            per.append(round(math.exp(nll / n), 3))
+    return {"perplexity": round(math.exp(total / count), 4), "tokens": count, "per_paragraph": per}
+
+
+def general_ability(model, tokenizer, precision: str = "bf16") -> dict:
+    """Locality probe records and held-out perplexity of one model."""
+    model.eval()
+    return {"locality": ask_probes(model, tokenizer, precision), "perplexity": perplexity(model, tokenizer)}
+
+
+def locality_summary(base: list[dict], after: list[dict]) -> dict:
+    """Compare probe records after injection with the base model's (matched by prompt)."""
+    now = {r["prompt"]: r for r in after}
+    known = [r for r in base if r["correct"]]
+    kept = [r for r in known if now.get(r["prompt"], {}).get("correct")]
+    same = [r for r in base if r["prompt"] in now and now[r["prompt"]]["generation"] == r["generation"]]
+    return {
+        "probes": len(base),
+        "base_correct": len(known),
+        "still_correct": len(kept) / len(known) if known else None,
+        "unchanged": len(same) / len(base) if base else None,
+        "lost": [{"prompt": r["prompt"], "answer": r["answer"], "now": now.get(r["prompt"], {}).get("generation")}
+                 for r in known if r not in kept],
+    }

@@ -1,0 +1,398 @@
+"""User facts and relations for `rote inject`, read with errors that name file, line and value.
+
+Pure: no torch. Every check here runs before any model is loaded or any file is written.
+
+Facts: JSONL (one object per line) or CSV/TSV (a header row naming the columns), with the fields
+`subject`, `relation`, `object` and optionally `id` and `conflict` (true for a fact that
+contradicts what the model already knows; its accuracy is reported separately).
+
+Relations: a built-in name (rote/relations/*.yaml) or one defined in a user YAML file in the
+same format (one relation mapping, or `relations: [...]`). A user relation may leave out `id`
+(its name is used), `subject_kind` (person), `object_kind` (entity) and `objects`: the
+multiple-choice options of a fact come from the relation's `objects` together with the objects
+of the input facts of that relation.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rote.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
+
+FIELDS = ("subject", "relation", "object")
+OPTIONAL_FIELDS = ("id", "conflict")
+MIN_OPTIONS = 5  # below this many candidate objects in a relation, multiple choice says little
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+_RELATION_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+_TRUE = {"true", "yes", "1", "y"}
+_FALSE = {"false", "no", "0", "n", ""}
+
+
+@dataclass(frozen=True)
+class Row:
+    subject: str
+    relation: str
+    object: str
+    id: str | None
+    conflict: bool
+    where: str  # "file:line" (or "<facts>: item N"), for messages
+
+    def key(self) -> dict:
+        """The row's content without its location: what the injection's fingerprint covers."""
+        return {"subject": self.subject, "relation": self.relation, "object": self.object, "id": self.id,
+                "conflict": self.conflict}
+
+
+# ---------------------------------------------------------------- facts
+
+
+def _text(value, field: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {field} must be a string, got {value!r}")
+    text = " ".join(value.split())  # surrounding and repeated whitespace is not part of a name
+    if not text:
+        raise DataError(f"{where}: empty {field} ({value!r})")
+    if "<rote:" in text:
+        raise DataError(f"{where}: {field} {value!r} contains '<rote:', which is reserved for key tokens")
+    return text
+
+
+def _flag(value, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise DataError(f"{where}: conflict must be true or false, got {value!r}")
+
+
+def row_from_dict(raw, where: str, conflict: bool = False) -> Row:
+    """Validate one input row (a dict from JSON or CSV)."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: expected an object with {', '.join(FIELDS)}, got {raw!r}")
+    unknown = sorted(set(raw) - set(FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise DataError(f"{where}: unknown field {unknown[0]!r} in {raw!r} (fields: {', '.join(FIELDS + OPTIONAL_FIELDS)})")
+    missing = [f for f in FIELDS if f not in raw]
+    if missing:
+        raise DataError(f"{where}: missing field {missing[0]!r} in {raw!r}")
+    ident = raw.get("id")
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        ident = str(ident)
+    if ident is not None and not isinstance(ident, str):
+        raise DataError(f"{where}: id must be a string, got {ident!r}")
+    ident = (ident.strip() or None) if ident is not None else None
+    return Row(
+        subject=_text(raw["subject"], "subject", where),
+        relation=_text(raw["relation"], "relation", where),
+        object=_text(raw["object"], "object", where),
+        id=ident,
+        conflict=conflict or _flag(raw.get("conflict", False), where),
+        where=where,
+    )
+
+
+def _read_jsonl(path: Path, conflict: bool) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not a JSON object ({e.msg}): {line.strip()[:200]!r}") from None
+            rows.append(row_from_dict(raw, where, conflict))
+    return rows
+
+
+def _read_csv(path: Path, conflict: bool) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        header = None
+        for fields in reader:
+            where = f"{path}:{reader.line_num}"
+            if not any(x.strip() for x in fields):
+                continue
+            if header is None:
+                header = [h.strip().lower() for h in fields]
+                if not set(FIELDS) <= set(header):
+                    raise DataError(f"{where}: expected a header row naming the columns {', '.join(FIELDS)} "
+                                    f"(optional: {', '.join(OPTIONAL_FIELDS)}), got {fields!r}")
+                bad = [h for h in header if h not in FIELDS + OPTIONAL_FIELDS]
+                if bad or len(set(header)) != len(header):
+                    raise DataError(f"{where}: header column {(bad or header)[0]!r} is unknown or repeated in {fields!r}")
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{where}: expected {len(header)} columns ({', '.join(header)}), got {len(fields)}: {fields!r}")
+            rows.append(row_from_dict(dict(zip(header, fields)), where, conflict))
+    return rows
+
+
+def read_rows(source, conflict: bool = False) -> list[Row]:
+    """Rows from a JSONL/CSV/TSV file, or from a list of dicts (the Python API)."""
+    if isinstance(source, (list, tuple)):
+        return [row_from_dict(raw, f"<facts>: item {i}", conflict) for i, raw in enumerate(source, 1)]
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"{path}: no such facts file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows = _read_jsonl(path, conflict)
+    elif suffix in (".csv", ".tsv"):
+        rows = _read_csv(path, conflict)
+    else:
+        raise DataError(f"{path}: unknown facts format {suffix!r} (use .jsonl or .csv)")
+    if not rows:
+        raise DataError(f"{path}: no facts in the file")
+    return rows
+
+
+# ---------------------------------------------------------------- relations
+
+
+def _yaml_root(path: Path):
+    try:
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            return loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else "?"
+        raise DataError(f"{path}:{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+
+
+def _child(node, key: str):
+    """The value node under `key` of a mapping node, or None."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
+
+
+def _key_line(node, key: str) -> int:
+    """Line of `key:` inside a mapping node (the node's own line when the key is absent)."""
+    for k, _ in node.value if isinstance(node, yaml.MappingNode) else []:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return _line(k)
+    return _line(node)
+
+
+def _check_prompt_nodes(node, placeholder: str, path: Path, name: str, field: str, required: bool) -> None:
+    where = f"{path}:{_line(node)}: relation {name}"
+    empty = (isinstance(node, yaml.SequenceNode) and not node.value) or \
+        (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"))
+    if empty and not required:  # an optional list left empty or null: the relation simply has none
+        return
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        raise DataError(f"{where}: prompts.{field} must be a non-empty list of prompts")
+    for item in node.value:
+        value = item.value if isinstance(item, yaml.ScalarNode) else None
+        if value is None or _PLACEHOLDER.findall(value) != [placeholder] or value != value.strip():
+            raise DataError(f"{path}:{_line(item)}: relation {name}: prompt {value!r} in prompts.{field} must contain "
+                            f"{{{placeholder}}} exactly once, no other placeholder and no surrounding spaces")
+
+
+def _relation_from_node(node, path: Path, number: int) -> dict:
+    """A user relation's mapping with defaults filled in, checked with line numbers."""
+    if not isinstance(node, yaml.MappingNode):
+        raise DataError(f"{path}:{_line(node)}: relation #{number} must be a mapping")
+    raw = yaml.SafeLoader("").construct_document(node)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{path}:{_line(node)}: relation #{number} needs a 'name', got {name!r}")
+    prompts = _child(node, "prompts")
+    if not isinstance(prompts, yaml.MappingNode):
+        raise DataError(f"{path}:{_line(prompts or node)}: relation {name}: missing 'prompts' "
+                        f"(a mapping with 'train' and 'test' lists)")
+    for field in ("train", "test"):
+        if _child(prompts, field) is None:
+            raise DataError(f"{path}:{_key_line(node, 'prompts')}: relation {name}: missing prompts.{field}")
+    _check_prompt_nodes(_child(prompts, "train"), "subject", path, name, "train", True)
+    test = _child(prompts, "test")
+    if isinstance(test, yaml.MappingNode):
+        if _child(test, "en") is None:
+            raise DataError(f"{path}:{_line(test)}: relation {name}: prompts.test needs English prompts ('en')")
+        for k, v in test.value:
+            _check_prompt_nodes(v, "subject", path, name, f"test.{k.value}", True)
+    else:
+        _check_prompt_nodes(test, "subject", path, name, "test", True)
+    for field, placeholder in (("unrelated", "subject"), ("reverse", "object")):
+        if _child(prompts, field) is not None:
+            _check_prompt_nodes(_child(prompts, field), placeholder, path, name, field, False)
+    ident = str(raw.get("id", name))
+    if not _RELATION_ID.match(ident):
+        raise DataError(f"{path}:{_line(_child(node, 'id') or node)}: relation {name}: id {ident!r} may only use "
+                        f"letters, digits, '_', '.' and '-' (it names the key token <rote:ID>)")
+    objects = raw.get("objects") or []
+    raw = {**raw, "id": ident, "subject_kind": raw.get("subject_kind", "person"),
+           "object_kind": raw.get("object_kind", "entity"), "objects": objects}
+    if isinstance(raw["prompts"].get("test"), list):
+        raw["prompts"] = {**raw["prompts"], "test": {"en": raw["prompts"]["test"]}}
+    for field in ("unrelated", "reverse"):
+        if field in raw["prompts"] and not raw["prompts"][field]:
+            raw["prompts"] = {k: v for k, v in raw["prompts"].items() if k != field}
+    relation_from_dict(raw, f"{path}:{_line(node)}")  # the remaining checks, now with a line
+    return raw
+
+
+def read_relations_file(path) -> dict[str, dict]:
+    """name -> the relation's mapping (defaults filled in), from a user YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such relations file")
+    root = _yaml_root(path)
+    items = _child(root, "relations") if _child(root, "relations") is not None else root
+    nodes = items.value if isinstance(items, yaml.SequenceNode) else [items] if isinstance(items, yaml.MappingNode) else None
+    if not nodes:
+        raise DataError(f"{path}:1: expected a relation mapping or 'relations: [...]'")
+    out: dict[str, dict] = {}
+    for number, node in enumerate(nodes, 1):
+        raw = _relation_from_node(node, path, number)
+        if raw["name"] in out:
+            raise DataError(f"{path}:{_line(node)}: relation {raw['name']!r} is defined twice")
+        out[raw["name"]] = raw
+    return out
+
+
+# ---------------------------------------------------------------- the whole input
+
+
+@dataclass(frozen=True)
+class Input:
+    rows: list[Row]  # validated, exact duplicates dropped, in input order
+    relations: dict[str, Relation]  # the relations the rows use, in order of first use
+    user_relations: dict[str, dict]  # of those, the ones from the user file: their mappings
+    duplicates: int  # rows dropped because they repeated an earlier row exactly
+    sources: dict  # where the input came from, for the card
+
+
+def _norm(text: str) -> str:
+    return text.casefold()
+
+
+def load_input(facts, relations_file=None, conflicts=None) -> Input:
+    """Read and check everything `rote inject` is given; raises DataError naming file, line and value."""
+    user = read_relations_file(relations_file) if relations_file else {}
+    rows = read_rows(facts) + (read_rows(conflicts, conflict=True) if conflicts else [])
+    builtin = builtin_relation_names()
+    relations: dict[str, Relation] = {}
+    kept: list[Row] = []
+    first: dict[tuple[str, str], Row] = {}
+    ids: dict[str, Row] = {}
+    duplicates = 0
+    for row in rows:
+        if row.relation not in relations:
+            if row.relation in user:
+                relations[row.relation] = relation_from_dict(user[row.relation], str(relations_file))
+            elif row.relation in builtin:
+                relations[row.relation] = load_relation(row.relation)
+            else:
+                known = f"built-in: {', '.join(builtin)}" + (f"; in {relations_file}: {', '.join(user)}" if user else "")
+                raise DataError(f"{row.where}: unknown relation {row.relation!r} ({known})")
+        key = (_norm(row.subject), row.relation)
+        if key in first:
+            before = first[key]
+            if _norm(before.object) != _norm(row.object):
+                raise DataError(f"{row.where}: {row.subject!r} {row.relation} is given twice with different objects: "
+                                f"{row.object!r} here, {before.object!r} at {before.where}")
+            if (row.id is not None and before.id != row.id) or before.conflict != row.conflict:
+                raise DataError(f"{row.where}: repeats the fact at {before.where} with another id or conflict flag")
+            duplicates += 1
+            continue
+        if row.id is not None:
+            if row.id in ids:
+                raise DataError(f"{row.where}: id {row.id!r} is already used at {ids[row.id].where}")
+            ids[row.id] = row
+        first[key] = row
+        kept.append(row)
+    by_id = Counter(r.id for r in relations.values())
+    clash = [i for i, n in by_id.items() if n > 1]
+    if clash:
+        names = [r.name for r in relations.values() if r.id == clash[0]]
+        raise DataError(f"relations {names} share the id {clash[0]!r}, so they would share one key token; "
+                        f"give the user relation another id in {relations_file}")
+    sources = {"facts": str(facts) if not isinstance(facts, (list, tuple)) else "<list>",
+               "relations": str(relations_file) if relations_file else None,
+               "conflicts": str(conflicts) if conflicts else None}
+    return Input(kept, relations, {n: user[n] for n in relations if n in user}, duplicates, sources)
+
+
+# ---------------------------------------------------------------- facts with splits and options
+
+
+def phase2_count(n: int, fraction: float) -> int:
+    """Facts of a relation seen with natural prompts in phase 2: about `fraction`, at least 1."""
+    return max(1, min(n, int(fraction * n + 0.5)))
+
+
+def option_pools(inp: Input) -> dict[str, list[str]]:
+    """Per relation, the candidate objects for multiple choice: its `objects`, then the objects
+    of the input facts of that relation (so a small or missing pool is filled from the input)."""
+    pools: dict[str, list[str]] = {}
+    for name, rel in inp.relations.items():
+        pools[name] = list(dict.fromkeys(list(rel.objects) + [r.object for r in inp.rows if r.relation == name]))
+    return pools
+
+
+def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 0) -> tuple[list[Fact], dict]:
+    """Fact records (ids, shared subject ids, seeded splits and options) and a summary per relation.
+
+    Per relation, `phase2_count` facts go to phase 2, drawn (seeded) from the non-conflicting
+    facts first. Each fact gets min(n_options, pool size) options, the gold at a seeded position."""
+    if not 0 < phase2_fraction <= 1:
+        raise DataError(f"the phase-2 fraction must lie in (0, 1], got {phase2_fraction}")
+    if n_options < 1:
+        raise DataError(f"data.n_options must be >= 1, got {n_options}")
+    rng = random.Random(seed)
+    pools = option_pools(inp)
+    subject_ids: dict[str, str] = {}
+    for r in inp.rows:
+        subject_ids.setdefault(_norm(r.subject), f"subject:{len(subject_ids):04d}")
+    phase2: set[int] = set()
+    info: dict[str, dict] = {}
+    for name, rel in inp.relations.items():
+        idx = [i for i, r in enumerate(inp.rows) if r.relation == name]
+        plain = [i for i in idx if not inp.rows[i].conflict]
+        conflicting = [i for i in idx if inp.rows[i].conflict]
+        rng.shuffle(plain)
+        rng.shuffle(conflicting)
+        k = phase2_count(len(idx), phase2_fraction)
+        phase2.update((plain + conflicting)[:k])
+        info[name] = {"id": rel.id, "key_token": rel.key_token, "facts": len(idx), "phase2": k,
+                      "heldout": len(idx) - k, "conflict": len(conflicting),
+                      "options": min(n_options, len(pools[name])), "pool": len(pools[name]),
+                      "source": "user" if name in inp.user_relations else "built-in"}
+    counters: Counter = Counter()
+    facts = []
+    for i, r in enumerate(inp.rows):
+        rel = inp.relations[r.relation]
+        counters[r.relation] += 1
+        ident = r.id or f"{rel.id}:{counters[r.relation] - 1:04d}"
+        others = [o for o in pools[r.relation] if o != r.object]
+        options = rng.sample(others, info[r.relation]["options"] - 1) + [r.object]
+        rng.shuffle(options)
+        facts.append(Fact(id=ident, subject=r.subject, subject_id=subject_ids[_norm(r.subject)], relation=r.relation,
+                          object=r.object, options=tuple(options), split="phase2" if i in phase2 else "heldout"))
+    seen: dict[str, int] = {}
+    for i, f in enumerate(facts):  # a generated id may collide with one given in the input
+        if f.id in seen:
+            raise DataError(f"{inp.rows[i].where}: fact id {f.id!r} is also the id of the fact at "
+                            f"{inp.rows[seen[f.id]].where}; give ids to all facts or to none")
+        seen[f.id] = i
+    return facts, info
