@@ -176,7 +176,8 @@ def languages(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> F
     _bars(ax, langs, values)
     ax.set_title("held-out facts, test prompts, by language")
     ax.set_ylabel(f"accuracy ({metric})")
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:  # no bars at all when every value is missing
+        ax.legend(fontsize=8, frameon=False, loc="upper right")
     return fig
 
 
