@@ -38,6 +38,7 @@ test: dev
 bench: dev
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_memorize.py
+	$(PY) bench/bench_demo.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -7,6 +7,7 @@
     rote report RUN
     rote inject FACTS.jsonl --model NAME --out DIR [--relations RELATIONS.yaml]
     rote probe RUN [--layers 0,5,10] [--max-facts N]
+    rote study configs/studies/NAME.yaml [--set ...] [--seeds 0,1,2] [--dry-run] [--out studies]  |  rote study --list
 """
 from __future__ import annotations
 
@@ -120,6 +121,42 @@ def cmd_inject(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from rote import study
+    from rote.runner import RunError
+    if args.list:
+        folder = Path(args.study) if args.study else Path("configs/studies")
+        if not folder.is_dir() and not args.study:  # outside the checkout: the one this package came from
+            folder = Path(__file__).resolve().parents[2] / "configs" / "studies"
+        found = study.list_studies(folder)
+        if not found:
+            print(f"no study files in {folder}", file=sys.stderr)
+            return 2
+        width = max(len(name) for name, _, _ in found)
+        for name, question, path in found:
+            print(f"{name:{width}s}  {question}  ({path})")
+        return 0
+    if not args.study:
+        raise SystemExit("rote study STUDY.yaml: name a study file (see `rote study --list`)")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
+    except ValueError:
+        raise SystemExit(f"rote study: --seeds {args.seeds!r} is not a comma-separated list of integers") from None
+    if args.dry_run:
+        print(study.describe(study.expand(study.load_study(args.study, seeds, args.set or []), args.out)))
+        return 0
+    from rote.study_report import format_summary, read_summary
+    try:
+        study_dir = study.run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
+                                    train=not args.report_only)
+    except RunError as e:  # a run folder started with another config: say which, without a traceback
+        print(f"rote study: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(read_summary(study_dir)))
+    print(f"\nsummary: {study_dir / 'summary.csv'}  {study_dir / 'summary.json'}\nreport:  {study_dir / 'report.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -171,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier injection (or write into a non-empty folder)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. phase1.lr=3e-4")
     p.set_defaults(func=cmd_inject)
+
+    p = sub.add_parser("study", help="run one of the paper's experiments: a grid of configs x seeds, phase 1 shared, "
+                                     "mean ± std, figures and a report")
+    p.add_argument("study", nargs="?", help="study file (configs/studies/NAME.yaml); with --list, a folder of them")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value in every cell")
+    p.add_argument("--seeds", help="comma-separated seeds, replacing the study's (default 0,1,2)")
+    p.add_argument("--dry-run", action="store_true", help="print the cells, runs, phase-1 trainings and rough counts; run nothing")
+    p.add_argument("--out", default="studies", help="parent folder of the study's folder (default: studies)")
+    p.add_argument("--list", action="store_true", help="list the study files (default folder: configs/studies) and their questions")
+    p.add_argument("--report-only", action="store_true", help="summarize the finished runs and rebuild the report; train nothing")
+    p.set_defaults(func=cmd_study)
 
     args = parser.parse_args(argv)
     from rote.config import ConfigError

@@ -1,0 +1,311 @@
+"""`rote study`: study files, expansion into runs, phase-1 reuse, resume, summaries and the report.
+
+One 2x2 study (only phase 2 varies) x 2 seeds runs end to end on the tiny model; the rest is
+checked on files and planted numbers.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import rote.memorize
+from rote import study as study_mod
+from rote.cli import main
+from rote.study import StudyError, describe, expand, load_study, run_study
+from rote.study_report import build_study_report, findings, format_summary
+
+ROOT = Path(__file__).parent.parent
+SMOKE = ROOT / "configs" / "smoke.yaml"
+SHIPPED = sorted((ROOT / "configs" / "studies").glob("*.yaml"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+METRICS = {
+    "heldout_test": {"stage": "phase2", "split": "heldout", "prompt_set": "test", "language": "en", "metric": "prefix"},
+    "heldout_train": {"stage": "phase2", "split": "heldout", "prompt_set": "train", "language": "en", "metric": "prefix"},
+    "key_after_phase1": {"stage": "phase1", "split": "all", "prompt_set": "key", "language": "en", "metric": "prefix"},
+    "test_phase1_only": {"stage": "phase1", "split": "heldout", "prompt_set": "test", "language": "en", "metric": "prefix"},
+    "confusion": {"stage": "phase2", "split": "heldout", "prompt_set": "test", "language": "en", "metric": "confusion"},
+}
+
+
+def _tiny_study(folder: Path, model_dir, **changes) -> Path:
+    """A 2x2 study on configs/smoke.yaml where only phase 2 varies (k and training prompts)."""
+    raw = {
+        "study": "tiny",
+        "question": "Does a tiny random model learn anything?",
+        "base": str(SMOKE),
+        "set": [f"model.name={model_dir}", "eval.multiple_choice=false", "eval.prompt_sets=[key, train, test]",
+                "eval.stages=[phase1, phase2]"],
+        "seeds": [0, 1],
+        "grid": {"k": {"1": ["data.phase2_facts=1"], "3": ["data.phase2_facts=3"]},
+                 "prompts": {"1": ["phase2.n_prompts=1"], "2": ["phase2.n_prompts=2"]}},
+        "metrics": METRICS,
+        "paper": {"heldout_test": {"k=1,prompts=1": 0.2, "k=3,prompts=2": 0.9}},
+        "figure": "heatmap",
+    } | changes
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------- shipped study files
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_study_loads_and_expands(path, tmp_path):
+    study = load_study(path)
+    assert study.name == path.stem and study.question and study.seeds == (0, 1, 2)
+    plan = expand(study, tmp_path)
+    assert len(plan.runs) == len(study.cells) * len(study.seeds)
+    assert len({r.cfg.name for r in plan.runs}) == len(plan.runs)  # every run its own folder
+    for run in plan.runs:
+        assert run.cfg.out_dir == str(tmp_path / study.name / "runs") and run.cfg.seed == run.seed
+        assert run.phase1 in plan.phase1 and run.cfg.phase2.checkpoint.startswith(str(plan.runs_dir / run.phase1))
+        assert not {"base", "phase1"} & set(run.cfg.eval.stages)
+    for cfg in plan.phase1.values():
+        assert cfg.data.phase2_facts == 0 and cfg.phase2.checkpoint is None
+    text = describe(plan)  # also checks every cell's phase-2 prompts exist (cost)
+    assert f"= {len(plan.runs)} runs" in text and "phase 1 trains" in text
+    # Paper-size documentation: every shipped study says how to run it on a GPU.
+    assert "Paper size on a GPU" in path.read_text()
+
+
+def test_depth_reuses_phase1_across_k():
+    plan = expand(load_study(ROOT / "configs" / "studies" / "depth.yaml"))
+    assert len(plan.runs) == 24 and len(plan.phase1) == 12  # 4 depths x 3 seeds
+    budget = expand(load_study(ROOT / "configs" / "studies" / "budget.yaml", seeds=[0]))
+    assert len(budget.runs) == 16 and len(budget.phase1) == 1
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    """Run the 2x2 x 2-seed study once, counting phase-1 trainings."""
+    folder = tmp_path_factory.mktemp("study")
+    path = _tiny_study(folder, tiny_model_dir)
+    calls = []
+    original = rote.memorize.memorize
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rote.memorize, "memorize", lambda *a, **k: calls.append(1) or original(*a, **k))
+        started = time.perf_counter()
+        study_dir = run_study(path, out=folder / "studies", quiet=True)
+        seconds = time.perf_counter() - started
+    return {"path": path, "dir": study_dir, "out": folder / "studies", "phase1_calls": len(calls), "seconds": seconds}
+
+
+def test_tiny_study_runs_end_to_end(tiny_run):
+    d = tiny_run["dir"]
+    assert tiny_run["seconds"] < 60, tiny_run["seconds"]
+    assert tiny_run["phase1_calls"] == 2  # one phase-1 training per seed, shared by the 4 cells
+    with open(d / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 2 * len(METRICS)
+    assert list(rows[0]) == ["study", "cell", "seed", "k", "prompts", "metric", "value"]
+    assert {r["cell"] for r in rows} == {"k=1,prompts=1", "k=1,prompts=2", "k=3,prompts=1", "k=3,prompts=2"}
+    assert all(r["value"] != "" for r in rows)  # every metric applies (shared subjects: confusion exists)
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["runs"] == {"total": 8, "finished": 8, "phase1_runs": summary["runs"]["phase1_runs"]}
+    assert len(summary["runs"]["phase1_runs"]) == 2
+    for cell in summary["cells"]:
+        for name, stat in cell["metrics"].items():
+            values = [v["value"] for v in stat["values"]]
+            assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(values) / 2)
+            assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    paper = {c["cell"]: c["metrics"]["heldout_test"]["paper"] for c in summary["cells"]}
+    assert paper == {"k=1,prompts=1": 0.2, "k=1,prompts=2": None, "k=3,prompts=1": None, "k=3,prompts=2": 0.9}
+    assert (d / "figures" / "heatmap.png").read_bytes().startswith(PNG)
+    page = (d / "report.html").read_text()
+    assert "Does a tiny random model learn anything?" in page and "data:image/png;base64," in page
+    assert "heldout_test: paper" in page and "What this shows" in page and "On heldout_test" in page
+    assert (d / "study.yaml").read_text() == tiny_run["path"].read_text()
+
+
+def test_cells_share_phase1_with_their_own_split(tiny_run):
+    runs = tiny_run["dir"] / "runs"
+    p1 = sorted(runs.glob("p1-*"))
+    assert [p.name[-3:] for p in p1] == ["-s0", "-s1"]
+    for seed in (0, 1):
+        source = [json.loads(l) for l in (p1[seed] / "facts.jsonl").read_text().splitlines()]
+        for k in (1, 3):
+            for n_prompts in (1, 2):
+                cell = runs / f"k-{k}_prompts-{n_prompts}-s{seed}"
+                assert not (cell / "phase1").exists() and (cell / "eval" / "phase2" / ".done").is_file()
+                facts = [json.loads(l) for l in (cell / "facts.jsonl").read_text().splitlines()]
+                assert [f | {"split": ""} for f in facts] == [f | {"split": ""} for f in source]
+                assert sum(f["split"] == "phase2" for f in facts) == 2 * k  # the cell's k, not the phase-1 run's
+                assert json.loads((cell / "phase2" / "summary.json").read_text())["examples"] == 2 * k * n_prompts
+                assert yaml.safe_load((cell / "config.yaml").read_text())["config"]["phase2"]["checkpoint"] == \
+                    str(p1[seed] / "phase1" / "checkpoint")
+
+
+def test_phase1_metrics_are_regrouped_with_each_cells_split(tiny_run):
+    """A cell's phase-1 numbers come from the shared run's predictions, re-split by the cell's k."""
+    runs = tiny_run["dir"] / "runs"
+    summary = json.loads((tiny_run["dir"] / "summary.json").read_text())
+    for cell in summary["cells"]:
+        for entry in cell["metrics"]["test_phase1_only"]["values"]:
+            seed = entry["seed"]
+            p1 = next(runs.glob(f"p1-*-s{seed}"))
+            name = "_".join(f"{a}-{v}" for a, v in cell["labels"].items()) + f"-s{seed}"
+            split = {json.loads(l)["id"]: json.loads(l)["split"] for l in (runs / name / "facts.jsonl").read_text().splitlines()}
+            records = [json.loads(l) for l in (p1 / "eval" / "phase1" / "predictions.jsonl").read_text().splitlines()]
+            hits = [r["hit_prefix"] for r in records if r["prompt_set"] == "test" and split[r["fact_id"]] == "heldout"]
+            assert entry["value"] == pytest.approx(sum(hits) / len(hits))
+    # The phase-1 run evaluated as many training prompts as its most demanding cell trains on.
+    p1_records = [json.loads(l) for l in (next(runs.glob("p1-*-s0")) / "eval/phase1/predictions.jsonl").read_text().splitlines()]
+    assert {r["prompt_index"] for r in p1_records if r["prompt_set"] == "train"} == {0, 1}
+
+
+def test_rerun_resumes_without_training(tiny_run, monkeypatch):
+    import rote.generalize
+    before = json.loads((tiny_run["dir"] / "summary.json").read_text())
+    monkeypatch.setattr(rote.memorize, "memorize", lambda *a, **k: pytest.fail("phase 1 ran again"))
+    monkeypatch.setattr(rote.generalize, "generalize", lambda *a, **k: pytest.fail("phase 2 ran again"))
+    run_study(tiny_run["path"], out=tiny_run["out"], quiet=True)
+    after = json.loads((tiny_run["dir"] / "summary.json").read_text())
+    assert after["cells"] == before["cells"]
+
+
+def test_report_only_and_cli_summary(tiny_run, capsys, monkeypatch):
+    import rote.runner
+    monkeypatch.setattr(rote.runner, "run", lambda *a, **k: pytest.fail("--report-only ran a stage"))
+    assert main(["study", str(tiny_run["path"]), "--out", str(tiny_run["out"]), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "8/8 runs finished" in out and "k=3,prompts=2" in out and "[paper 0.90]" in out and "report.html" in out
+
+
+# ---------------------------------------------------------------- dry run and list
+
+
+def test_dry_run_counts_runs_reuse_and_steps(tiny_model_dir, tmp_path, capsys):
+    path = _tiny_study(tmp_path, tiny_model_dir)
+    assert main(["study", str(path), "--dry-run", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells x 2 seeds (0, 1) = 8 runs" in out
+    assert "phase 1 trains 2 times (1 distinct phase-1 setting x 2 seeds), not 8" in out
+    # smoke: 12 facts, batch 4, 2 epochs -> 6 steps per phase-1 run; phase 2 (batch 4, 1 epoch):
+    # k=1 x 1 prompt: 2 examples -> 1 step; 1 x 2: 4 -> 1; 3 x 1: 6 -> 2; 3 x 2: 12 -> 3; per seed 7.
+    assert "phase 1: 12 optimizer steps" in out and "phase 2: 14 optimizer steps" in out
+    # 2 phase-1 runs x eval/phase1 + 8 cells x eval/phase2, 12 facts x (key 1 + train n + test 2):
+    # phase-1 runs evaluate 2 training prompts (the most a cell trains on): 2 x 12 x 5 = 120;
+    # cells: 2 seeds x 12 x (4 + 5 + 4 + 5) = 432.
+    assert "10 evaluations, 552 greedy generations" in out
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    assert main(["study", str(path), "--dry-run", "--seeds", "7"]) == 0
+    assert "4 cells x 1 seed (7) = 4 runs" in capsys.readouterr().out
+
+
+def test_list_names_each_study_with_its_question(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["study", "--list"]) == 0
+    out = capsys.readouterr().out
+    for path in SHIPPED:
+        raw = yaml.safe_load(path.read_text())
+        assert raw["study"] in out and raw["question"] in out
+
+
+# ---------------------------------------------------------------- bad study files
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"colour": "red"}, "colour"),
+    ({"grid": {"k": {"1": "data.phase2_facts=1"}}}, "grid.k.1"),
+    ({"grid": {"k": {"1": ["data.phase2_facts"]}}}, "grid.k.1"),
+    ({"grid": {"k": ["1", "3"]}}, "grid.k"),
+    ({"metrics": {"m": {"stage": "phase2", "split": "heldout", "prompt_set": "test", "metric": "prefix", "lang": "en"}}},
+     "metrics.m.lang"),
+    ({"metrics": {"m": {"stage": "phase3", "split": "heldout", "prompt_set": "test", "metric": "prefix"}}}, "metrics.m.stage"),
+    ({"paper": {"heldout_test": {"k=2,prompts=1": 0.5}}}, "paper.heldout_test.k=2,prompts=1"),
+    ({"paper": {"nope": {"k=1,prompts=1": 0.5}}}, "paper.nope"),
+    ({"figure": "pie"}, "figure"),
+    ({"seeds": [0, 0]}, "seeds"),
+])
+def test_bad_study_file_names_the_key(change, named, tiny_model_dir, tmp_path):
+    path = _tiny_study(tmp_path, tiny_model_dir, **change)
+    with pytest.raises(StudyError) as e:
+        expand(load_study(path), tmp_path)
+    assert named in str(e.value)
+
+
+def test_bad_overrides_name_the_key_and_the_cell(tiny_model_dir, tmp_path, capsys):
+    path = _tiny_study(tmp_path, tiny_model_dir, grid={"k": {"1": ["phase1.epoks=3"]}}, paper={}, figure="bars")
+    with pytest.raises(StudyError, match=r"cell k=1: .*unknown key 'epoks'"):
+        expand(load_study(path), tmp_path)
+    path = _tiny_study(tmp_path, tiny_model_dir)
+    assert main(["study", str(path), "--dry-run", "--set", "data.phase2_facts=2"]) == 2  # every cell sets k
+    assert "data.phase2_facts" in capsys.readouterr().err
+    # A metric that the cells do not evaluate is refused before anything runs.
+    path = _tiny_study(tmp_path, tiny_model_dir, set=[f"model.name={tiny_model_dir}", "eval.stages=[phase2]"])
+    with pytest.raises(StudyError, match=r"metrics.key_after_phase1 reads stage phase1"):
+        expand(load_study(path), tmp_path)
+    assert main(["study", str(tmp_path / "missing.yaml"), "--dry-run"]) == 2
+
+
+# ---------------------------------------------------------------- report on planted numbers
+
+
+def _planted(figure: str, axes: dict, means: dict, std: float = 0.02, paper: dict | None = None) -> dict:
+    metrics = {"acc": {"description": "after phase2: held-out facts, test prompts, prefix", "lower_is_better": False},
+               "unrelated": {"description": "after phase2: held-out facts, unrelated prompts, prefix", "lower_is_better": True}}
+    cells = []
+    for cid, mean in means.items():
+        labels = dict(part.split("=") for part in cid.split(",")) if axes else {}
+        stat = lambda m, p=None: {"mean": m, "std": std, "n": 3, "paper": p,  # noqa: E731
+                                  "values": [{"seed": s, "value": m} for s in range(3)]}
+        cells.append({"cell": cid, "labels": labels, "runs": [f"runs/x-s{s}" for s in range(3)],
+                      "metrics": {"acc": stat(mean, (paper or {}).get(cid)), "unrelated": stat(0.1)}})
+    return {"study": "planted", "question": "Q?", "study_file": "x.yaml", "base": "demo.yaml", "set": [], "cli_set": [],
+            "seeds": [0, 1, 2], "axes": axes, "figure": figure, "paper_note": "", "metrics": metrics,
+            "runs": {"total": 3 * len(cells), "finished": 3 * len(cells), "phase1_runs": []}, "cells": cells,
+            "written": "now"}
+
+
+def test_findings_are_computed_from_the_numbers():
+    axes = {"epochs": ["3", "6", "10"]}
+    means = {"epochs=3": 0.2, "epochs=6": 0.5, "epochs=10": 0.9}
+    text = " ".join(findings(_planted("line", axes, means, paper={"epochs=3": 0.35, "epochs=6": 0.89, "epochs=10": 0.98})))
+    assert "the best cell is epochs=10 at 0.90 ± 0.02 (n=3)" in text and "the worst is epochs=3" in text
+    assert "ranking of the top two holds" in text
+    assert "Along epochs, acc rises from 0.20 (epochs=3) to 0.90 (epochs=10)" in text
+    assert "of the 3 pairs of cells the paper orders, ours orders 3 the same way: the paper's trend holds here" in text
+    # Overlapping spreads and a reversed trend are said as such.
+    text = " ".join(findings(_planted("line", axes, {"epochs=3": 0.9, "epochs=6": 0.88, "epochs=10": 0.5}, std=0.05,
+                                      paper={"epochs=3": 0.35, "epochs=6": 0.89, "epochs=10": 0.98})))
+    assert "lies within the seed spread of the best" in text and "falls" in text
+    assert "ours orders 0 the same way: the paper's trend does not hold here" in text
+    assert "unrelated (" in text and "lower is better" in text
+
+
+@pytest.mark.parametrize("figure, axes, means", [
+    ("line", {"a": ["1", "2"], "b": ["x", "y"]}, {"a=1,b=x": 0.1, "a=1,b=y": 0.2, "a=2,b=x": 0.5, "a=2,b=y": None}),
+    ("heatmap", {"a": ["1", "2"], "b": ["x", "y"]}, {"a=1,b=x": 0.1, "a=1,b=y": 0.2, "a=2,b=x": 0.5, "a=2,b=y": 0.7}),
+    ("bars", {"v": ["method", "lora"]}, {"v=method": 0.6, "v=lora": 0.3}),
+    ("bars", {}, {"default": 0.6}),
+])
+def test_report_draws_every_figure_kind(figure, axes, means, tmp_path):
+    summary = _planted(figure, axes, means, paper={next(iter(means)): 0.5})
+    for cell in summary["cells"]:
+        if cell["metrics"]["acc"]["mean"] is None:
+            cell["metrics"]["acc"] |= {"std": None, "n": 0}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    page = build_study_report(tmp_path).read_text()
+    assert (tmp_path / "figures" / f"{figure}.png").read_bytes().startswith(PNG)
+    assert "data:image/png;base64," in page
+    if None in means.values():
+        assert "<td>n/a</td>" in page
+    assert "Q?" in format_summary(summary)
+
+
+@pytest.mark.parametrize("module", ["rote.study", "rote.study_report"])
+def test_study_modules_do_not_import_torch(module):
+    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
