@@ -5,7 +5,8 @@ import sys
 import pytest
 
 PURE = ["rote", "rote.config", "rote.facts", "rote.synth", "rote.templates", "rote.metrics", "rote.geometry",
-        "rote.plots", "rote.report", "rote.probe_report"]
+        "rote.plots", "rote.report", "rote.probe_report",
+        "rote.study", "rote.study_report", "rote.card"]
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -228,6 +228,7 @@ def test_list_names_each_study_with_its_question(capsys, monkeypatch):
     ({"paper": {"nope": {"k=1,prompts=1": 0.5}}}, "paper.nope"),
     ({"figure": "pie"}, "figure"),
     ({"seeds": [0, 0]}, "seeds"),
+    ({"set": ["seed=3"]}, "'seed' is set by the study"),
 ])
 def test_bad_study_file_names_the_key(change, named, tiny_model_dir, tmp_path):
     path = _tiny_study(tmp_path, tiny_model_dir, **change)
@@ -281,7 +282,8 @@ def test_findings_are_computed_from_the_numbers():
     text = " ".join(findings(_planted("line", axes, {"epochs=3": 0.9, "epochs=6": 0.88, "epochs=10": 0.5}, std=0.05,
                                       paper={"epochs=3": 0.35, "epochs=6": 0.89, "epochs=10": 0.98})))
     assert "lies within the seed spread of the best" in text and "falls" in text
-    assert "ours orders 0 the same way: the paper's trend does not hold here" in text
+    assert "ours orders 0 the same way (reversed: epochs=3 vs epochs=6; epochs=3 vs epochs=10; epochs=6 vs epochs=10): " \
+           "the paper's trend does not hold here" in text
     assert "unrelated (" in text and "lower is better" in text
 
 

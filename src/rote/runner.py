@@ -8,6 +8,7 @@ command again resumes after the last finished stage.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -114,7 +115,10 @@ def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
         source = Path(cfg.phase2.checkpoint).resolve().parent.parent / "facts.jsonl"
         if not source.is_file():
             raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with facts.jsonl")
-        facts = read_facts(source)
+        # Same facts as the memorized ones, split by this run's k: fact i of each relation
+        # (the number in its id) is a phase-2 fact when i < k, as make_facts assigns them.
+        facts = [dataclasses.replace(f, split="phase2" if int(f.id.rsplit(":", 1)[1]) < cfg.data.phase2_facts
+                                     else "heldout") for f in read_facts(source)]
     else:
         facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
                            cfg.data.n_options, cfg.seed)

@@ -250,6 +250,10 @@ def load_study(path: str | Path, seeds: list[int] | None = None, overrides: list
             not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         _fail(path, "seeds", f"expected a non-empty list of distinct integers, got {seeds!r}")
     axes, cells = _grid(raw.get("grid"), path)
+    for label, given in (("set", study_set), ("--set", cli_set), *((f"grid cell {c.id}", c.overrides) for c in cells)):
+        taken = _keys(given) & {"name", "seed", "out_dir"}
+        if taken:
+            _fail(path, label, f"'{sorted(taken)[0]}' is set by the study for each run (use seeds: / --seeds and --out)")
     # A cell's overrides come last, so a key that every cell sets cannot be changed by `set` or
     # --set: say so rather than ignore it. (A key only some cells set is fine: the others take it.)
     every_cell = set.intersection(*[_keys(c.overrides) for c in cells]) if cells else set()
