@@ -266,7 +266,10 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
                 raise ProbeError(f"headline layer {headline_layer} is not among the probed layers {layer_ids}")
         chosen = chosen or choose_layer(stages, layer_ids)
         del model  # one stage's model in memory at a time
-        coords, explained = pca_2d(states[:, layer_ids.index(chosen[0])])
+        # PCA of unit vectors: the geometry the cosines measure. Raw states let a few
+        # massive-activation outliers (norms in the thousands) take the whole first component.
+        at_layer = states[:, layer_ids.index(chosen[0])]
+        coords, explained = pca_2d(at_layer / np.linalg.norm(at_layer, axis=1, keepdims=True))
         stages[name]["pca"] = {"explained": explained.tolist(), "points": np.round(coords, 4).tolist()}
         if not quiet:
             print(f"[probe] {name}: {len(texts)} texts x {len(layer_ids)} layers in {time.perf_counter() - started:.0f} s",

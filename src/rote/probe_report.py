@@ -166,7 +166,7 @@ def pca_figure(geometry: dict) -> Figure:
     handles += [axes[0].scatter([], [], color="#555555", marker=m, s=20, label=k if k != "key" else "key text")
                 for k, m in KIND_MARKERS.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"hidden states at layer {geometry['headline']['layer']}, position {geometry['headline']['position']}",
+    fig.suptitle(f"unit-normalised hidden states at layer {geometry['headline']['layer']}, position {geometry['headline']['position']}",
                  fontsize=10)
     return fig
 
