@@ -96,7 +96,8 @@ def cmd_probe(args) -> int:
     except ValueError:
         raise SystemExit(f"rote probe: --layers {args.layers!r} is not a comma-separated list of integers") from None
     try:
-        geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False)
+        geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False,
+                             headline_layer=args.headline_layer)
     except ProbeError as e:  # a bad layer or fact count: say which, without a traceback
         print(f"rote probe: error: {e}", file=sys.stderr)
         return 2
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run")
     p.add_argument("--layers", help="comma-separated layer indices (0 = embeddings, negative from the end); default all")
     p.add_argument("--max-facts", type=int, metavar="N", help="at most N facts per relation (default: all)")
+    p.add_argument("--headline-layer", type=int, metavar="L",
+                   help="the layer of the printed summary and PCA (default: highest phase-2 separation)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("inject", help="teach a model your own facts (memorize, generalize, evaluate) and export it with a card")
