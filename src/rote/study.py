@@ -53,7 +53,7 @@ import yaml
 
 from rote import config as config_mod
 from rote.config import ConfigError, Phase2Config, RunConfig
-from rote.facts import read_facts, resolve_relations, write_facts
+from rote.facts import read_facts, resolve_relations
 from rote.metrics import METRICS, aggregate, pick
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
@@ -465,28 +465,6 @@ def describe(plan: Plan) -> str:
 # ---------------------------------------------------------------- running
 
 
-def _prepare_cell(run: Run, plan: Plan) -> None:
-    """Write the cell's data stage: the phase-1 run's facts, split with the cell's own k.
-    The same seed gives the same facts for any k (k only marks the first k of each relation),
-    which is checked here rather than assumed."""
-    from rote import runner
-    from rote.synth import make_facts
-    cfg, run_dir = run.cfg, run.cfg.run_dir
-    if runner.is_done(run_dir, "data"):
-        return
-    runner.write_config(cfg, run_dir)
-    source = read_facts(plan.runs_dir / run.phase1 / "facts.jsonl")
-    facts = make_facts(resolve_relations(cfg.data.relations, cfg.data.relations_file), cfg.data.facts_per_relation,
-                       cfg.data.phase2_facts, cfg.data.subjects, cfg.data.n_options, cfg.seed)
-    strip = lambda fs: [dataclasses.replace(f, split="") for f in fs]  # noqa: E731
-    if strip(facts) != strip(source):
-        raise StudyError(f"cell {run.cell.id} seed {run.seed}: its facts differ from those phase 1 memorized in "
-                         f"{plan.runs_dir / run.phase1}; the phase-1 run cannot be shared")
-    write_facts(facts, run_dir / "facts.jsonl")
-    runner.write_json(run_dir / "splits.json", {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")})
-    runner.mark_done(run_dir, "data", {"facts": len(facts), "phase1_run": run.phase1})
-
-
 def execute(plan: Plan, quiet: bool = False) -> None:
     """Run (or resume) every shared phase-1 run and every cell x seed."""
     from rote import runner
@@ -504,8 +482,8 @@ def execute(plan: Plan, quiet: bool = False) -> None:
                 f"{time.perf_counter() - started:.0f} s")
         step += 1
         started = time.perf_counter()
-        if run.phase1:
-            _prepare_cell(run, plan)
+        # A cell that shares a phase 1 starts from its checkpoint; the runner copies that run's
+        # facts and splits them by the cell's own k.
         runner.run(run.cfg, quiet=True)
         say(f"[study {plan.study.name}] {step}/{total} {run.cell.id} seed {run.seed}: {time.perf_counter() - started:.0f} s")
 
