@@ -97,3 +97,13 @@ def test_cli_data_writes_facts(tmp_path, capsys):
     assert main(["data", str(SMOKE), "--out", str(out), "--set", "data.facts_per_relation=4"]) == 0
     assert len(out.read_text().splitlines()) == 8
     assert "wrote 8 facts (shared subjects)" in capsys.readouterr().out
+
+
+def test_lora_run_saves_epochs_and_keeps_training(smoke_cfg):
+    cfg = config.replace(smoke_cfg, ["phase1.method=lora", "phase1.save_epochs=[1]", "phase1.lora.r=4"])
+    run_dir = run(cfg, quiet=True, stop_after="phase1")
+    assert (run_dir / "phase1" / "epochs" / "epoch001" / "model.safetensors").is_file()
+    epochs = {json.loads(line)["epoch"] for line in (run_dir / "phase1" / "metrics.jsonl").read_text().splitlines()}
+    assert epochs == {1, 2}  # saving a merged copy at epoch 1 did not end the adapters' training
+    from transformers import AutoModelForCausalLM
+    assert type(AutoModelForCausalLM.from_pretrained(run_dir / "phase1" / "checkpoint")).__name__ == "LlamaForCausalLM"

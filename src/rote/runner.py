@@ -8,6 +8,7 @@ command again resumes after the last finished stage.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -184,8 +185,9 @@ def run_training(session: Session, phase: str) -> dict:
 
     def save_epoch(name: str) -> None:
         from rote.checkpoint import save_checkpoint
-        save_checkpoint(merge_lora(session.model) if tcfg.method == "lora" else session.model,
-                        session.tokenizer, session.key_record, out / "epochs" / name)
+        # merge_and_unload changes the model in place: merge a copy, training goes on.
+        model = merge_lora(copy.deepcopy(session.model)) if tcfg.method == "lora" else session.model
+        save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
 
     if phase == "phase1":
         summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
