@@ -107,3 +107,13 @@ def test_lora_run_saves_epochs_and_keeps_training(smoke_cfg):
     assert epochs == {1, 2}  # saving a merged copy at epoch 1 did not end the adapters' training
     from transformers import AutoModelForCausalLM
     assert type(AutoModelForCausalLM.from_pretrained(run_dir / "phase1" / "checkpoint")).__name__ == "LlamaForCausalLM"
+
+
+def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
+    run_dir = run(smoke_cfg, quiet=True)
+    assert main(["eval", str(run_dir), "--checkpoint", str(run_dir / "phase1" / "checkpoint"), "--stage", "again"]) == 0
+    again = json.loads((run_dir / "eval" / "again" / "summary.json").read_text())["rows"]
+    before = json.loads((run_dir / "eval" / "phase1" / "summary.json").read_text())["rows"]
+    assert again == before  # the same checkpoint, scored again, gives the same numbers
+    assert "eval/again" in capsys.readouterr().out
+    assert main(["report", str(run_dir)]) == 0
