@@ -117,3 +117,26 @@ def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
     assert again == before  # the same checkpoint, scored again, gives the same numbers
     assert "eval/again" in capsys.readouterr().out
     assert main(["report", str(run_dir)]) == 0
+
+
+def test_baselines_skip_a_phase_or_mix_them(smoke_cfg):
+    """epochs=0 skips a phase (plain fine-tuning without phase 1); mixed trains both kinds of
+    example in phase 1 (and phase 2 may then be skipped)."""
+    plain = run(config.replace(smoke_cfg, ["name=plain", "phase1.epochs=0"]), quiet=True)
+    assert json.loads((plain / "phase1" / "summary.json").read_text())["skipped"]
+    assert not (plain / "phase1" / "metrics.jsonl").exists() and is_done(plain, "eval/phase2")
+    mixed = run(config.replace(smoke_cfg, ["name=mixed", "phase1.mixed=true", "phase2.epochs=0"]), quiet=True)
+    p1 = json.loads((mixed / "phase1" / "summary.json").read_text())
+    assert p1["mixed_examples"] == 6 and p1["examples"] == 12 + 6  # 12 key-token facts + 6 natural prompts
+    assert json.loads((mixed / "phase2" / "summary.json").read_text())["skipped"]
+
+
+def test_resume_accepts_a_run_written_before_a_new_config_key(smoke_cfg):
+    import yaml
+    run_dir = run(smoke_cfg, quiet=True, stop_after="data")
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del stored["config"]["phase1"]["mixed"]  # as written by an older rote
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    run(smoke_cfg, quiet=True, stop_after="data")  # same settings: resumes
+    with pytest.raises(RunError, match="phase1.mixed: False -> True"):
+        run(config.replace(smoke_cfg, ["phase1.mixed=true"]), quiet=True)

@@ -54,7 +54,7 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 20  # 0 skips the phase (baselines: no phase 1, or no phase 2 after mixed training)
     until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
     threshold: float = 1.0
     lr: float = 1e-4
@@ -69,6 +69,7 @@ class TrainConfig:
     method: Literal["full", "lora"] = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
     save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
+    mixed: bool = False  # phase 1 only: also train phase 2's natural-prompt examples (one phase, not two)
     n_prompts: int = 1  # phase 2 only: training prompts per fact
     checkpoint: str | None = None  # phase 2 only: start from this phase-1 checkpoint folder
 

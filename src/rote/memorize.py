@@ -32,11 +32,13 @@ def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relat
 
 
 def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: TrainConfig,
-             out_dir: str | Path, seed: int, save: Callable[[str], None] | None = None) -> dict:
+             out_dir: str | Path, seed: int, save: Callable[[str], None] | None = None,
+             extra: list[Encoded] = ()) -> dict:
     """Train on the key-token text. With `until: memorized`, key-token accuracy on all facts is
     measured after each epoch and training stops once it reaches `cfg.threshold` (cfg.epochs is
-    then the cap). `save(name)` is called for each epoch in `cfg.save_epochs`."""
-    examples = phase1_examples(tokenizer, facts, relations, key, cfg.loss_mask)
+    then the cap). `save(name)` is called for each epoch in `cfg.save_epochs`. `extra` examples
+    are trained in the same epochs (mixed training: natural prompts alongside the key text)."""
+    examples = phase1_examples(tokenizer, facts, relations, key, cfg.loss_mask) + list(extra)
     history: list[dict] = []
     reached: list[int] = []
 

@@ -79,7 +79,9 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
     path = run_dir / "config.yaml"
     resolved = config_mod.to_dict(cfg)
     if path.is_file():
-        before = yaml.safe_load(path.read_text())["config"]
+        # Read back through the config classes: a key added to rote since (with its default)
+        # is not a difference.
+        before = config_mod.to_dict(config_mod.from_dict(yaml.safe_load(path.read_text())["config"], source=str(path)))
         if before != resolved:
             diff = _differences(before, resolved)
             raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
@@ -172,7 +174,7 @@ class Session:
 
 def run_training(session: Session, phase: str) -> dict:
     from rote.lora import apply_lora, merge_lora
-    from rote.generalize import generalize
+    from rote.generalize import generalize, phase2_examples
     from rote.memorize import memorize
 
     cfg = session.cfg
@@ -189,9 +191,14 @@ def run_training(session: Session, phase: str) -> dict:
         model = merge_lora(copy.deepcopy(session.model)) if tcfg.method == "lora" else session.model
         save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
 
-    if phase == "phase1":
+    if tcfg.epochs == 0:  # a baseline without this phase: the checkpoint is the model as it came in
+        summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
+    elif phase == "phase1":
+        extra = phase2_examples(session.tokenizer, session.facts, session.relations, cfg.phase2.n_prompts,
+                                cfg.phase2.loss_mask) if tcfg.mixed else []
         summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
-                           cfg.seed, save_epoch)
+                           cfg.seed, save_epoch, extra)
+        summary["mixed_examples"] = len(extra)
     else:
         summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed)
     if tcfg.method == "lora":
