@@ -311,3 +311,18 @@ def test_report_draws_every_figure_kind(figure, axes, means, tmp_path):
 def test_study_modules_do_not_import_torch(module):
     code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_mixed_training_keeps_its_phase2_examples_in_the_shared_phase1_run(tmp_path):
+    from rote.study import expand, load_study
+    study_file = tmp_path / "mixed.yaml"
+    study_file.write_text(
+        f"study: mixed\nquestion: q\nbase: {SMOKE}\nseeds: [0]\n"
+        "grid:\n  kind:\n    method: []\n    mixed: [phase1.mixed=true, phase2.epochs=0]\n"
+        "metrics:\n  t: {stage: phase2, split: heldout, prompt_set: test, metric: prefix}\n")
+    plan = expand(load_study(study_file), tmp_path / "out")
+    by_cell = {r.cell.id: r for r in plan.runs}
+    mixed_p1 = plan.phase1[by_cell["kind=mixed"].phase1]
+    method_p1 = plan.phase1[by_cell["kind=method"].phase1]
+    assert mixed_p1.phase1.mixed and mixed_p1.data.phase2_facts == by_cell["kind=mixed"].cfg.data.phase2_facts > 0
+    assert method_p1.data.phase2_facts == 0 and by_cell["kind=mixed"].phase1 != by_cell["kind=method"].phase1

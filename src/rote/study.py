@@ -310,6 +310,9 @@ def list_studies(folder: str | Path) -> list[tuple[str, str, Path]]:
 def phase1_key(d: dict) -> dict:
     """What phase-1 training depends on (a resolved config dict without its seed)."""
     key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval")}
+    if d["phase1"]["mixed"]:  # mixed training trains phase 2's examples in phase 1: they are part of it
+        key["phase2_examples"] = {"k": d["data"]["phase2_facts"], "n_prompts": d["phase2"]["n_prompts"],
+                                  "loss_mask": d["phase2"]["loss_mask"]}
     key["data"] = {k: v for k, v in d["data"].items() if k != "phase2_facts"}
     return key
 
@@ -362,8 +365,12 @@ def expand(study: Study, out: str | Path = "studies") -> Plan:
     for name, members in groups.items():
         d = json.loads(json.dumps(members[0][0]))
         d["name"] = name
-        d["data"]["phase2_facts"] = 0  # the phase-1 run has no phase 2: all facts held out, cells re-split them
+        mixed = members[0][1].phase1.mixed
+        if not mixed:  # the phase-1 run has no phase 2: all facts held out, cells re-split them
+            d["data"]["phase2_facts"] = 0
         d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
+        if mixed:  # the natural-prompt examples it mixes in are the cells' (the same for all: see phase1_key)
+            d["phase2"]["loss_mask"] = members[0][1].phase2.loss_mask
         d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
         phase1[name] = config_mod.from_dict(d, source=f"{study.path} phase-1 run {name}")
     return Plan(study, study_dir, runs, phase1)
