@@ -128,6 +128,9 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert "Does a tiny random model learn anything?" in page and "data:image/png;base64," in page
     assert "heldout_test: paper" in page and "What this shows" in page and "On heldout_test" in page
     assert (d / "study.yaml").read_text() == tiny_run["path"].read_text()
+    # Cells' phase-2 checkpoints are gone once evaluated; the shared phase-1 checkpoints stay.
+    assert not list((d / "runs").glob("k*/phase2/checkpoint"))
+    assert len(list((d / "runs").glob("p1-*/phase1/checkpoint"))) == 2
 
 
 def test_cells_share_phase1_with_their_own_split(tiny_run):

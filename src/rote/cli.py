@@ -149,7 +149,7 @@ def cmd_study(args) -> int:
     from rote.study_report import format_summary, read_summary
     try:
         study_dir = study.run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
-                                    train=not args.report_only)
+                                    train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
     except RunError as e:  # a run folder started with another config: say which, without a traceback
         print(f"rote study: error: {e}", file=sys.stderr)
         return 2
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="studies", help="parent folder of the study's folder (default: studies)")
     p.add_argument("--list", action="store_true", help="list the study files (default folder: configs/studies) and their questions")
     p.add_argument("--report-only", action="store_true", help="summarize the finished runs and rebuild the report; train nothing")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every cell's phase-2 checkpoint (default: deleted once the cell is evaluated)")
     p.set_defaults(func=cmd_study)
 
     args = parser.parse_args(argv)

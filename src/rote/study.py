@@ -41,6 +41,7 @@ import hashlib
 import io
 import itertools
 import json
+import shutil
 import math
 import os
 import re
@@ -472,8 +473,10 @@ def describe(plan: Plan) -> str:
 # ---------------------------------------------------------------- running
 
 
-def execute(plan: Plan, quiet: bool = False) -> None:
-    """Run (or resume) every shared phase-1 run and every cell x seed."""
+def execute(plan: Plan, quiet: bool = False, keep_checkpoints: bool = False) -> None:
+    """Run (or resume) every shared phase-1 run and every cell x seed. A finished cell's phase-2
+    checkpoint is deleted unless `keep_checkpoints` (its predictions are what the study reads;
+    at 135M parameters each checkpoint is 540 MB)."""
     from rote import runner
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     total = len(plan.runs) + len(plan.phase1)
@@ -492,6 +495,8 @@ def execute(plan: Plan, quiet: bool = False) -> None:
         # A cell that shares a phase 1 starts from its checkpoint; the runner copies that run's
         # facts and splits them by the cell's own k.
         runner.run(run.cfg, quiet=True)
+        if not keep_checkpoints:
+            shutil.rmtree(run.cfg.run_dir / "phase2" / "checkpoint", ignore_errors=True)
         say(f"[study {plan.study.name}] {step}/{total} {run.cell.id} seed {run.seed}: {time.perf_counter() - started:.0f} s")
 
 
@@ -592,14 +597,14 @@ def write_summary(plan: Plan, rows: list[dict], summary: dict) -> None:
 
 
 def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
-              train: bool = True, quiet: bool = False) -> Path:
+              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False) -> Path:
     """Run (or resume) a study and write summary.csv, summary.json, figures and report.html; returns the study folder.
     With `train=False`, only the summary and report are rebuilt from the runs that exist."""
     from rote.study_report import build_study_report
     plan = expand(load_study(path, seeds, overrides), out)
     cost(plan)  # checks what would fail only later in phase 2 (too many training prompts)
     if train:
-        execute(plan, quiet)
+        execute(plan, quiet, keep_checkpoints)
     rows = collect(plan)
     write_summary(plan, rows, summarize(plan, rows))
     build_study_report(plan.dir)
