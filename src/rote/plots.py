@@ -45,7 +45,8 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it does not exist (a stage not run yet)."""
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -81,7 +82,7 @@ def training_curves(run_dir: str | Path) -> Figure | None:
     run_dir = Path(run_dir)
     phases = {p: read_metrics(run_dir / p / "metrics.jsonl") for p in ("phase1", "phase2")}
     phases = {p: rows for p, rows in phases.items() if rows}
-    history = (_read_json(run_dir / "phase1" / "summary.json") or {}).get("key_accuracy_by_epoch") or []
+    history = (read_json(run_dir / "phase1" / "summary.json") or {}).get("key_accuracy_by_epoch") or []
     if not phases and not history:
         return None
     n = len(phases) + bool(history)
@@ -91,7 +92,7 @@ def training_curves(run_dir: str | Path) -> Figure | None:
         _loss_panel(ax, rows, f"{phase}: loss and learning rate")
     if history:
         ax = axes[-1]
-        summary = _read_json(run_dir / "phase1" / "summary.json") or {}
+        summary = read_json(run_dir / "phase1" / "summary.json") or {}
         ax.plot([h["epoch"] for h in history], [h["key_accuracy"] for h in history], "o-", color="#55a868")
         at = summary.get("memorized_at_epoch")
         if at is not None:

@@ -40,10 +40,6 @@ UNRELATED_NOTE = "`unrelated` is the rate of answering with the memorized object
 # ---------------------------------------------------------------- reading the run directory
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _read_config(run_dir: Path) -> dict:
     """The raw {config, meta} mapping. Read as plain YAML, not through rote.config, so a run made
     by an older version (with since-renamed keys) can still be reported."""
@@ -66,7 +62,7 @@ def stage_summaries(run_dir: str | Path) -> dict[str, list[dict]]:
     """stage -> aggregate rows, for the eval stages that have a summary, in order base, phase1, phase2."""
     out = {}
     for stage in EVAL_STAGES:
-        summary = _read_json(Path(run_dir) / "eval" / stage / "summary.json")
+        summary = plots.read_json(Path(run_dir) / "eval" / stage / "summary.json")
         if summary is not None:
             out[stage] = summary["rows"]
     return out
@@ -78,7 +74,7 @@ def stage_status(run_dir: Path, config: dict) -> dict[str, str]:
     from_checkpoint = bool(_cfg(config, "phase2.checkpoint"))
     status = {}
     for stage in RUN_STAGES:
-        done = _read_json(run_dir / stage / ".done")
+        done = plots.read_json(run_dir / stage / ".done")
         if done is not None:
             seconds = done.get("seconds")
             status[stage] = f"done ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "done"
@@ -241,7 +237,7 @@ def _section_data(run_dir: Path) -> str:
     body.append(["all", sum(b[1] for b in body), sum(b[2] for b in body), len(facts)])
     subjects = len({f["subject_id"] for f in facts})
     sample = [[f["id"], f["subject"], f["relation"], f["object"], f["split"], len(f.get("options", []))] for f in facts[:5]]
-    keys = _read_json(run_dir / "key_tokens.json")
+    keys = plots.read_json(run_dir / "key_tokens.json")
     key_line = ""
     if keys and keys.get("tokens"):
         tokens = ", ".join(f"{t} = {i}" for t, i in keys["tokens"].items())
@@ -261,7 +257,7 @@ def _section_training(run_dir: Path, figures_dir: Path) -> str:
     fields = ("epochs", "steps", "examples", "supervised_tokens", "seconds", "stopped_early", "processes", "memorized_at_epoch")
     body = []
     for phase in ("phase1", "phase2"):
-        summary = _read_json(run_dir / phase / "summary.json")
+        summary = plots.read_json(run_dir / phase / "summary.json")
         if summary is None:
             state = "running or stopped" if (run_dir / phase / "metrics.jsonl").is_file() else "not run"
             body.append([phase] + [state] + [""] * (len(fields) - 1))
