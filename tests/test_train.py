@@ -10,7 +10,7 @@ from rote.facts import load_relation
 from rote.memorize import key_accuracy, memorize, phase1_examples
 from rote.models import add_key_tokens, load_model
 from rote.synth import make_facts
-from rote.train import epoch_order, lr_factor, train
+from rote.train import epoch_batches, epoch_order, lr_factor, train
 
 
 def _examples(tok):
@@ -58,6 +58,34 @@ def test_schedule_and_order():
     assert lr_factor(50, 100, 0, "constant") == 1.0
     assert epoch_order(10, 0, 1) == epoch_order(10, 0, 1) != epoch_order(10, 0, 2)
     assert sorted(epoch_order(10, 0, 1)) == list(range(10))
+
+
+def test_length_buckets_keep_every_example_once_and_cut_padding():
+    lengths = [5 + (i * 7919) % 23 for i in range(1000)]
+    plain = epoch_batches(lengths, 16, seed=3, epoch=1)
+    bucketed = epoch_batches(lengths, 16, seed=3, epoch=1, buckets=True)
+    assert len(bucketed) == len(plain) == 63 and all(len(b) <= 16 for b in bucketed)
+    assert sorted(i for b in bucketed for i in b) == list(range(1000))
+    assert bucketed != epoch_batches(lengths, 16, seed=3, epoch=2, buckets=True)
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert padding(bucketed) < 0.2 * padding(plain)
+
+
+def test_bucketed_training_sees_the_same_supervised_tokens(tokenizer, tiny_model_dir, tmp_path):
+    cities = [" Paris", " San Sebastian de los Reyes", " Lyon", " Buenos Aires", " Rio de Janeiro", " Ulm"]
+    examples = [encode(tokenizer, f"Gene Finley{i} was born in", c) for i, c in enumerate(cities * 3)]
+    seen = {}
+    for buckets in (False, True):
+        cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=4, length_buckets=buckets, precision="fp32")
+        out = tmp_path / str(buckets)
+        summary = train(load_model(str(tiny_model_dir)), examples, cfg, tokenizer.pad_token_id, out)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        seen[buckets] = (summary["steps"], summary["supervised_tokens"],
+                         [sum(r["supervised_tokens"] for r in rows if r["epoch"] == e) for e in (1, 2)])
+    assert seen[True] == seen[False]
+    assert seen[True][1] == 2 * sum(sum(1 for x in e.labels if x != -100) for e in examples)
 
 
 def test_until_memorized_stops_and_records_the_epoch(tokenizer, tiny_model_dir, tmp_path):

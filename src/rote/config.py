@@ -62,6 +62,7 @@ class TrainConfig:
     warmup_steps: int = 5
     batch_size: int = 8
     grad_accum: int = 1
+    length_buckets: bool = False  # batch examples of similar length (less padding); same examples per epoch
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     loss_mask: Literal["object", "subject_object", "all"] = "object"

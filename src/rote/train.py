@@ -41,6 +41,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, buckets: bool = False) -> list[list[int]]:
+    """The global batches of one epoch, as example indices; every process computes the same ones.
+
+    Plain: the seeded order cut into consecutive batches. With `buckets`, the seeded order is
+    cut into windows of 32 batches, each window sorted by length before it is cut, and the
+    batches are then shuffled: padding shrinks, each example is still seen exactly once per
+    epoch, and a batch still mixes facts from anywhere in the data."""
+    order = epoch_order(len(lengths), seed, epoch)
+    if not buckets:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    window = 32 * batch_size
+    batches = []
+    for first in range(0, len(order), window):
+        chunk = sorted(order[first:first + window], key=lambda i: lengths[i])  # stable: ties keep the seeded order
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
 def supervised_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over the supervised tokens of a right-padded batch.
 
@@ -93,16 +112,20 @@ def train(
     use_bf16 = cfg.precision == "bf16"
     autocast = (lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
+    lengths = [len(e) for e in examples]
     model.train()
     log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
     bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
     step, tokens_seen, started = 0, 0, time.perf_counter()
     stopped_early, epoch = False, 0
     for epoch in range(1, cfg.epochs + 1):
-        order = epoch_order(len(examples), seed, epoch)
-        for first in range(0, len(order), cfg.batch_size):
-            t0 = time.perf_counter()
-            global_batch = [examples[i] for i in order[first:first + cfg.batch_size]]
+        # Losses stay on the device until the epoch ends: reading one per step would make the
+        # host wait for the device every step instead of queueing the next step's work.
+        rows: list[dict] = []
+        losses: list[torch.Tensor] = []
+        epoch_started, epoch_tokens = time.perf_counter(), 0
+        for indices in epoch_batches(lengths, cfg.batch_size, seed, epoch, cfg.length_buckets):
+            global_batch = [examples[i] for i in indices]
             n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in global_batch)
             # This process's share, split into micro-batches; the gradient must be a sum over the
             # global batch divided by its token count, and DDP averages over processes.
@@ -111,7 +134,7 @@ def train(
             micro = [m for m in micro if m]
             loss_total = torch.zeros((), device=accelerator.device)
             for j, chunk in enumerate(micro):
-                batch = {k: v.to(accelerator.device) for k, v in pad_batch(chunk, pad_id).items()}
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in pad_batch(chunk, pad_id).items()}
                 sync = j == len(micro) - 1
                 with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
                     loss_sum = supervised_loss_sum(model, batch)
@@ -129,15 +152,16 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += n_tokens
-            loss = accelerator.reduce(loss_total, reduction="sum").item() / n_tokens
-            dt = time.perf_counter() - t0
-            seq_tokens = sum(len(e) for e in global_batch)
-            if log:
-                log.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss, 6), "lr": lr,
-                                      "tokens_per_s": round(seq_tokens / dt, 1), "supervised_tokens": n_tokens}) + "\n")
-            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
+            epoch_tokens += sum(len(e) for e in global_batch)
+            losses.append(accelerator.reduce(loss_total, reduction="sum") / n_tokens)
+            rows.append({"step": step, "epoch": epoch, "lr": lr, "supervised_tokens": n_tokens})
             bar.update(1)
+        epoch_losses = torch.stack(losses).tolist()  # the one wait for the device per epoch
+        tokens_per_s = round(epoch_tokens / (time.perf_counter() - epoch_started), 1)
+        bar.set_postfix(epoch=epoch, loss=f"{epoch_losses[-1]:.3f}")
         if log:
+            for row, loss in zip(rows, epoch_losses):
+                log.write(json.dumps({**row, "loss": round(loss, 6), "tokens_per_s": tokens_per_s}) + "\n")
             log.flush()
         if on_epoch_end is not None:
             model.eval()
