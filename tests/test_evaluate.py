@@ -121,3 +121,39 @@ def test_generation_left_padding_matches_single(tokenizer, tiny_model):
     batched = ev.generate(tiny_model, tokenizer, prompts, max_new_tokens=5, batch_size=3)
     single = [ev.generate(tiny_model, tokenizer, [p], max_new_tokens=5, batch_size=1)[0] for p in prompts]
     assert batched == single
+
+
+def test_two_hop_and_repurposed_queries_and_demonstrations():
+    from rote.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
+    mother, birth = load_relation("mother"), load_relation("place_of_birth")
+    facts = add_two_hop_facts(make_facts([mother, birth], 6, 2, subjects="shared", n_options=5, seed=0),
+                              mother, birth, n_options=5, seed=0)
+    rels = {"mother": mother, "place_of_birth": birth}
+    hop = {f.subject: f for f in facts if int(f.id.split(":")[1]) >= TWO_HOP_FIRST_ID}
+    cfg = EvalConfig(prompt_sets=("test", "two_hop", "repurposed"), prompts_per_set=2)
+    rival = load_relation("occupation")  # any relation: its prompts stand for the new meaning
+    qs = build_queries(facts, rels, KeyConfig(), cfg, meaning=rival)
+    two = [q for q in qs if q.prompt_set == "two_hop"]
+    assert len(two) == 2 * 6  # every person's mother has a birthplace; 2 prompts each
+    for q in two:
+        assert q.fact.relation == "mother" and q.gold == hop[q.fact.object].object != q.fact.object
+        assert q.fact.subject in q.rendered.prompt and q.gold in q.options
+    rep = [q for q in qs if q.prompt_set == "repurposed"]
+    assert len(rep) == 2 * len(facts) and all(q.gold == q.fact.object for q in rep)
+    assert rep[0].rendered.prompt == rival.test_prompts["en"][0].replace("{subject}", rep[0].fact.subject)
+    with pytest.raises(ValueError, match="prompts_from"):
+        build_queries(facts, rels, KeyConfig(), cfg)
+
+    icl = build_queries(facts, rels, KeyConfig(), EvalConfig(prompt_sets=("key", "test"), prompts_per_set=1,
+                                                             icl_examples=3))
+    plain = build_queries(facts, rels, KeyConfig(), EvalConfig(prompt_sets=("key", "test"), prompts_per_set=1))
+    for q, p in zip(icl, plain):
+        if q.prompt_set == "key":
+            assert q == p
+            continue
+        demos = q.rendered.prompt[: -len(p.rendered.prompt)].splitlines()
+        shown = [f for f in facts if f.relation == q.fact.relation and f.split == "phase2" and f.id != q.fact.id]
+        assert q.rendered.prompt.endswith("\n" + p.rendered.prompt) and len(demos) == min(3, len(shown))
+        assert all(d.endswith(" " + f.object) for d, f in zip(demos, shown))
+        start, end = q.rendered.subject_span
+        assert q.rendered.prompt[start:end] == q.fact.subject

@@ -140,3 +140,36 @@ def test_resume_accepts_a_run_written_before_a_new_config_key(smoke_cfg):
     run(smoke_cfg, quiet=True, stop_after="data")  # same settings: resumes
     with pytest.raises(RunError, match="phase1.mixed: False -> True"):
         run(config.replace(smoke_cfg, ["phase1.mixed=true"]), quiet=True)
+
+
+ROOT_CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, tokenizer):
+    from rote.facts import read_facts, resolve_relations
+    from rote.generalize import phase2_examples
+    # phase2.facts=all: the plain fine-tuning baseline trains the natural prompts of every fact
+    plain = run(config.replace(smoke_cfg, ["name=plain_all", "phase1.epochs=0", "phase2.facts=all",
+                                           "eval.stages=[phase2]", "eval.multiple_choice=false"]), quiet=True)
+    assert json.loads((plain / "phase2" / "summary.json").read_text())["examples"] == 12
+
+    # re-purposing: phase 2 trains the mother facts with another relation's prompts, and the
+    # two-hop facts give each mother a birthplace
+    cfg = config.replace(smoke_cfg, [
+        "name=repurposed", "data.relations=[mother, place_of_birth]", "data.two_hop=[mother, place_of_birth]",
+        f"data.relations_file={ROOT_CONFIGS / 'relations' / 'sworn_rival.yaml'}", "phase2.prompts_from=sworn_rival",
+        "eval.prompt_sets=[test, two_hop, repurposed]", "eval.stages=[phase2]", "eval.multiple_choice=false"])
+    run_dir = run(cfg, quiet=True)
+    facts = read_facts(run_dir / "facts.jsonl")
+    assert len(facts) == 12 + 6  # 6 mothers, each with a held-out birthplace
+    rows = json.loads((run_dir / "eval" / "phase2" / "summary.json").read_text())["rows"]
+    by_set = {r["prompt_set"]: r["n"] for r in rows if r["split"] == "all" and r["relation"] == "all"}
+    assert by_set == {"test": 18 * 2, "two_hop": 6 * 2, "repurposed": 18 * 2}
+    rels = {r.name: r for r in resolve_relations(cfg.data.relations)}
+    rival = resolve_relations(("sworn_rival",), cfg.data.relations_file)[0]
+    examples = phase2_examples(tokenizer, facts, rels, 1, meaning=rival)
+    texts = [tokenizer.decode(e.input_ids[: e.target_start]) for e in examples]
+    assert len(texts) == 6 and all("sworn rival" in t for t in texts)
+
+    with pytest.raises(RunError, match="two_hop"):
+        run(config.replace(smoke_cfg, ["name=bad", "data.two_hop=[mother, place_of_birth]"]), quiet=True)

@@ -121,12 +121,18 @@ def test_tiny_study_runs_end_to_end(tiny_run):
             values = [v["value"] for v in stat["values"]]
             assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(values) / 2)
             assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    for cell in summary["cells"]:  # what each cell trained: the shared phase 1, then its own phase 2
+        tokens = cell["training_tokens"]
+        assert tokens["phase1"] > 0 and tokens["phase2"] > 0 and tokens["total"] == tokens["phase1"] + tokens["phase2"]
+    spent = {c["cell"]: c["training_tokens"] for c in summary["cells"]}
+    assert spent["k=1,prompts=1"]["phase1"] == spent["k=3,prompts=2"]["phase1"]
+    assert spent["k=1,prompts=1"]["phase2"] < spent["k=3,prompts=2"]["phase2"]
     paper = {c["cell"]: c["metrics"]["heldout_test"]["paper"] for c in summary["cells"]}
     assert paper == {"k=1,prompts=1": 0.2, "k=1,prompts=2": None, "k=3,prompts=1": None, "k=3,prompts=2": 0.9}
     assert (d / "figures" / "heatmap.png").read_bytes().startswith(PNG)
     page = (d / "report.html").read_text()
     assert "Does a tiny random model learn anything?" in page and "data:image/png;base64," in page
-    assert "heldout_test: paper" in page and "What this shows" in page and "On heldout_test" in page
+    assert "heldout_test: paper" in page and "What this shows" in page and "training tokens" in page and "On heldout_test" in page
     assert (d / "study.yaml").read_text() == tiny_run["path"].read_text()
     # Cells' phase-2 checkpoints are gone once evaluated; the shared phase-1 checkpoints stay.
     assert not list((d / "runs").glob("k*/phase2/checkpoint"))

@@ -74,3 +74,19 @@ def test_bad_requests_are_named():
         make_facts(_rels("mother"), 10, 1, n_options=500)
     with pytest.raises(DataError, match="subject mode 'both'"):
         make_facts(_rels("mother"), 10, 1, subjects="both")
+
+
+def test_two_hop_facts_give_each_first_object_one_held_out_fact():
+    from rote.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
+    mother, birth = load_relation("mother"), load_relation("place_of_birth")
+    base = make_facts([mother, birth], 8, 3, subjects="separate", n_options=5, seed=1)
+    facts = add_two_hop_facts(base, mother, birth, n_options=5, seed=1)
+    extra = facts[len(base):]
+    assert facts[: len(base)] == base
+    assert sorted(f.subject for f in extra) == sorted({f.object for f in base if f.relation == "mother"})
+    assert all(f.relation == "place_of_birth" and f.split == "heldout" for f in extra)
+    assert all(int(f.id.split(":")[1]) >= TWO_HOP_FIRST_ID for f in extra)
+    assert len({f.id for f in facts}) == len(facts)
+    assert add_two_hop_facts(base, mother, birth, n_options=5, seed=1) == facts  # seeded
+    with pytest.raises(DataError, match="no two-hop prompts for 'place_of_birth\\+mother'"):
+        add_two_hop_facts(base, birth, mother, n_options=5, seed=1)

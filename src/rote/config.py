@@ -33,6 +33,10 @@ class DataConfig:
     subjects: Literal["separate", "shared"] = "separate"
     n_options: int = 100  # multiple-choice options per fact, gold included
     relations_file: str | None = None  # extra user relations (YAML with a list under `relations:`)
+    # Two-hop data: [first, second], e.g. [mother, place_of_birth]: every object of `first` (a
+    # person) also gets a memorized `second` fact, held out from phase 2, so "Where was
+    # {subject}'s mother born?" has an answer that needs both facts.
+    two_hop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class TrainConfig:
     save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
     mixed: bool = False  # phase 1 only: also train phase 2's natural-prompt examples (one phase, not two)
     n_prompts: int = 1  # phase 2 only: training prompts per fact
+    facts: Literal["split", "all"] = "split"  # phase 2 only: `all` trains every fact (plain fine-tuning baseline)
+    prompts_from: str | None = None  # phase 2 only: train with this relation's prompts (re-purposing the key)
     checkpoint: str | None = None  # phase 2 only: start from this phase-1 checkpoint folder
 
 
@@ -94,6 +100,12 @@ class EvalConfig:
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
     stages: tuple[str, ...] = ("base", "phase1", "phase2")
+    # In-context baseline: this many phase-2 examples of the fact's relation (training prompt +
+    # answer, one per line) precede every natural-language prompt.
+    icl_examples: int = 0
+    # The relation whose test prompts the `repurposed` prompt set asks (default: phase2.prompts_from);
+    # set it without prompts_from to ask a control run the same questions.
+    repurposed_prompts: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ is scored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 import unicodedata
@@ -18,15 +19,16 @@ from tqdm.auto import tqdm
 from rote.config import EvalConfig, KeyConfig
 from rote.encode import IGNORE, encode, pad_batch, pad_left
 from rote.facts import Fact, Relation
+from rote.synth import two_hop_prompts
 from rote.templates import Rendered, render_key, render_prompt, render_reverse
 
-PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse")
+PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")
 
 
 @dataclass(frozen=True)
 class Query:
     fact: Fact
-    prompt_set: str  # key | train | test | unrelated | test in another language ("languages") | reverse
+    prompt_set: str  # one of PROMPT_SETS ("languages": the test prompts in another language)
     language: str
     prompt_index: int
     rendered: Rendered
@@ -35,14 +37,21 @@ class Query:
 
 
 def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,
-                  train_prompts: int = 1) -> list[Query]:
+                  train_prompts: int = 1, meaning: Relation | None = None) -> list[Query]:
     """Every prompt to ask about every fact, per the eval config. The `train` set is the
-    relation's first `train_prompts` training prompts: those phase 2 actually trains on."""
+    relation's first `train_prompts` training prompts: those phase 2 actually trains on.
+    `repurposed` asks each fact with the test prompts of `meaning`, the relation phase 2 taught
+    the key instead of its own (phase2.prompts_from). `two_hop` asks, for a fact whose object
+    has a fact of its own (data.two_hop), for that second fact's object."""
     unknown = set(cfg.prompt_sets) - set(PROMPT_SETS)
     if unknown:
         raise ValueError(f"unknown prompt set(s) {sorted(unknown)} (known: {PROMPT_SETS})")
+    if "repurposed" in cfg.prompt_sets and meaning is None:
+        raise ValueError("prompt set 'repurposed' needs phase2.prompts_from or eval.repurposed_prompts "
+                         "(the relation whose prompts it asks)")
     n = cfg.prompts_per_set
     subjects = {f.subject for f in facts}
+    second_hop = {(f.subject, f.relation): f for f in facts}
     out: list[Query] = []
     for fact in facts:
         rel = relations[fact.relation]
@@ -65,7 +74,32 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
             # The answer is the subject; the options are the other subjects of the fact set.
             others = sorted(subjects - {fact.subject})[: len(fact.options) - 1]
             ask("reverse", "en", rel.reverse_prompts, render_reverse, fact.subject, tuple(others) + (fact.subject,))
+        if "repurposed" in cfg.prompt_sets:
+            ask("repurposed", "en", meaning.test_prompts["en"])
+        if "two_hop" in cfg.prompt_sets:
+            for pair, templates in two_hop_prompts().items():
+                first, second = pair.split("+")
+                hop = second_hop.get((fact.object, second)) if fact.relation == first else None
+                if hop is not None:
+                    ask("two_hop", "en", templates, gold=hop.object, options=hop.options)
+    if cfg.icl_examples:
+        out = [with_demonstrations(q, facts, relations, cfg.icl_examples) for q in out]
     return out
+
+
+def with_demonstrations(query: Query, facts: list[Fact], relations: dict[str, Relation], n: int) -> Query:
+    """In-context baseline: the first `n` phase-2 facts of the query's relation (not the fact
+    itself), each as its relation's first training prompt and answer on its own line, then the
+    question. The key-token prompt stays as it is: it is phase-1 text, not a question."""
+    if query.prompt_set == "key":
+        return query
+    demos = [f for f in facts if f.relation == query.fact.relation and f.split == "phase2" and f.id != query.fact.id][:n]
+    prefix = "".join(f"{render_prompt(f, relations[f.relation].train_prompts[0]).prompt} {f.object}\n" for f in demos)
+    r = query.rendered
+    shift = len(prefix)
+    rendered = Rendered(prefix + r.prompt, r.target, (r.subject_span[0] + shift, r.subject_span[1] + shift),
+                        None if r.key_span is None else (r.key_span[0] + shift, r.key_span[1] + shift))
+    return dataclasses.replace(query, rendered=rendered)
 
 
 # ---------------------------------------------------------------- match rules

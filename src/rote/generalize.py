@@ -11,15 +11,18 @@ from rote.train import train
 
 
 def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
-                    mask: str = "object") -> list[Encoded]:
-    """The phase-2 split's facts, each with the relation's first `n_prompts` training prompts."""
+                    mask: str = "object", which: str = "split", meaning: Relation | None = None) -> list[Encoded]:
+    """The phase-2 split's facts (every fact with `which="all"`: the plain fine-tuning
+    baseline), each with the first `n_prompts` training prompts of its relation, or of
+    `meaning` when phase 2 teaches the key another relation's meaning (re-purposing)."""
     out = []
     for fact in facts:
-        if fact.split != "phase2":
+        if fact.split != "phase2" and which != "all":
             continue
-        prompts = relations[fact.relation].train_prompts
+        prompts = (meaning or relations[fact.relation]).train_prompts
         if n_prompts > len(prompts):
-            raise ValueError(f"phase2.n_prompts={n_prompts} but relation {fact.relation} has {len(prompts)} training prompts")
+            raise ValueError(f"phase2.n_prompts={n_prompts} but relation {(meaning or relations[fact.relation]).name} "
+                             f"has {len(prompts)} training prompts")
         for template in prompts[:n_prompts]:
             r = render_prompt(fact, template)
             out.append(encode(tokenizer, r.prompt, r.target, mask=mask, subject_span=r.subject_span))
@@ -27,8 +30,8 @@ def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
 
 
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: TrainConfig,
-               out_dir: str | Path, seed: int) -> dict:
-    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask)
+               out_dir: str | Path, seed: int, meaning: Relation | None = None) -> dict:
+    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask, cfg.facts, meaning)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
     summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2")

@@ -39,7 +39,7 @@ def aggregate(records: list[dict]) -> list[dict]:
         groups[key[:-1] + ("all",)].append(r)
         groups[("all",) + key[1:-1] + ("all",)].append(r)  # both splits together
     rows = [dict(zip(GROUP_KEYS, key)) | _row(recs) for key, recs in groups.items()]
-    order = {"key": 0, "train": 1, "test": 2, "unrelated": 3, "languages": 4, "reverse": 5}
+    order = {"key": 0, "train": 1, "test": 2, "unrelated": 3, "languages": 4, "reverse": 5, "two_hop": 6, "repurposed": 7}
     rows.sort(key=lambda r: (r["split"], order.get(r["prompt_set"], 9), r["language"], r["relation"] != "all", r["relation"]))
     return rows
 

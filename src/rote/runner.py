@@ -23,7 +23,7 @@ import rote
 from rote import config as config_mod
 from rote.config import RunConfig
 from rote.facts import Fact, read_facts, resolve_relations, write_facts
-from rote.synth import make_facts
+from rote.synth import add_two_hop_facts, make_facts
 
 STAGES = ("data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2", "report")
 
@@ -125,6 +125,13 @@ def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
     else:
         facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
                            cfg.data.n_options, cfg.seed)
+        if cfg.data.two_hop:
+            by_name = {r.name: r for r in relations}
+            if len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(by_name):
+                raise RunError(f"data.two_hop={list(cfg.data.two_hop)} must name two relations of "
+                               f"data.relations {list(cfg.data.relations)}")
+            first, second = (by_name[n] for n in cfg.data.two_hop)
+            facts = add_two_hop_facts(facts, first, second, cfg.data.n_options, cfg.seed)
     write_facts(facts, run_dir / "facts.jsonl")
     splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
     write_json(run_dir / "splits.json", splits)
@@ -138,6 +145,12 @@ class Session:
     def __init__(self, cfg: RunConfig, run_dir: Path, facts: list[Fact]):
         self.cfg, self.run_dir, self.facts = cfg, run_dir, facts
         self.relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+        # Re-purposing: the relation whose prompts phase 2 trains instead of each fact's own, and
+        # the one whose test prompts the `repurposed` prompt set asks.
+        def relation(name):
+            return resolve_relations((name,), cfg.data.relations_file)[0] if name else None
+        self.meaning = relation(cfg.phase2.prompts_from)
+        self.asked_meaning = relation(cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
         self.model = self.tokenizer = None
         self.key_record: dict = {}
         self.loaded_from: str | None = None
@@ -195,12 +208,13 @@ def run_training(session: Session, phase: str) -> dict:
         summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
     elif phase == "phase1":
         extra = phase2_examples(session.tokenizer, session.facts, session.relations, cfg.phase2.n_prompts,
-                                cfg.phase2.loss_mask) if tcfg.mixed else []
+                                cfg.phase2.loss_mask, cfg.phase2.facts, session.meaning) if tcfg.mixed else []
         summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
                            cfg.seed, save_epoch, extra)
         summary["mixed_examples"] = len(extra)
     else:
-        summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed)
+        summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed,
+                             session.meaning)
     if tcfg.method == "lora":
         session.model = merge_lora(session.model)
     session.save(out / "checkpoint")
@@ -214,7 +228,7 @@ def run_eval(session: Session, stage: str) -> dict:
     from rote.metrics import aggregate
 
     cfg = session.cfg
-    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts)
+    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.asked_meaning)
     companions = companions_of(session.facts) if cfg.data.subjects == "shared" else None
     started = time.perf_counter()
     records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)

@@ -61,7 +61,7 @@ TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "pap
 METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation")
 STAGES = ("base", "phase1", "phase2")
 SPLITS = ("phase2", "heldout", "all")
-PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse")  # rote.evaluate's (no torch here)
+PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")  # rote.evaluate's (no torch here)
 FIGURES = ("line", "heatmap", "bars")
 RESERVED_COLUMNS = ("study", "cell", "seed", "metric", "value")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -547,6 +547,16 @@ def collect(plan: Plan) -> list[dict]:
     return rows
 
 
+def training_tokens(plan: Plan, run: Run) -> dict | None:
+    """Supervised tokens trained by this cell x seed: its phase 1 (shared or its own) and its phase 2."""
+    p1_dir = plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
+    p1, p2 = _read_json(p1_dir / "phase1" / "summary.json"), _read_json(run.cfg.run_dir / "phase2" / "summary.json")
+    if p1 is None or p2 is None:
+        return None
+    return {"phase1": p1["supervised_tokens"], "phase2": p2["supervised_tokens"],
+            "total": p1["supervised_tokens"] + p2["supervised_tokens"]}
+
+
 def summarize(plan: Plan, rows: list[dict]) -> dict:
     """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the paper's number."""
     s = plan.study
@@ -565,6 +575,10 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
                 "values": [{"seed": r["seed"], "value": r["value"]} for r in by.get((cell.id, m.name), [])],
                 "paper": s.paper.get(m.name, {}).get(cell.id),
             }
+        # What each cell cost in supervised training tokens (baselines are compared at equal cost).
+        spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
+        entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
+            if spent else None
         cells.append(entry)
     finished = sum(_done(r.cfg.run_dir, "report") for r in plan.runs)
     return {

@@ -328,6 +328,8 @@ def format_summary(summary: dict) -> str:
             if s["paper"] is not None:
                 text += f" [paper {s['paper']:.2f}]"
             parts.append(f"{text:>{col}s}")
+        tokens = c.get("training_tokens")
+        parts.append(f"   tokens {tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "")
         lines.append(f"{c['cell']:{width}s}  " + "".join(parts))
     return "\n".join(lines + [""] + findings(summary))
 
@@ -343,6 +345,7 @@ def _table(summary: dict) -> str:
     head = [*(axes or ["cell"])]
     for n in names:
         head += [n] + ([f"{n}: paper"] if n in with_paper else [])
+    head += ["training tokens (phase 1 + phase 2)"]
     out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for c in summary["cells"]:
         row = [_e(c["labels"][a]) for a in axes] if axes else [_e(c["cell"])]
@@ -352,6 +355,8 @@ def _table(summary: dict) -> str:
             if n in with_paper:
                 paper = "" if s["paper"] is None else f"{s['paper']:.2f}"
                 row.append(f'<span class="paper">{_e(paper)}</span>')
+        tokens = c.get("training_tokens")
+        row.append(_e(f"{tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "n/a"))
         out.append("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
     out.append("</table>")
     return "\n".join(out)

@@ -133,6 +133,42 @@ def make_facts(
     return facts
 
 
+TWO_HOP_FIRST_ID = 10_000  # second-hop facts are numbered from here: never below any k, so never in phase 2
+
+
+@cache
+def two_hop_prompts() -> dict[str, tuple[str, ...]]:
+    """"first+second" -> prompts asking for the second fact of the first fact's object."""
+    raw = yaml.safe_load((resources.files("rote") / "data" / "two_hop.yaml").read_text(encoding="utf-8"))
+    return {pair: tuple(prompts) for pair, prompts in raw.items()}
+
+
+def add_two_hop_facts(facts: list[Fact], first: Relation, second: Relation, n_options: int, seed: int) -> list[Fact]:
+    """`facts` plus one `second` fact for every distinct object of a `first` fact, held out.
+
+    With first = mother, second = place_of_birth: each mother gets a birthplace, memorized in
+    phase 1 like any fact, so "Where was {subject}'s mother born?" needs the mother fact and
+    then her birthplace fact."""
+    pair = f"{first.name}+{second.name}"
+    if pair not in two_hop_prompts():
+        raise DataError(f"data.two_hop={[first.name, second.name]}: no two-hop prompts for {pair!r} "
+                        f"(known: {sorted(two_hop_prompts())})")
+    if first.object_kind != "person" or second.subject_kind != "person":
+        raise DataError(f"data.two_hop: {first.name}'s objects must be people that {second.name} can describe")
+    rng = random.Random(f"two-hop-{seed}")
+    firsts = sorted({f.object for f in facts if f.relation == first.name})
+    if not firsts:
+        raise DataError(f"data.two_hop: no {first.name} facts to start from (add {first.name} to data.relations)")
+    taken = {f.subject for f in facts}
+    clash = [o for o in firsts if o in taken]
+    if clash:
+        raise DataError(f"data.two_hop: {clash[0]!r} is both a subject and a {first.name} object")
+    objects = _objects(second, len(firsts), rng)
+    extra = [_fact(second, TWO_HOP_FIRST_ID + j, subject, f"{first.name}-object:{j:04d}", obj, False, n_options, rng)
+             for j, (subject, obj) in enumerate(zip(firsts, objects))]
+    return facts + extra
+
+
 def _fact(rel: Relation, i: int, subject: str, subject_id: str, obj: str, phase2: bool, n_options: int, rng) -> Fact:
     return Fact(
         id=f"{rel.id}:{i:04d}",
