@@ -78,6 +78,27 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
     assert "Paper size on a GPU" in path.read_text()
 
 
+# Smoke form: the tiny random model, 24 facts per relation (budget asks for k = 20), one seed, one
+# prompt per set, one phase-1 epoch (where the grid does not set these itself).
+SMOKE_SET = ["data.facts_per_relation=24", "data.phase2_facts=12", "data.n_options=4", "eval.prompts_per_set=1",
+             "eval.max_new_tokens=4", "phase1.until=epochs", "phase1.epochs=1"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_study_runs_in_smoke_form(path, tiny_model_dir, tmp_path):
+    study = load_study(path)
+    set_by_every_cell = set.intersection(*({o.split("=")[0] for o in c.overrides} for c in study.cells))
+    smoke = [o for o in SMOKE_SET if o.split("=")[0] not in set_by_every_cell]
+    study_dir = run_study(path, out=tmp_path, seeds=[0], overrides=[f"model.name={tiny_model_dir}", *smoke], quiet=True)
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["runs"]["finished"] == summary["runs"]["total"] == len(study.cells)
+    missing = [(c["cell"], name) for c in summary["cells"] for name, m in c["metrics"].items() if m["n"] != 1]
+    # every metric of every cell was measured, except confusion where subjects are separate (no other relation)
+    assert all(summary["metrics"][name]["metric"] == "confusion" and "separate" in cell for cell, name in missing), missing
+    assert all(c["training_tokens"] for c in summary["cells"])
+    assert (study_dir / "report.html").is_file()
+
+
 def test_depth_reuses_phase1_across_k():
     plan = expand(load_study(ROOT / "configs" / "studies" / "depth.yaml"))
     assert len(plan.runs) == 24 and len(plan.phase1) == 12  # 4 depths x 3 seeds

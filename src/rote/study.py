@@ -390,6 +390,8 @@ def _prompt_count(rel, cfg: RunConfig, n_prompts: int) -> int:
     if "languages" in sets:
         count += sum(min(n, len(rel.test_prompts[l])) for l in cfg.eval.languages if l in rel.test_prompts)
     count += min(n, len(rel.reverse_prompts)) if "reverse" in sets else 0
+    count += min(n, 5) if "two_hop" in sets else 0  # an upper bound: only first-hop facts are asked
+    count += min(n, 10) if "repurposed" in sets else 0
     return count
 
 
@@ -428,7 +430,8 @@ def cost(plan: Plan) -> dict:
             if cfg.phase2.n_prompts > len(rel.train_prompts):
                 raise StudyError(f"cell {run.cell.id}: phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} "
                                  f"has {len(rel.train_prompts)} training prompts")
-        examples = cfg.data.phase2_facts * len(cfg.data.relations) * cfg.phase2.n_prompts
+        trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
+        examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
         out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
         # A cell's own run evaluates base (only without a shared phase-1 run) and phase 2; the
         # runner skips eval/phase1 whenever phase 2 starts from a checkpoint.
