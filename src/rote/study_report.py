@@ -327,7 +327,7 @@ def format_summary(summary: dict) -> str:
                 else f"{s['mean']:.2f} (1 seed)"
             if s["paper"] is not None:
                 text += f" [paper {s['paper']:.2f}]"
-            parts.append(f"{text:>{col}s}")
+            parts.append(f" {text:>{col}s}")
         tokens = c.get("training_tokens")
         parts.append(f"   tokens {tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "")
         lines.append(f"{c['cell']:{width}s}  " + "".join(parts))
