@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 
 import rote.train
 from rote.config import KeyConfig, TrainConfig
-from rote.encode import encode
+from rote.encode import encode, pad_batch
 from rote.evaluate import generate, inference_model, option_logprobs
 from rote.facts import load_relation
 from rote.memorize import phase1_examples
 from rote.synth import make_facts
-from rote.train import train
+from rote.train import supervised_loss_sum, train
 
 # The loop's progress bar would bury the numbers.
 rote.train.tqdm = lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": True})
@@ -56,17 +56,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed_ms(fn, device: torch.device, reps: int = 5) -> float:
+    """Milliseconds per call of `fn`, after one warm-up call, the device drained around the timing."""
+    fn()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return 1000 * (time.perf_counter() - t) / reps
+
+
+def device_batch(examples, batch: int, tok, device: torch.device) -> dict[str, torch.Tensor]:
+    """`batch` examples (repeated when there are fewer), padded, on the device."""
+    rows = (examples * (1 + batch // len(examples)))[:batch]
+    return {k: v.to(device) for k, v in pad_batch(rows, tok.pad_token_id).items()}
+
+
+def forward_backward(model, batch: dict[str, torch.Tensor], device: torch.device) -> None:
+    """One forward+backward of the training loss, as the loop runs it (bf16 autocast)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        loss = supervised_loss_sum(model, batch)
+    loss.backward()
+
+
 def bf16_peak_flops(device: torch.device, n: int) -> float:
     a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
     b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    for _ in range(3):
+    for _ in range(2):  # with timed_ms's own warm-up: three products before the timed ten
         a @ b
-    sync(device)
-    t, reps = time.perf_counter(), 10
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
+    return 2 * n**3 / (timed_ms(lambda: a @ b, device, reps=10) / 1000)
 
 
 def new_model(arch: dict, device: torch.device, dtype=torch.float32):
@@ -112,38 +131,20 @@ def bench_training(arch, device, tok, examples, peak, batches, report) -> None:
 
 def bench_breakdown(arch, device, tok, examples, batches, report) -> None:
     """Where a step's time goes: forward+backward, gradient clipping, optimizer, each timed alone."""
-    from rote.encode import pad_batch
-    from rote.train import supervised_loss_sum
-
     model = new_model(arch, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
 
-    def timed(fn, reps=5):
-        fn()
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        sync(device)
-        return 1000 * (time.perf_counter() - t) / reps
-
     print("step breakdown (ms)")
     for batch in batches:
-        rows = (examples * (1 + batch // len(examples)))[:batch]
-        b = {k: v.to(device) for k, v in pad_batch(rows, tok.pad_token_id).items()}
-
-        def fwd_bwd():
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = supervised_loss_sum(model, b)
-            loss.backward()
+        b = device_batch(examples, batch, tok, device)
 
         def fwd():
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
                 supervised_loss_sum(model, b)
-        parts = {"forward": timed(fwd), "forward+backward": timed(fwd_bwd),
-                 "clip": timed(lambda: torch.nn.utils.clip_grad_norm_(params, 1.0)),
-                 "optimizer": timed(lambda: opt.step())}
+        parts = {"forward": timed_ms(fwd, device), "forward+backward": timed_ms(lambda: forward_backward(model, b, device), device),
+                 "clip": timed_ms(lambda: torch.nn.utils.clip_grad_norm_(params, 1.0), device),
+                 "optimizer": timed_ms(lambda: opt.step(), device)}
         opt.zero_grad(set_to_none=True)
         tokens = int(b["attention_mask"].sum())
         floor = 1000 * 6 * sum(p.numel() for p in params) * tokens / report["peak_flops"]
@@ -157,30 +158,15 @@ def bench_profile(arch, device, tok, examples, batch, report) -> None:
     """The kernels that take a large-batch forward+backward's time (torch.profiler), per attention kernel."""
     from torch.profiler import ProfilerActivity, profile
 
-    from rote.encode import pad_batch
-    from rote.train import supervised_loss_sum
-
-    rows = (examples * (1 + batch // len(examples)))[:batch]
+    b = device_batch(examples, batch, tok, device)
     for attn in ("sdpa", "eager"):
-        arch_attn = dict(arch, attn_implementation=attn)
-        model = new_model(arch_attn, device)
-        b = {k: v.to(device) for k, v in pad_batch(rows, tok.pad_token_id).items()}
-
-        def fwd_bwd():
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = supervised_loss_sum(model, b)
-            loss.backward()
-        fwd_bwd()
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(3):
-            fwd_bwd()
-        sync(device)
-        print(f"profile, batch {batch}, attention {attn}: forward+backward {1000 * (time.perf_counter() - t) / 3:.1f} ms")
+        model = new_model(dict(arch, attn_implementation=attn), device)
+        ms = timed_ms(lambda: forward_backward(model, b, device), device, reps=3)
+        print(f"profile, batch {batch}, attention {attn}: forward+backward {ms:.1f} ms")
         if attn == "sdpa":
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
             with profile(activities=acts) as prof:
-                fwd_bwd()
+                forward_backward(model, b, device)
                 sync(device)
             key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
             table = prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=60)

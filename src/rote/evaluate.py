@@ -83,18 +83,30 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
                 if hop is not None:
                     ask("two_hop", "en", templates, gold=hop.object, options=hop.options)
     if cfg.icl_examples:
-        out = [with_demonstrations(q, facts, relations, cfg.icl_examples) for q in out]
+        prefixes = demonstrations(facts, relations, cfg.icl_examples)
+        out = [with_prefix(q, prefixes[q.fact.id]) if q.prompt_set != "key" else q for q in out]
     return out
 
 
-def with_demonstrations(query: Query, facts: list[Fact], relations: dict[str, Relation], n: int) -> Query:
-    """In-context baseline: the first `n` phase-2 facts of the query's relation (not the fact
-    itself), each as its relation's first training prompt and answer on its own line, then the
-    question. The key-token prompt stays as it is: it is phase-1 text, not a question."""
-    if query.prompt_set == "key":
-        return query
-    demos = [f for f in facts if f.relation == query.fact.relation and f.split == "phase2" and f.id != query.fact.id][:n]
-    prefix = "".join(f"{render_prompt(f, relations[f.relation].train_prompts[0]).prompt} {f.object}\n" for f in demos)
+def demonstrations(facts: list[Fact], relations: dict[str, Relation], n: int) -> dict[str, str]:
+    """In-context baseline, per fact id: the first `n` phase-2 facts of its relation (not the
+    fact itself), each as its relation's first training prompt and answer on its own line.
+    The key-token prompt gets none: it is phase-1 text, not a question."""
+    by_relation: dict[str, list[Fact]] = {}
+    for f in facts:
+        if f.split == "phase2":
+            by_relation.setdefault(f.relation, []).append(f)
+    prefixes = {}
+    for fact in facts:
+        # One more candidate than needed: the fact itself, if it is among them, is left out.
+        shown = [f for f in by_relation.get(fact.relation, [])[: n + 1] if f.id != fact.id][:n]
+        prefixes[fact.id] = "".join(f"{render_prompt(f, relations[f.relation].train_prompts[0]).prompt} {f.object}\n"
+                                    for f in shown)
+    return prefixes
+
+
+def with_prefix(query: Query, prefix: str) -> Query:
+    """The query with `prefix` before its prompt, its character spans shifted to match."""
     r = query.rendered
     shift = len(prefix)
     rendered = Rendered(prefix + r.prompt, r.target, (r.subject_span[0] + shift, r.subject_span[1] + shift),

@@ -19,11 +19,10 @@ def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
     for fact in facts:
         if fact.split != "phase2" and which != "all":
             continue
-        prompts = (meaning or relations[fact.relation]).train_prompts
-        if n_prompts > len(prompts):
-            raise ValueError(f"phase2.n_prompts={n_prompts} but relation {(meaning or relations[fact.relation]).name} "
-                             f"has {len(prompts)} training prompts")
-        for template in prompts[:n_prompts]:
+        rel = meaning or relations[fact.relation]
+        if n_prompts > len(rel.train_prompts):
+            raise ValueError(f"phase2.n_prompts={n_prompts} but relation {rel.name} has {len(rel.train_prompts)} training prompts")
+        for template in rel.train_prompts[:n_prompts]:
             r = render_prompt(fact, template)
             out.append(encode(tokenizer, r.prompt, r.target, mask=mask, subject_span=r.subject_span))
     return out

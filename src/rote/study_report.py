@@ -328,10 +328,15 @@ def format_summary(summary: dict) -> str:
             if s["paper"] is not None:
                 text += f" [paper {s['paper']:.2f}]"
             parts.append(f" {text:>{col}s}")
-        tokens = c.get("training_tokens")
-        parts.append(f"   tokens {tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "")
+        parts.append(f"   tokens {_tokens(c)}" if c.get("training_tokens") else "")
         lines.append(f"{c['cell']:{width}s}  " + "".join(parts))
     return "\n".join(lines + [""] + findings(summary))
+
+
+def _tokens(cell: dict) -> str:
+    """A cell's supervised training tokens, "phase 1 + phase 2" (means over seeds)."""
+    tokens = cell.get("training_tokens")
+    return f"{tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "n/a"
 
 
 def _e(value) -> str:
@@ -355,8 +360,7 @@ def _table(summary: dict) -> str:
             if n in with_paper:
                 paper = "" if s["paper"] is None else f"{s['paper']:.2f}"
                 row.append(f'<span class="paper">{_e(paper)}</span>')
-        tokens = c.get("training_tokens")
-        row.append(_e(f"{tokens['phase1']:,.0f} + {tokens['phase2']:,.0f}" if tokens else "n/a"))
+        row.append(_e(_tokens(c)))
         out.append("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
