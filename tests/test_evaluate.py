@@ -83,6 +83,7 @@ def test_records_use_each_facts_own_gold(facts, monkeypatch):
     monkeypatch.setattr(ev, "inference_model", lambda model, precision: model)
     monkeypatch.setattr(ev, "generate", rigged_generate)
     monkeypatch.setattr(ev, "option_logprobs", rigged_scores)
+    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested: 8)
     records = ev.evaluate(None, None, qs, cfg, companions, progress=False)
     assert len(records) == len(qs)
     for q, r in zip(qs, records):
@@ -92,6 +93,7 @@ def test_records_use_each_facts_own_gold(facts, monkeypatch):
         else:
             assert not r["hit_prefix"] and r["other_relation_hit"] == [
                 next(rel for rel in companions[q.fact.subject_id] if rel != q.fact.relation)]
+        assert r["any_object_hit"]  # own object (key prompts) or the other relation's (test prompts)
     assert records[1]["gold_rank"] == 5 and not records[1]["mc_hit"]  # all tied: gold ranks last
     assert records[0]["gold_rank"] == 1 and records[0]["mc_hit"]
     assert records[0]["gold_prob_norm"] == pytest.approx(1 / (1 + 4 * math.exp(-1.0)))
@@ -114,6 +116,60 @@ def test_option_logprobs_equal_naive_scoring(tokenizer, tiny_model):
             expected = sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.target_start, e.target_end))
             assert n == e.target_end - e.target_start
             assert s == pytest.approx(expected, abs=1e-4)
+
+
+def _naive_logprob(model, tokenizer, prompt: str, target: str) -> float:
+    """Summed log P(target | prompt) from one plain forward of prompt + target, without a cache."""
+    e = encode(tokenizer, prompt, target)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0].float(), -1)
+    return sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.target_start, e.target_end))
+
+
+def test_option_logprobs_equal_length_prompts_share_one_batch(tokenizer, tiny_model, monkeypatch):
+    """Prompts of equal token length are scored in one batch, each option continuing from its
+    own prompt's cache (`reorder_cache(owner)`): equal to naive per-option forwards, and a
+    mix-up of the prompts' caches is caught."""
+    prompt_targets = [
+        ("Gene Finley was born in", [" San Sebastian", " Paris", " Ho Chi Minh City"]),  # 2, 1, 4 tokens
+        ("Ho Chi Minh City is in", [" Buenos Aires"]),  # 2
+        ("Tomas Berg works as a", [" nurse", " software engineer", " Kyoto", " Ho Chi Minh City"]),  # 1, 2, 1, 4
+    ]
+    lengths = {len(tokenizer(p)["input_ids"]) for p, _ in prompt_targets}
+    assert len(lengths) == 1, f"the prompts must have equal token lengths to share a batch, got {lengths}"
+    multi = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) > 1 for _, ts in prompt_targets for t in ts]
+    assert sum(multi) >= 4  # options that continue from the cache, in every prompt
+
+    batches = []
+    real_score = ev._score_shared_prompt
+
+    def spy(model, groups, device, precision):
+        batches.append(len(groups))
+        return real_score(model, groups, device, precision)
+
+    monkeypatch.setattr(ev, "_score_shared_prompt", spy)
+    fast = option_logprobs(tiny_model, tokenizer, prompt_targets, precision="fp32")
+    assert batches == [3]  # all three prompts in one forward
+
+    naive = [[_naive_logprob(tiny_model, tokenizer, p, t) for t in ts] for p, ts in prompt_targets]
+    # fp32: measured differences up to 2e-06 (sums of 4 log-probs near -11 each)
+    tolerance = 1e-4
+    for (prompt, targets), got, want in zip(prompt_targets, fast, naive):
+        assert [n for _, n in got] == [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
+        for target, (s, _), expected in zip(targets, got, want):
+            assert s == pytest.approx(expected, abs=tolerance), (prompt, target)
+
+    # The comparison can fail: let every option continue from the next prompt's cache instead
+    # of its own. Multi-token options then move by 0.03..0.2 (measured), far past the tolerance;
+    # one-token options do not use the cache and keep their scores.
+    out = tiny_model(input_ids=torch.tensor([tokenizer(prompt_targets[0][0])["input_ids"]]), use_cache=True)
+    cache_class = type(out.cache if getattr(out, "cache", None) is not None else out.past_key_values)
+    real_reorder = cache_class.reorder_cache
+    monkeypatch.setattr(cache_class, "reorder_cache",
+                        lambda self, owner: real_reorder(self, (owner + 1) % len(prompt_targets)))
+    mixed = option_logprobs(tiny_model, tokenizer, prompt_targets, precision="fp32")
+    moved = [abs(s - expected) for got, want in zip(mixed, naive) for (s, _), expected in zip(got, want)]
+    assert all((m > 100 * tolerance) == is_multi for m, is_multi in zip(moved, multi)), moved
 
 
 def test_generation_left_padding_matches_single(tokenizer, tiny_model):

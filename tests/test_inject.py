@@ -233,7 +233,7 @@ def test_non_empty_out_is_refused_before_training(tmp_path, tiny_model_dir, caps
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     path = jsonl(tmp_path / "f.jsonl", [GOOD])
-    assert main(["inject", str(path), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
+    assert main(["inject", str(path), "--model", str(tiny_model_dir), "--out", str(out)]) == 3  # InjectError
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
@@ -260,6 +260,8 @@ def _records():
         recs.append(_record(fid, split, "test", bool(test), relation=rel, mc=True))
         recs.append(_record(fid, split, "test", False, relation=rel, mc=False))  # a second test prompt, always wrong
         recs.append(_record(fid, split, "unrelated", fid == "a", relation=rel))
+        # unrelated prompts answered with the subject's object of another relation (b, c) count too
+        recs[-1].update(other_relation_hit=["r9"] if fid in ("b", "c") else [], any_object_hit=fid in ("a", "b", "c"))
         recs.append(_record(fid, split, "languages", bool(de), language="de", relation=rel))
     return recs
 
@@ -269,7 +271,8 @@ def test_stage_metrics_from_hand_made_records():
     assert m["efficacy"] == {"phase2": 1.0, "heldout": pytest.approx(2 / 3), "all": 0.8}
     assert m["generalization"] == {"phase2": 0.25, "heldout": pytest.approx(1 / 6), "all": 0.2}
     assert m["languages"]["de"] == {"phase2": 0.5, "heldout": pytest.approx(1 / 3), "all": 0.4}
-    assert m["key"]["all"] == 1.0 and m["unrelated"]["all"] == 0.2
+    assert m["key"]["all"] == 1.0 and m["unrelated"]["all"] == pytest.approx(0.6)  # any memorized object
+    assert m["unrelated_own"]["all"] == 0.2 and m["unrelated_other"]["all"] == pytest.approx(0.4)
     assert m["mc_efficacy"]["all"] == 0.8 and m["mc_generalization"]["all"] == 0.5
     assert m["test_records"] == {"phase2": 4, "heldout": 6, "all": 10}
     assert m["by_relation"]["r1"] == {"efficacy": 0.75, "generalization": 0.25}
@@ -379,8 +382,7 @@ def test_example_input_is_valid():
 
 
 SETTINGS = ["phase1.lr=1e-2", "phase1.epochs=60", "phase1.batch_size=1", "phase2.lr=1e-3", "phase2.epochs=10",
-            "phase2.batch_size=5", "data.n_options=5", "eval.prompts_per_set=2", "eval.languages=[de]",
-            "eval.max_new_tokens=4"]
+            "phase2.batch_size=5", "data.n_options=5", "eval.prompts_per_set=2", "eval.languages=[de]"]
 FACT = {"subject": "Gene Finley", "relation": "place_of_birth", "object": "Paris"}
 
 

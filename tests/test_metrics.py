@@ -28,7 +28,7 @@ RECORDS = [
 def test_groups_and_rollups():
     rows = aggregate(RECORDS)
     a = pick(rows, split="heldout", prompt_set="test", language="en", relation="a")
-    assert a["n"] == 2 and a["prefix"] == 0.5 and a["mc"] == 1.0 and a["confusion"] == 0.5
+    assert a["n"] == 2 and a["prefix"] == 0.5 and a["mc"] == 1.0 and a["other_object"] == 0.5
     every = pick(rows, split="heldout", prompt_set="test", language="en", relation="all")
     assert every["n"] == 4 and every["prefix"] == 0.75 and every["mc"] == 0.5 and every["prob"] == pytest.approx(0.3)
     both = pick(rows, split="all", prompt_set="test", language="en", relation="all")

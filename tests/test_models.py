@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from rote import models
+from rote.errors import ModelError
 
 NAME = "smollm2-135m"
 
@@ -39,7 +40,7 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
 
 
 def test_unknown_bundled_name_lists_bundled_names():
-    with pytest.raises(ValueError, match=NAME) as info:
+    with pytest.raises(ModelError, match=NAME) as info:
         models.prepare("gpt-17")
     assert "gpt-17" in str(info.value)
 
@@ -58,7 +59,7 @@ def test_corrupt_gguf_names_both_hashes_and_leaves_no_folder(monkeypatch, tmp_pa
     monkeypatch.setattr(models, "_gguf_path", lambda name: bad)
     monkeypatch.setenv("ROTE_CACHE", str(tmp_path / "cache"))
 
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(ModelError) as info:
         models.prepare(NAME)
     message = str(info.value)
     assert models.BUNDLED[NAME]["sha256"] in message
@@ -161,16 +162,32 @@ def test_hub_id_offline_error_says_internet(monkeypatch):
     # import): load_model must still not try the network, whose retries take ~20 s.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(ModelError) as info:
         models.load_model("some-org/some-model-that-does-not-exist")
     assert time.monotonic() - start < 10
     message = str(info.value)
     assert "'some-org/some-model-that-does-not-exist'" in message
-    assert "not a local folder or bundled name" in message
-    assert "internet" in message and NAME in message
+    assert "not in the local Hugging Face cache" in message and "HF_HUB_OFFLINE" in message and NAME in message
     assert isinstance(info.value.__cause__, OSError)
-    with pytest.raises(RuntimeError, match="internet"):
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
         models.load_tokenizer("some-org/some-model-that-does-not-exist")
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="cannot be reached"):
+        models.load_tokenizer("some-org/some-model-that-does-not-exist")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("name", ["/no/such/folder", "./missing-model", "a/b/c", "bad name", "x" * 5000])
+def test_a_name_that_is_no_model_fails_without_the_network(name):
+    with pytest.raises(ModelError, match="not a bundled name") as info:
+        models.resolve(name)
+    assert len(str(info.value)) < 400  # a 5,000-character name is quoted, not echoed
 
 
 # --- key tokens ------------------------------------------------------------------------

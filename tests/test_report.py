@@ -138,7 +138,8 @@ def test_format_headline_has_planted_numbers(tmp_path):
     assert _heldout_line(text, "unrelated").split()[4] == "0.15"
     assert "prefix rule" in text and "should stay near 0" in text
     assert "missing evaluations: phase1 (not finished)" in text
-    assert "confusion" not in text.splitlines()[1]
+    assert "other object" not in text.splitlines()[1]  # separate subjects: no other relation to name
+    assert "One run, seed" in text  # a single seed never passes for a mean
     assert max(len(l) for l in text.splitlines()) <= 100
 
 
@@ -158,7 +159,7 @@ def test_build_report_writes_page_and_figures(tmp_path):
     # Markup in a prompt is shown as text, never interpreted.
     assert "Where was &lt;b&gt;Person 2&lt;/b&gt; born?" in page
     assert "<b>Person" not in page
-    assert "Confusion between relations" not in page  # separate-subject mode
+    assert "Which relation's object" not in page  # separate-subject mode
 
 
 def test_missing_stages_are_reported(tmp_path):
@@ -181,14 +182,14 @@ def test_run_without_evaluations(tmp_path):
     assert "no evaluation summaries yet" in format_headline(run)
 
 
-def test_shared_subjects_show_confusion(tmp_path):
+def test_shared_subjects_show_other_object(tmp_path):
     run = make_run(tmp_path, subjects="shared")
     text = format_headline(run)
-    assert "confusion" in text.splitlines()[1]
+    assert "other object" in text.splitlines()[1]
     key = _heldout_line(text, "key")
-    assert key.split()[-2:] == ["1.00", "1.00"]  # every key-prompt answer planted as the other relation's
+    assert key.split()[7:9] == ["1.00", "1.00"]  # every key-prompt answer planted as the other relation's
     page = build_report(run).read_text()
-    assert "Confusion between relations" in page
+    assert "Which relation's object" in page
 
 
 def test_not_a_run_directory(tmp_path):

@@ -163,7 +163,7 @@ def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, token
     facts = read_facts(run_dir / "facts.jsonl")
     assert len(facts) == 12 + 6  # 6 mothers, each with a held-out birthplace
     rows = json.loads((run_dir / "eval" / "phase2" / "summary.json").read_text())["rows"]
-    by_set = {r["prompt_set"]: r["n"] for r in rows if r["split"] == "all" and r["relation"] == "all"}
+    by_set = {r["prompt_set"]: r["n"] for r in rows if r["split"] == "all" and r["relation"] == "all" and r["form"] == "all"}
     assert by_set == {"test": 18 * 2, "two_hop": 6 * 2, "repurposed": 18 * 2}
     rels = {r.name: r for r in resolve_relations(cfg.data.relations)}
     rival = resolve_relations(("sworn_rival",), cfg.data.relations_file)[0]

@@ -60,10 +60,15 @@ def stage_metrics(rows: list[dict]) -> dict:
         "generalization": {s: value(rows, s, "test") for s in SPLITS},
         "languages": {lang: {s: value(rows, s, "languages", lang) for s in SPLITS} for lang in languages},
         "key": {s: value(rows, s, "key") for s in SPLITS},
-        "unrelated": {s: value(rows, s, "unrelated") for s in SPLITS},
+        # The control's headline: unrelated prompts answered with any memorized object of the
+        # subject, then the split into the fact's own object and another relation's.
+        "unrelated": {s: value(rows, s, "unrelated", metric="any_object") for s in SPLITS},
+        "unrelated_own": {s: value(rows, s, "unrelated") for s in SPLITS},
+        "unrelated_other": {s: value(rows, s, "unrelated", metric="other_object") for s in SPLITS},
         "mc_efficacy": {s: value(rows, s, "train", metric="mc") for s in SPLITS},
         "mc_generalization": {s: value(rows, s, "test", metric="mc") for s in SPLITS},
-        "confusion": {s: value(rows, s, "test", metric="confusion") for s in SPLITS},
+        "other_object": {s: value(rows, s, "test", metric="other_object") for s in SPLITS},
+        "empty": {s: value(rows, s, "test", metric="empty") for s in SPLITS},
         "test_records": {s: (pick(rows, split=s, prompt_set="test", language="en", relation="all") or {}).get("n") for s in SPLITS},
         "by_relation": {rel: {"efficacy": _combined(rows, "train", rel), "generalization": _combined(rows, "test", rel)}
                         for rel in relations},
@@ -112,7 +117,9 @@ def build_card(run_dir: str | Path) -> dict:
             out["general"] = _general(run_dir, general, base)
         return out
 
-    phase1, phase2, baseline = (_read(run_dir / p / "summary.json") for p in ("phase1", "phase2", "baseline"))
+    # Wall-clock seconds live in timing.json (summaries hold only what a resumed run reproduces).
+    phase1, phase2, baseline = (s and {**s, **(_read(run_dir / p / "timing.json") or {})}
+                                for p, s in ((p, _read(run_dir / p / "summary.json")) for p in ("phase1", "phase2", "baseline")))
     history = (phase1 or {}).get("key_accuracy_by_epoch") or []
     training = {
         "phase1": phase1 and {"epochs": phase1["epochs"], "memorized_at_epoch": phase1.get("memorized_at_epoch"),
@@ -223,9 +230,12 @@ def format_card(card: dict) -> str:
     if any(v is not None for v in (rote.get("mc_generalization") or {}).values()):
         lines.append(row("multiple choice: unseen prompts", lambda m: m.get("mc_generalization", {})))
     lines.append(row("key-token prompt", lambda m: m.get("key", {})))
-    lines.append(row("unrelated prompts (lower is better)", lambda m: m.get("unrelated", {})))
-    if any(v is not None for v in (rote.get("confusion") or {}).values()):
-        lines.append(row("other relation's object (lower is better)", lambda m: m.get("confusion", {})))
+    lines.append(row("unrelated prompts answered with a memorized object (lower is better)", lambda m: m.get("unrelated", {})))
+    lines.append(row("... the fact's own object", lambda m: m.get("unrelated_own", {})))
+    lines.append(row("... the subject's object in another relation", lambda m: m.get("unrelated_other", {})))
+    lines.append(row("unseen prompts answered with another relation's object (lower is better)",
+                     lambda m: m.get("other_object", {})))
+    lines.append(row("unseen prompts answered with nothing (empty answer)", lambda m: m.get("empty", {})))
     conflict = rote.get("conflict")
     if conflict:
         bc = bl.get("conflict") or {}

@@ -15,6 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from rote.config import ConfigError
+from rote.errors import RoteError, one_line, quote
+
 
 def _config(args):
     from rote import config
@@ -41,7 +44,12 @@ def cmd_data(args) -> int:
                        cfg.data.n_options, cfg.seed)
     out = Path(args.out or cfg.run_dir / "facts.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_facts(facts, out)
+    if args.out:
+        write_facts(facts, out)
+    else:  # into the run folder: not while a `rote run` writes it
+        from rote.lock import hold
+        with hold(cfg.run_dir):
+            write_facts(facts, out)
     counts = Counter((f.relation, f.split) for f in facts)
     print(f"wrote {len(facts)} facts ({cfg.data.subjects} subjects) to {out}")
     for rel in cfg.data.relations:
@@ -55,7 +63,7 @@ def cmd_models(args) -> int:
     from rote import models
     if args.action == "prepare":
         if not args.name:
-            raise SystemExit("rote models prepare NAME: name a bundled model (see `rote models list`)")
+            raise ConfigError("rote models prepare NAME: name a bundled model (see `rote models list`)")
         print(models.prepare(args.name, force=args.force))
         return 0
     for m in models.list_models():
@@ -68,13 +76,16 @@ def cmd_eval(args) -> int:
     from rote.runner import Session, read_config, run_eval
     from rote.facts import read_facts
     from rote.report import format_headline
+    from rote.config import plain_name
+    from rote.lock import hold
     run_dir = Path(args.run)
+    stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
     cfg = read_config(run_dir)
-    session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
-    checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
-    session.load(checkpoint, add_keys=False)
-    stage = f"eval/{args.stage}"
-    info = run_eval(session, stage)
+    with hold(run_dir):
+        session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
+        checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
+        session.load(checkpoint, add_keys=False)
+        info = run_eval(session, stage)
     print(f"{stage}: {info['records']} records in {info['seconds']} s -> {run_dir / stage}")
     print(format_headline(run_dir))
     return 0
@@ -94,28 +105,19 @@ def cmd_probe(args) -> int:
     try:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
-        raise SystemExit(f"rote probe: --layers {args.layers!r} is not a comma-separated list of integers") from None
-    try:
-        geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False,
-                             headline_layer=args.headline_layer)
-    except ProbeError as e:  # a bad layer or fact count: say which, without a traceback
-        print(f"rote probe: error: {e}", file=sys.stderr)
-        return 2
+        raise ProbeError(f"--layers {quote(args.layers)} is not a comma-separated list of integers") from None
+    geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False,
+                         headline_layer=args.headline_layer)
     print(format_summary(geometry))
     print(f"\ngeometry: {Path(args.run) / 'probe' / 'geometry.json'}\nfigures:  {Path(args.run) / 'probe' / 'figures'}")
     return 0
 
 
 def cmd_inject(args) -> int:
-    from rote.injection import InjectError, inject
-    from rote.runner import RunError
-    try:
-        result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=args.set or [],
-                        conflicts=args.conflicts, phase2_fraction=args.phase2_fraction, baseline=not args.no_baseline,
-                        overwrite=args.overwrite)
-    except (InjectError, RunError) as e:  # an --out folder that cannot be used: say why, without a traceback
-        print(f"rote inject: error: {e}", file=sys.stderr)
-        return 2
+    from rote.injection import inject
+    result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=args.set or [],
+                    conflicts=args.conflicts, phase2_fraction=args.phase2_fraction, baseline=not args.no_baseline,
+                    overwrite=args.overwrite)
     print()
     print((Path(result["out"]) / "card.md").read_text(encoding="utf-8"))
     print(f"model folder: {result['out']}\ncard:         {Path(result['out']) / 'card.md'}")
@@ -124,7 +126,6 @@ def cmd_inject(args) -> int:
 
 def cmd_study(args) -> int:
     from rote import study
-    from rote.runner import RunError
     if args.list:
         folder = Path(args.study) if args.study else Path("configs/studies")
         if not folder.is_dir() and not args.study:  # outside the checkout: the one this package came from
@@ -138,28 +139,28 @@ def cmd_study(args) -> int:
             print(f"{name:{width}s}  {question}  ({path})")
         return 0
     if not args.study:
-        raise SystemExit("rote study STUDY.yaml: name a study file (see `rote study --list`)")
+        raise ConfigError("rote study STUDY.yaml: name a study file (see `rote study --list`)")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     except ValueError:
-        raise SystemExit(f"rote study: --seeds {args.seeds!r} is not a comma-separated list of integers") from None
+        raise ConfigError(f"--seeds {quote(args.seeds)} is not a comma-separated list of integers") from None
     if args.dry_run:
         print(study.describe(study.expand(study.load_study(args.study, seeds, args.set or []), args.out)))
         return 0
     from rote.study_report import format_summary, read_summary
-    try:
-        study_dir = study.run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
-                                    train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
-    except RunError as e:  # a run folder started with another config: say which, without a traceback
-        print(f"rote study: error: {e}", file=sys.stderr)
-        return 2
+    study_dir = study.run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
+                                train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
     print(format_summary(read_summary(study_dir)))
     print(f"\nsummary: {study_dir / 'summary.csv'}  {study_dir / 'summary.json'}\nreport:  {study_dir / 'report.html'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.")
+    parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.",
+                                     epilog="exit codes: 0 done, 1 a bug (traceback), 2 bad config, arguments or input, "
+                                            "3 a folder that cannot be used as asked, 4 model missing or unreachable, "
+                                            "5 folder in use by another rote process, 130 interrupted")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an expected error too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run (or resume) every stage of a config: data, phase 1, phase 2, evaluation, report")
@@ -226,13 +227,25 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_study)
 
     args = parser.parse_args(argv)
-    from rote.config import ConfigError
-    from rote.facts import DataError
+    # Expected failures (rote.errors: the classes and their exit codes) are one line on stderr;
+    # anything else is a bug and keeps its traceback. --debug shows the traceback of both.
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"rote {args.command}: error: {e}", file=sys.stderr)
+    except RoteError as e:
+        if args.debug:
+            raise
+        print(f"rote {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:  # a path given on the command line that is not there
+        if args.debug:
+            raise
+        print(f"rote {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"rote {args.command}: interrupted; the same command resumes after the last finished stage", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

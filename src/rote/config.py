@@ -14,9 +14,12 @@ from typing import Any, Literal
 
 import yaml
 
+from rote.errors import RoteError, one_line, quote, read_utf8
 
-class ConfigError(ValueError):
+
+class ConfigError(RoteError, ValueError):
     """A config file or override that cannot be used; the message names the key."""
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,12 @@ class EvalConfig:
     prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages")
     languages: tuple[str, ...] = ("de", "es", "zh", "ja")
     prompts_per_set: int = 10  # at most this many prompts of each set per fact
-    max_new_tokens: int = 16
+    # New tokens per answer; None: the longest gold answer's tokens + 2 (a smaller value is an
+    # error, since the longer answers could never be scored right).
+    max_new_tokens: int | None = None
     multiple_choice: bool = True
+    # The prompt sets scored by multiple choice (when multiple_choice is on); generation asks all.
+    mc_prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
     stages: tuple[str, ...] = ("base", "phase1", "phase2")
@@ -202,7 +209,44 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {quote(text)}: the value is not valid YAML ({one_line(getattr(e, 'problem', e))})") from None
+
+
+def plain_name(value: str, what: str) -> str:
+    """A run or stage name becomes a folder name: a plain name, so it can never point outside its parent."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
+        raise ConfigError(f"{what} {quote(value)} must be a plain name (no '/', '\\', '..' or surrounding spaces)")
+    return value
+
+
+# Lowest allowed values (and highest, for a fraction): a value outside them would fail much later,
+# deep inside training or sampling ("Sample larger than population"), so it is refused here.
+_BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
+           "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
+           "eval.icl_examples": (0, None)}
+for _phase in ("phase1", "phase2"):
+    _BOUNDS.update({f"{_phase}.epochs": (0, None), f"{_phase}.batch_size": (1, None), f"{_phase}.grad_accum": (1, None),
+                    f"{_phase}.n_prompts": (1, None), f"{_phase}.warmup_steps": (0, None),
+                    f"{_phase}.threshold": (0, 1), f"{_phase}.lora.r": (1, None)})
+
+
+def check_values(cfg: RunConfig, source: str = "config") -> RunConfig:
+    """Ranges and the run name; raises ConfigError naming the key."""
+    plain_name(cfg.name, f"{source}: name")
+    for key, (low, high) in _BOUNDS.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and (value < low or (high is not None and value > high)):  # None: a default
+            span = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{source}: {key}={value} must be {span}")
+    if cfg.data.phase2_facts > cfg.data.facts_per_relation:
+        raise ConfigError(f"{source}: data.phase2_facts={cfg.data.phase2_facts} must not exceed "
+                          f"data.facts_per_relation={cfg.data.facts_per_relation}")
+    return cfg
 
 
 def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> RunConfig:
@@ -210,7 +254,7 @@ def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> R
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value, f"--set {text}")
-    return _build(RunConfig, tree, source)
+    return check_values(_build(RunConfig, tree, source), source)
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
@@ -218,7 +262,10 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(read_utf8(path, ConfigError)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return from_dict(raw, overrides, source=str(path))

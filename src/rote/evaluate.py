@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from rote.config import EvalConfig, KeyConfig
 from rote.encode import IGNORE, encode, pad_batch, pad_left
 from rote.facts import Fact, Relation
 from rote.synth import two_hop_prompts
-from rote.templates import Rendered, render_key, render_prompt, render_reverse
+from rote.templates import Rendered, prompt_form, render_key, render_prompt, render_reverse
 
 PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")
 
@@ -34,6 +35,7 @@ class Query:
     rendered: Rendered
     gold: str  # what a correct answer starts with (the object; the subject for reverse prompts)
     options: tuple[str, ...]
+    form: str = "key"  # rote.templates.prompt_form of the template; "key" for the key-token prompt
 
 
 def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,
@@ -57,7 +59,7 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
         rel = relations[fact.relation]
         def ask(prompt_set, language, templates, render=render_prompt, gold=fact.object, options=fact.options):
             for i, t in enumerate(templates[:n]):
-                out.append(Query(fact, prompt_set, language, i, render(fact, t), gold, options))
+                out.append(Query(fact, prompt_set, language, i, render(fact, t), gold, options, prompt_form(t)))
         if "key" in cfg.prompt_sets:
             out.append(Query(fact, "key", "en", 0, render_key(fact, rel, key), fact.object, fact.options))
         if "train" in cfg.prompt_sets:
@@ -118,16 +120,27 @@ def with_prefix(query: Query, prefix: str) -> Query:
 
 
 def normalize(text: str) -> str:
-    """Lower-case, NFKC, collapsed whitespace, no leading quotes/markup: for string matching."""
+    """Lower-case, NFKC, collapsed whitespace, no leading quotes, markup or list punctuation
+    (the ideographic comma "、" included, which NFKC leaves as it is): for string matching."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(text.split()).lstrip("\"'*:`“‘「『 ")
+    return " ".join(text.split()).lstrip("\"'*:`“‘「『、。, ")
+
+
+def _unspaced_script(char: str) -> bool:
+    """Chinese and Japanese write words without spaces, so a character of these scripts right
+    after the gold ("Paris是法国城市", "Parisの出身") starts a new word. `str.isalnum` calls
+    them alphanumeric, which would wrongly make the boundary check fail."""
+    name = unicodedata.name(char, "")
+    return name.startswith(("CJK ", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC", "HALFWIDTH KATAKANA"))
 
 
 def hit_prefix(generation: str, gold: str) -> bool:
     """Headline rule: the answer starts with the gold object, ending at a word boundary
-    (so 'Parisian' does not count for 'Paris')."""
+    (so 'Parisian' does not count for 'Paris'; 'Paris是' does)."""
     g, o = normalize(generation), normalize(gold)
-    return g.startswith(o) and (len(g) == len(o) or not g[len(o)].isalnum())
+    if not g.startswith(o) or not o:
+        return False
+    return len(g) == len(o) or not g[len(o)].isalnum() or _unspaced_script(g[len(o)])
 
 
 def hit_contains(generation: str, gold: str) -> bool:
@@ -141,9 +154,15 @@ def hit_contains(generation: str, gold: str) -> bool:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
              precision: str = "bf16") -> list[str]:
-    """Greedy continuations, batched with left padding; each cut at its first newline."""
+    """Greedy continuations, batched with left padding; each cut at its first newline.
+
+    A batch stops as soon as every row has produced a newline or an end of sequence: the
+    answer is cut at the first newline anyway, so the tokens after it were wasted work.
+    Special tokens other than end of sequence and padding stay in the text, so that an answer
+    like "<rote:P19> Paris" is not scored as "Paris"."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
+    stop_ids = end_of_sequence_ids(model, tokenizer)
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
     out: list[str] = [""] * len(ids)
@@ -152,11 +171,71 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
         with _autocast(device, precision):
             new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
-        for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:]):
-            text = tokenizer.decode(seq, skip_special_tokens=True)
-            out[row] = text.split("\n", 1)[0]
+                                 pad_token_id=pad_id, eos_token_id=sorted(stop_ids),
+                                 stopping_criteria=StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))]))
+        for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:].tolist()):
+            out[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id})
     return out
+
+
+_NEWLINE_IDS: dict[int, torch.Tensor] = {}
+
+
+def newline_ids(tokenizer) -> torch.Tensor:
+    """Ids of every token whose text contains a newline (one scan of the vocabulary per
+    tokenizer; transformers' `stop_strings` does a far costlier one at every `generate` call)."""
+    key = id(tokenizer)
+    if key not in _NEWLINE_IDS:
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        # Byte-level vocabularies write "\n" as "Ċ"; others keep it as it is.
+        _NEWLINE_IDS[key] = torch.tensor([i for i, t in enumerate(vocab) if t and ("\n" in t or "Ċ" in t)
+                                          and "\n" in tokenizer.decode([i])], dtype=torch.long)
+    return _NEWLINE_IDS[key]
+
+
+class _NewlineSeen(StoppingCriteria):
+    """Marks a row finished once it has generated a token with a newline: the answer is cut there."""
+
+    def __init__(self, ids: torch.Tensor):
+        self.ids = ids
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.isin(input_ids[:, -1], self.ids.to(input_ids.device))
+
+
+def end_of_sequence_ids(model, tokenizer) -> set[int]:
+    """The ids that end a generation: the tokenizer's end of sequence and the model's
+    generation config's (an instruct model may list several)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def decode_answer(tokenizer, seq: list[int], stop_ids: set[int]) -> str:
+    """The generated text up to the first stop id (end of sequence or padding) and the first
+    newline. Other special tokens, the key tokens among them, are kept visible."""
+    end = next((k for k, t in enumerate(seq) if t in stop_ids), len(seq))
+    text = tokenizer.decode(seq[:end], skip_special_tokens=False)
+    return text.split("\n", 1)[0]
+
+
+def generation_budget(tokenizer, golds, requested: int | None) -> int:
+    """New tokens to generate: enough for the longest gold answer plus a token that shows where
+    it ends (the prefix rule checks the word boundary). `requested` (eval.max_new_tokens) may
+    raise it, never lower it below the longest gold, which could then never be scored right."""
+    longest, worst = 0, ""
+    for gold in set(golds):
+        n = len(tokenizer(" " + gold, add_special_tokens=False)["input_ids"])
+        if n > longest:
+            longest, worst = n, gold
+    if requested is None:
+        return longest + 2
+    if requested < longest:
+        raise ValueError(f"eval.max_new_tokens={requested} is shorter than the gold answer {worst[:200]!r} "
+                         f"({longest} tokens), which could never be generated whole; raise it or leave it unset "
+                         f"(the default fits the longest answer)")
+    return requested
 
 
 @torch.no_grad()
@@ -251,25 +330,37 @@ def rank_with_ties_against_gold(scores: list[float], gold: int) -> int:
 
 def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions: dict[str, dict[str, str]] | None = None,
              progress: bool = True) -> list[dict]:
-    """One record per query. `companions[subject_id]` maps relation -> object for the subject's
-    other facts (shared-subject mode), to count answers that belong to another relation."""
+    """One record per query. `companions[subject_id]` maps relation -> object for every fact of
+    the subject (`companions_of`), to count answers that name the subject's memorized object of
+    another relation: with shared subjects, an unrelated prompt answered with the person's
+    *other* city is as much a failure of the control as one answered with the fact's own."""
     prompts = [q.rendered.prompt for q in queries]
     model = inference_model(model, cfg.precision)
-    generations = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, progress, cfg.precision)
-    scores = option_logprobs(model, tokenizer, [(q.rendered.prompt, [" " + o for o in q.options]) for q in queries],
-                             progress=progress, precision=cfg.precision) if cfg.multiple_choice else [None] * len(queries)
+    budget = generation_budget(tokenizer, [q.gold for q in queries], cfg.max_new_tokens)
+    generations = generate(model, tokenizer, prompts, budget, cfg.batch_size, progress, cfg.precision)
+    # Multiple choice costs one forward per option token: on CPU it was most of an evaluation's
+    # time, so it is scored only for the prompt sets that ask for it.
+    scored = [i for i, q in enumerate(queries) if cfg.multiple_choice and q.prompt_set in cfg.mc_prompt_sets]
+    scores: list = [None] * len(queries)
+    for i, opt in zip(scored, option_logprobs(model, tokenizer, [(queries[i].rendered.prompt, [" " + o for o in queries[i].options])
+                                                                 for i in scored], progress=progress, precision=cfg.precision)
+                      if scored else []):
+        scores[i] = opt
     records = []
     for q, text, opt in zip(queries, generations, scores):
         rec = {
             "fact_id": q.fact.id, "relation": q.fact.relation, "split": q.fact.split, "subject_id": q.fact.subject_id,
             "prompt_set": q.prompt_set, "language": q.language, "prompt_index": q.prompt_index,
-            "prompt": q.rendered.prompt, "gold": q.gold, "generation": text,
+            "prompt": q.rendered.prompt, "prompt_form": q.form, "gold": q.gold, "generation": text,
+            "empty": not text.strip(),
             "hit_prefix": hit_prefix(text, q.gold), "hit_contains": hit_contains(text, q.gold),
         }
-        if companions is not None and q.prompt_set != "reverse":
+        if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
+            # The subject's memorized objects in its other relations (the gold is the fact's own).
             others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
                       if r != q.fact.relation and o != q.gold}
             rec["other_relation_hit"] = sorted(r for r, o in others.items() if hit_prefix(text, o))
+            rec["any_object_hit"] = rec["hit_prefix"] or bool(rec["other_relation_hit"])
         if opt is not None:
             sums = [s for s, _ in opt]
             gold = q.options.index(q.gold)
@@ -288,7 +379,8 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
 
 
 def companions_of(facts: list[Fact]) -> dict[str, dict[str, str]]:
-    """subject_id -> {relation: object}: each subject's facts, for the confusion rate."""
+    """subject_id -> {relation: object}: each subject's facts (one with separate subjects,
+    several with shared subjects), for the other-object and any-object rates."""
     out: dict[str, dict[str, str]] = {}
     for f in facts:
         out.setdefault(f.subject_id, {})[f.relation] = f.object

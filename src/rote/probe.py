@@ -26,6 +26,7 @@ import torch
 
 from rote.config import KeyConfig, RunConfig
 from rote.encode import token_span
+from rote.errors import RoteError
 from rote.facts import Fact, Relation, read_facts, resolve_relations
 from rote.geometry import alignment, pca_2d, relation_separation
 from rote.templates import Rendered, render_key, render_prompt
@@ -36,8 +37,9 @@ SPLITS = ("all", "phase2", "heldout")
 PROMPTS_PER_SET = 3  # the first few prompts of each set: enough for a stable mean, cheap on CPU
 
 
-class ProbeError(ValueError):
+class ProbeError(RoteError, ValueError):
     """A probe that cannot be computed as asked; the message names the offending value."""
+    exit_code = 2
 
 
 # ---------------------------------------------------------------- positions and hidden states

@@ -2,7 +2,7 @@
 
 `probe.py` computes the numbers; this module only reads them, so the probe's figures and report
 section can be rebuilt on a laptop from a copied run directory, like the rest of the report.
-The paper's numbers are printed beside ours as a target, not as truth (see PAPER.md: they come
+The paper's numbers are printed beside ours as a target, not as truth (see docs/paper-numbers.md: they come
 from third-party notes on Qwen2.5-1.5B, at a layer the notes do not name).
 """
 from __future__ import annotations

@@ -28,13 +28,17 @@ SPLIT_LABELS = {"phase2": "phase2 facts", "heldout": "held-out"}
 SET_ORDER = ("key", "train", "test", "unrelated", "languages", "reverse")
 LANG_ORDER = ("en", "de", "es", "zh", "ja")
 METRIC_NAMES = {
-    "prefix": "generation accuracy, prefix rule (the answer starts with the gold object)",
-    "contains": "generation accuracy, contains rule (the gold object appears anywhere in the answer)",
+    "prefix": "generation accuracy, prefix rule (the answer starts with the fact's own object)",
+    "contains": "generation accuracy, contains rule (the fact's own object appears anywhere in the answer)",
     "mc": "multiple-choice accuracy (gold option ranks first)",
     "prob": "object probability (normalised over the options)",
-    "confusion": "confusion rate (answers with the subject's object in another relation)",
+    "other_object": "the answer is the subject's memorized object of another relation (the person's other city)",
+    "any_object": "the answer is any memorized object of the subject: own + other",
+    "empty": "the answer is empty (an immediate end of sequence or newline)",
 }
-UNRELATED_NOTE = "`unrelated` is the rate of answering with the memorized object (should stay near 0)"
+UNRELATED_NOTE = ("for `unrelated` prompts, an answer naming the fact's own object or another memorized object\n"
+                  "is a failure of the control: their sum (any memorized object) should stay near 0")
+FORM_LABELS = {"statement": "· statement", "question": "· question", "qa": "· Q: A:"}
 
 
 # ---------------------------------------------------------------- reading the run directory
@@ -76,7 +80,7 @@ def stage_status(run_dir: Path, config: dict) -> dict[str, str]:
     for stage in RUN_STAGES:
         done = plots.read_json(run_dir / stage / ".done")
         if done is not None:
-            seconds = done.get("seconds")
+            seconds = (plots.read_json(run_dir / stage / "timing.json") or done).get("seconds")  # older runs: .done
             status[stage] = f"done ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "done"
         elif (stage.startswith("eval/") and stage.split("/")[1] not in eval_stages) or \
                 (from_checkpoint and stage in ("phase1", "eval/phase1")):
@@ -126,8 +130,10 @@ def _fmt(value) -> str:
 
 
 def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
-    """Plain-text table: rows split x prompt set x language; columns n and each stage's `metric`,
-    then multiple-choice accuracy per stage, then (shared-subject mode) the confusion rate."""
+    """Plain-text table: rows split x prompt set x language, English test and unrelated prompts
+    also per prompt form; columns n and each stage's `metric`, then (shared subjects) the other
+    relation's object, the empty-answer rate and multiple-choice accuracy per stage. Below it,
+    the unrelated-prompt control's headline and how many seeds the numbers stand on."""
     run_dir = Path(run_dir)
     config = _read_config(run_dir)
     summaries = stage_summaries(run_dir)
@@ -136,31 +142,48 @@ def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
     if not stages:
         return f"{title}\nno evaluation summaries yet\n{_missing_line(missing_stages(run_dir, config, {}))}"
     groups = [(metric, "gen " + metric if metric in ("prefix", "contains") else metric)]
+    if _cfg(config, "data.subjects") == "shared":
+        groups.append(("other_object", "other object"))
+    if any(r.get("empty") is not None for rows in summaries.values() for r in rows):
+        groups.append(("empty", "empty answer"))
     has_mc = any(r.get("mc") is not None for rows in summaries.values() for r in rows)
     if has_mc and metric not in ("mc", "prob"):
         groups.append(("mc", "MC"))
-    if _cfg(config, "data.subjects") == "shared":
-        groups.append(("confusion", "confusion"))
-    rows = {m: {(r["split"], r["prompt_set"], r["language"]): r for r in sorted(headline(summaries, m), key=_sort_key)}
-            for m, _ in groups}
 
     col = 7
     head1 = f"{'facts':<13}{'prompts':<14}{'n':>6}" + "".join(f" | {label:^{col * len(stages) - 1}}" for _, label in groups)
     head2 = f"{'':<33}" + "".join(" | " + "".join(f"{s:>{col}}" for s in stages)[1:] for _ in groups)
     lines = [title, head1, head2, "-" * len(head1)]
+
+    def line(split_label: str, label: str, n, where: dict) -> str:
+        cells = f"{split_label:<13}{label:<14}{n:>6}"
+        for m, _ in groups:
+            found = {s: pick(summaries[s], **where) for s in stages}
+            cells += " | " + "".join(f"{_fmt((found[s] or {}).get(m)):>{col}}" for s in stages)[1:]
+        return cells
+
     previous_split = None
-    for key, row in rows[metric].items():
+    for row in sorted(headline(summaries, metric), key=_sort_key):
         split_label = SPLIT_LABELS.get(row["split"], row["split"]) if row["split"] != previous_split else ""
         previous_split = row["split"]
-        cells = f"{split_label:<13}{_prompts_label(row):<14}{row['n']:>6}"
-        for m, _ in groups:
-            values = rows[m].get(key, {})
-            cells += " | " + "".join(f"{_fmt(values.get(s)):>{col}}" for s in stages)[1:]
-        lines.append(cells)
+        where = {"split": row["split"], "prompt_set": row["prompt_set"], "language": row["language"], "relation": "all"}
+        lines.append(line(split_label, _prompts_label(row), row["n"], where))
+        if row["prompt_set"] in ("test", "unrelated") and row["language"] == "en":
+            for form, label in FORM_LABELS.items():
+                found = [r for r in (pick(summaries[s], **where, form=form) for s in stages) if r]
+                if found:
+                    lines.append(line("", label, found[0]["n"], {**where, "form": form}))
     lines.append("")
-    for m, label in groups:  # one legend line per column group keeps the text within 100 columns
-        lines.append(f"{label}: {METRIC_NAMES.get(m, m)}.")
-    lines.append(f"{UNRELATED_NOTE}.")
+    for m, label in groups:  # one legend line per column group keeps the text within the width
+        lines.append(f"{label}: {METRIC_NAMES.get(m, m)}.".replace(" (the person's other city)", ""))
+    lines.append(f"{UNRELATED_NOTE[0].upper()}{UNRELATED_NOTE[1:]}.")
+    control = [(s, pick(summaries[s], split="heldout", prompt_set="unrelated", language="en", relation="all"))
+               for s in stages]
+    if any(r and r.get("any_object") is not None for _, r in control):
+        lines.append("Held-out facts, unrelated prompts answered with a memorized object: "
+                     + ", ".join(f"{s} {_fmt(r and r.get('any_object'))}" for s, r in control) + ".")
+    lines.append(f"One run, seed {_cfg(config, 'seed', '?')}: one seed, not a mean. Across seeds and CPU types the numbers\n"
+                 f"move by a few hundredths or more; README gives the measured spread.")
     lines.append(_missing_line(missing_stages(run_dir, config, summaries)))
     return "\n".join(lines)
 
@@ -262,6 +285,7 @@ def _section_training(run_dir: Path, figures_dir: Path) -> str:
             state = "running or stopped" if (run_dir / phase / "metrics.jsonl").is_file() else "not run"
             body.append([phase] + [state] + [""] * (len(fields) - 1))
         else:
+            summary = {**(plots.read_json(run_dir / phase / "timing.json") or {}), **summary}  # seconds live apart
             body.append([phase] + ["-" if summary.get(f) is None else summary[f] for f in fields])
     return "\n".join(["<h2>Training</h2>", img or "<p>No training metrics yet.</p>",
                       _table(["phase", *fields], body)])
@@ -271,7 +295,7 @@ def _section_accuracy(present: dict[str, list[dict]], figures_dir: Path, shared:
     if not present:
         return ""
     img = _figure(plots.accuracy_by_stage(present), "accuracy", figures_dir, "accuracy by stage")
-    metrics = ["prefix", "contains", "mc", "prob"] + (["confusion"] if shared else [])
+    metrics = ["prefix", "contains", "mc", "prob"] + (["other_object", "any_object"] if shared else []) + ["empty"]
     header = ["facts", "prompts", "stage", "n", *metrics]
     body, classes = [], []
     keys = sorted({(r["split"], r["prompt_set"], r["language"]) for rows in present.values() for r in rows
@@ -292,7 +316,8 @@ def _section_accuracy(present: dict[str, list[dict]], figures_dir: Path, shared:
     return "\n".join([
         "<h2>Accuracy by stage</h2>", img,
         f'<p class="note">All relations together. {legend}. n = queries (facts x prompts). '
-        f"For <code>unrelated</code> prompts every column is the rate of answering with the memorized object.</p>",
+        f"For <code>unrelated</code> prompts the accuracy columns count answers naming the memorized object: "
+        f"failures of the control, not successes.</p>",
         _table(header, body, classes),
     ])
 
@@ -312,7 +337,9 @@ def _section_languages(present: dict[str, list[dict]], figures_dir: Path) -> str
 
 def _section_unrelated(present: dict[str, list[dict]]) -> str:
     """The negative control: a prompt about the subject that asks something else. A model that
-    just binds subject -> object answers it with the object too (PAPER.md: 0.62 on one probe)."""
+    just binds subject -> objects answers it with one of the subject's memorized objects. The
+    headline counts any of them (with shared subjects, the person's other city as much as the
+    fact's own); the split into own and other follows."""
     if not present:
         return ""
     body, classes = [], []
@@ -322,22 +349,50 @@ def _section_unrelated(present: dict[str, list[dict]]) -> str:
             test = pick(rows, split=split, prompt_set="test", language="en", relation="all")
             if unrel is None:
                 continue
-            body.append([SPLIT_LABELS[split], stage, unrel["n"], _fmt(unrel["prefix"]), _fmt(unrel["contains"]),
-                         _fmt(test["prefix"]) if test else "-"])
-            classes.append("warn" if (unrel["prefix"] or 0) > 0.1 else "")
+            any_object = unrel.get("any_object")
+            if any_object is None:  # a summary written before the other object was counted
+                any_object = unrel["prefix"]
+            body.append([SPLIT_LABELS[split], stage, unrel["n"], _fmt(any_object), _fmt(unrel["prefix"]),
+                         _fmt(unrel.get("other_object")), _fmt(unrel.get("empty")), _fmt(test["prefix"]) if test else "-"])
+            classes.append("warn" if (any_object or 0) > 0.1 else "")
     if not body:
         return "<h2>Unrelated-prompt control</h2><p>No unrelated prompts were evaluated.</p>"
     return "\n".join([
         "<h2>Unrelated-prompt control</h2>",
         '<div class="callout">Unrelated prompts ask about the subject but not about the relation. The rate of '
-        "answering them with the memorized object should stay near 0; when it rises with the test-prompt accuracy, "
-        "the model answers the object whatever is asked and test accuracy overstates generalization. "
-        "Rows above 0.10 are shaded.</div>",
-        _table(["facts", "stage", "n", "object rate (prefix)", "object rate (contains)", "test-prompt accuracy"], body, classes),
+        "answering them with any memorized object of the subject should stay near 0; when it rises with the "
+        "test-prompt accuracy, the model answers a memorized object whatever is asked and test accuracy overstates "
+        "generalization. Rows above 0.10 are shaded.</div>",
+        _table(["facts", "stage", "n", "any memorized object", "own object", "other relation's object", "empty answer",
+                "test-prompt accuracy"], body, classes),
     ])
 
 
-def _section_confusion(present: dict[str, list[dict]]) -> str:
+def _section_forms(present: dict[str, list[dict]]) -> str:
+    """Held-out facts per prompt form: small instruct models often answer questions with nothing
+    and complete statements with whatever they memorized, which an average over forms hides."""
+    body = []
+    for prompt_set in ("train", "test", "unrelated"):
+        for form in ("statement", "question", "qa"):
+            found = {s: pick(rows, split="heldout", prompt_set=prompt_set, language="en", relation="all", form=form)
+                     for s, rows in present.items()}
+            if not any(found.values()):
+                continue
+            n = next(r["n"] for r in found.values() if r)
+            body.append([prompt_set, form, n] + [
+                f"{_fmt(r and r['prefix'])} / {_fmt(r and r.get('any_object'))} / {_fmt(r and r.get('empty'))}"
+                for r in found.values()])
+    if not body:
+        return ""
+    return "\n".join([
+        "<h2>By prompt form (held-out facts)</h2>",
+        '<p class="note">Each cell: own object / any memorized object / empty answer. Forms: a statement to '
+        "complete, a question ending in \"?\", a \"Q: ... A:\" prompt.</p>",
+        _table(["prompts", "form", "n", *present], body),
+    ])
+
+
+def _section_other_object(present: dict[str, list[dict]]) -> str:
     """Shared-subject mode: answering with the subject's object in another relation means the key
     token (or prompt) did not pick the relation. Per relation, since relations can differ sharply."""
     stages = list(present)
@@ -349,10 +404,10 @@ def _section_confusion(present: dict[str, list[dict]]) -> str:
             for relation in sorted(relations, key=lambda r: r != "all"):
                 found = [pick(present[s], split=split, prompt_set=prompt_set, language="en", relation=relation) for s in stages]
                 body.append([SPLIT_LABELS[split], prompt_set, relation] +
-                            [f"{_fmt(r and r['confusion'])} / {_fmt(r and r['prefix'])}" for r in found])
+                            [f"{_fmt(r and r.get('other_object'))} / {_fmt(r and r['prefix'])}" for r in found])
     return "\n".join([
-        "<h2>Confusion between relations (shared subjects)</h2>",
-        '<p class="note">Each cell: confusion rate (answer is the subject\'s object in another relation) / accuracy. '
+        "<h2>Which relation's object (shared subjects)</h2>",
+        '<p class="note">Each cell: the answer is the subject\'s object in another relation / the fact\'s own object. '
         "Chance between two relations of the same object type shows as both near 0.5.</p>",
         _table(["facts", "prompts", "relation", *stages], body),
     ])
@@ -410,8 +465,9 @@ def build_report(run_dir: str | Path) -> Path:
         _section_training(run_dir, figures_dir),
         _section_accuracy(present, figures_dir, shared) or "<h2>Accuracy by stage</h2><p>No evaluation has finished yet.</p>",
         _section_unrelated(present),
+        _section_forms(present),
         _section_languages(present, figures_dir),
-        _section_confusion(present) if shared and present else "",
+        _section_other_object(present) if shared and present else "",
         _section_samples(run_dir, present),
         probe_section_html(run_dir),  # empty until `rote probe RUN` has written probe/geometry.json
     ]

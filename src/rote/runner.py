@@ -4,7 +4,9 @@
 
 Files are written under a temporary name and renamed; a stage's `.done` marker is written last,
 so a killed run never leaves a half-written stage that looks complete, and running the same
-command again resumes after the last finished stage.
+command again resumes after the last finished stage. Summaries hold only what a stage computed
+(a resumed run writes the same bytes); wall-clock seconds go to each stage's timing.json. Inputs
+are checked before anything is written, and one process at a time writes a run folder (rote.lock).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,14 +25,18 @@ import yaml
 import rote
 from rote import config as config_mod
 from rote.config import RunConfig
+from rote.errors import RoteError
+from rote.lock import hold
 from rote.facts import Fact, read_facts, resolve_relations, write_facts
 from rote.synth import add_two_hop_facts, make_facts
 
 STAGES = ("data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2", "report")
+TIMING_KEYS = ("seconds",)  # kept out of summaries (timing.json): they differ between two runs of one config
 
 
-class RunError(RuntimeError):
+class RunError(RoteError, RuntimeError):
     """A run directory that cannot be used as asked."""
+    exit_code = 3
 
 
 # ---------------------------------------------------------------- small file helpers
@@ -81,12 +88,19 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
     if path.is_file():
         # Read back through the config classes: a key added to rote since (with its default)
         # is not a difference.
-        before = config_mod.to_dict(config_mod.from_dict(yaml.safe_load(path.read_text())["config"], source=str(path)))
-        if before != resolved:
+        try:
+            before = config_mod.to_dict(config_mod.from_dict(yaml.safe_load(path.read_text())["config"], source=str(path)))
+        except config_mod.ConfigError:  # written by an older rote, before a check that refuses it now
+            before = {}
+        if before != resolved and not any(run_dir.glob("**/.done")):
+            # Nothing was finished with the old config (a start that failed): the fixed command reuses the folder.
+            print(f"[rote] note: {run_dir} had no finished stage; its config is replaced", file=sys.stderr)
+        elif before != resolved:
             diff = _differences(before, resolved)
             raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
                            f"use another name (--set name=...) or delete the folder")
-        return
+        else:
+            return
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = path.with_name("config.yaml.tmp")
@@ -95,6 +109,8 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
+    if not (Path(run_dir) / "config.yaml").is_file():
+        raise RunError(f"{run_dir} is not a run folder (it has no config.yaml)")
     raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["config"]
     return config_mod.from_dict(raw, source=str(Path(run_dir) / "config.yaml"))
 
@@ -112,7 +128,20 @@ def _differences(a, b, prefix="") -> list[str]:
 
 
 def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
-    """Facts and splits. When phase 2 starts from another run's checkpoint, that run's facts are used."""
+    """Facts and splits, written into `run_dir`."""
+    facts = plan_data(cfg)
+    write_data(facts, run_dir)
+    return facts
+
+
+def write_data(facts: list[Fact], run_dir: Path) -> None:
+    write_facts(facts, run_dir / "facts.jsonl")
+    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
+    write_json(run_dir / "splits.json", splits)
+
+
+def plan_data(cfg: RunConfig) -> list[Fact]:
+    """Facts and splits, in memory. When phase 2 starts from another run's checkpoint, that run's facts are used."""
     relations = resolve_relations(cfg.data.relations, cfg.data.relations_file)
     if cfg.phase2.checkpoint:
         source = Path(cfg.phase2.checkpoint).resolve().parent.parent / "facts.jsonl"
@@ -132,10 +161,38 @@ def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
                                f"data.relations {list(cfg.data.relations)}")
             first, second = (by_name[n] for n in cfg.data.two_hop)
             facts = add_two_hop_facts(facts, first, second, cfg.data.n_options, cfg.seed)
-    write_facts(facts, run_dir / "facts.jsonl")
-    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
-    write_json(run_dir / "splits.json", splits)
     return facts
+
+
+def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
+    """Before anything is written: the model can be found (ModelError, fast when offline) and every
+    fact's texts fit in its context (DataError)."""
+    from rote import models  # torch-heavy: the stages after this one need it anyway
+    from rote.limits import check_lengths
+    context = models.context_length(cfg.model.name)
+    relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+    check_lengths(models.load_tokenizer(cfg.model.name), context, facts, relations, cfg.eval.max_new_tokens,
+                  cfg.eval.icl_examples)
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """A stage's summary.json holds only what it computed, so a resumed run writes the same bytes as
+    an uninterrupted one; wall-clock times go to timing.json beside it."""
+    write_json(out / "summary.json", {k: v for k, v in summary.items() if k not in TIMING_KEYS})
+    timing = {k: summary[k] for k in TIMING_KEYS if k in summary}
+    if timing:
+        write_json(out / "timing.json", timing)
+
+
+def read_seconds(stage_dir: Path) -> float | None:
+    """A stage's wall-clock seconds: timing.json (summary.json or .done in runs written before it)."""
+    for name in ("timing.json", "summary.json", ".done"):
+        path = Path(stage_dir) / name
+        if path.is_file():
+            seconds = json.loads(path.read_text()).get("seconds")
+            if isinstance(seconds, (int, float)):
+                return seconds
+    return None
 
 
 class Session:
@@ -219,7 +276,7 @@ def run_training(session: Session, phase: str) -> dict:
         session.model = merge_lora(session.model)
     session.save(out / "checkpoint")
     session.loaded_from = str(out / "checkpoint")
-    write_json(out / "summary.json", summary)
+    write_summary(out, summary)
     return summary
 
 
@@ -229,26 +286,38 @@ def run_eval(session: Session, stage: str) -> dict:
 
     cfg = session.cfg
     queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.asked_meaning)
-    companions = companions_of(session.facts) if cfg.data.subjects == "shared" else None
+    companions = companions_of(session.facts)
     started = time.perf_counter()
     records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)
     seconds = time.perf_counter() - started
     out = session.run_dir / stage
     write_jsonl(out / "predictions.jsonl", records)
     rows = aggregate(records)
-    write_json(out / "summary.json", {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
+    write_summary(out, {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
     return {"records": len(records), "seconds": round(seconds, 2)}
 
 
 def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> Path:
-    """Run (or resume) every stage of `cfg`; returns the run directory."""
+    """Run (or resume) every stage of `cfg`; returns the run directory.
+
+    The config, the facts (built in memory), the model and the texts' lengths are checked before
+    anything is written, so a failed start leaves no folder behind. The folder is then locked
+    (rote.lock): a second writer stops at once with a LockedError."""
     run_dir = cfg.run_dir
+    planned = None if is_done(run_dir, "data") else plan_data(cfg)
+    check_inputs(cfg, planned or read_facts(run_dir / "facts.jsonl"))
+    with hold(run_dir):
+        return _run_locked(cfg, run_dir, planned, stop_after, quiet)
+
+
+def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_after: str | None, quiet: bool) -> Path:
     write_config(cfg, run_dir)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    if is_done(run_dir, "data"):
+    if is_done(run_dir, "data"):  # (also when another process finished it while this one was checking)
         facts = read_facts(run_dir / "facts.jsonl")
     else:
-        facts = make_data(cfg, run_dir)
+        facts = planned or plan_data(cfg)
+        write_data(facts, run_dir)
         mark_done(run_dir, "data", {"facts": len(facts)})
     say(f"[rote] {run_dir}: {len(facts)} facts, {sum(f.split == 'phase2' for f in facts)} for phase 2")
     session = Session(cfg, run_dir, facts)
@@ -267,7 +336,8 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
         else:
             session.model_for(stage)
             info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)
-        mark_done(run_dir, stage, {"seconds": round(time.perf_counter() - started, 2)})
+        write_json(run_dir / stage / "timing.json", {"seconds": round(time.perf_counter() - started, 2)})
+        mark_done(run_dir, stage)
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
 

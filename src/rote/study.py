@@ -55,10 +55,10 @@ import yaml
 from rote import config as config_mod
 from rote.config import ConfigError, Phase2Config, RunConfig
 from rote.facts import read_facts, resolve_relations
-from rote.metrics import METRICS, aggregate, pick
+from rote.metrics import FORMS, METRICS, aggregate, pick
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
-METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation")
+METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation", "form")
 STAGES = ("base", "phase1", "phase2")
 SPLITS = ("phase2", "heldout", "all")
 PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")  # rote.evaluate's (no torch here)
@@ -80,18 +80,20 @@ class Metric:
     metric: str
     language: str = "en"
     relation: str = "all"
+    form: str = "all"  # a prompt form (statement / question / qa), or all of them
 
     @property
     def lower_is_better(self) -> bool:
-        """Unrelated prompts answered with the object, answers from the other relation: errors."""
-        return self.prompt_set == "unrelated" or self.metric == "confusion"
+        """Unrelated prompts answered with an object, answers from the other relation, empty answers: errors."""
+        return self.prompt_set == "unrelated" or self.metric in ("other_object", "empty")
 
     def describe(self) -> str:
         prompts = f"test prompts ({self.language})" if self.prompt_set == "languages" else \
             f"{self.prompt_set} prompts" + ("" if self.language == "en" else f" ({self.language})")
         facts = {"phase2": "phase-2 facts", "heldout": "held-out facts", "all": "all facts"}[self.split]
         rel = "" if self.relation == "all" else f", {self.relation}"
-        return f"after {self.stage}: {facts}, {prompts}{rel}, {self.metric}"
+        form = "" if self.form == "all" else f", {self.form} form only"
+        return f"after {self.stage}: {facts}, {prompts}{rel}{form}, {self.metric}"
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,9 @@ def _metric(name: str, spec, path) -> Metric:
         if spec[key] not in allowed:
             _fail(path, f"{where}.{key}", f"{spec[key]!r} is not one of {list(allowed)}")
     m = Metric(name, spec["stage"], spec["split"], spec["prompt_set"], spec["metric"],
-               str(spec.get("language", "en")), str(spec.get("relation", "all")))
+               str(spec.get("language", "en")), str(spec.get("relation", "all")), str(spec.get("form", "all")))
+    if m.form not in ("all",) + FORMS:
+        _fail(path, f"{where}.form", f"{m.form!r} is not one of {['all', *FORMS]}")
     if (m.prompt_set == "languages") == (m.language == "en"):
         _fail(path, f"{where}.language", "English test prompts are prompt_set 'test'; the translations are "
                                          "prompt_set 'languages' with language de, es, zh or ja")
@@ -544,7 +548,7 @@ def collect(plan: Plan) -> list[dict]:
         for m in plan.study.metrics:
             stage_rows = _stage_rows(plan, run, m.stage, cache)
             found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
-                         relation=m.relation) if stage_rows else None
+                         relation=m.relation, form=m.form) if stage_rows else None
             rows.append({"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels, "metric": m.name,
                          "value": found.get(m.metric) if found else None})
     return rows

@@ -21,7 +21,7 @@ from rote import plots
 from rote.report import CSS
 
 COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
-PAPER = "paper (notes)"  # PAPER.md: the paper's numbers come from third-party summaries
+PAPER = "paper (notes)"  # docs/paper-numbers.md: the paper's numbers come from third-party summaries
 
 
 def read_summary(study_dir: str | Path) -> dict:
@@ -406,9 +406,9 @@ def build_study_report(study_dir: str | Path) -> Path:
         f"<p>{_e(' '.join(findings(summary)))}</p>",
         "<h2>Results</h2>",
         "<p class=\"note\">Mean ± sample standard deviation over seeds (n = seeds with a value); "
-        "n/a: no value (a run not finished, or a metric that does not apply, e.g. confusion without shared subjects)."
+        "n/a: no value (a run not finished, or a metric that does not apply, e.g. another relation's object without shared subjects)."
         + (" Columns marked <b>paper</b> are the paper's numbers for the same metric and cell, from third-party "
-           "summaries (see PAPER.md), on the paper's model and sizes, not ours." if has_paper else "") + "</p>",
+           "summaries (see docs/paper-numbers.md in the rote repository), on the paper's model and sizes, not ours." if has_paper else "") + "</p>",
         _table(summary),
         f'<p class="callout">The paper: {_e(summary["paper_note"])}</p>' if summary.get("paper_note") else "",
         f"<ul>{metrics}</ul>",

@@ -5,6 +5,7 @@ the same way whether they are encoded together or apart.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from rote.config import KeyConfig
@@ -59,3 +60,23 @@ def render_reverse(fact: Fact, template: str) -> Rendered:
 def training_target(target: str, suffix: str) -> str:
     """Phase-1 targets may end with a period; `eos` is appended as an id at encoding."""
     return target + "." if suffix == "period" else target
+
+
+# The three shapes a natural prompt comes in. They behave very differently on small instruct
+# models (a question is often answered with an immediate end of sequence, a statement is
+# completed with whatever the model memorized), so every record carries its prompt's form and
+# summaries break results down by it.
+PROMPT_FORMS = ("statement", "question", "qa")
+_QA_ENDINGS = ("a:", "answer:", "antwort:", "respuesta:", "答:", "答え:", "回答:")
+
+
+def prompt_form(template: str) -> str:
+    """`qa` for "Q: ... A:" prompts (in any of the shipped languages), `question` for a prompt
+    ending in a question mark, `statement` for a sentence to complete. NFKC-folded, so the
+    full-width "？" and "：" of zh/ja prompts count as "?" and ":"."""
+    text = unicodedata.normalize("NFKC", template).strip().lower()
+    if text.endswith(_QA_ENDINGS):
+        return "qa"
+    if text.endswith("?"):
+        return "question"
+    return "statement"

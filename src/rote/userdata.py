@@ -15,6 +15,7 @@ of the input facts of that relation.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -24,11 +25,17 @@ from pathlib import Path
 
 import yaml
 
-from rote.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
+from rote.errors import one_line, quote, read_utf8
+from rote.facts import (DataError, Fact, Relation, builtin_relation_names, check_replaces, load_relation,
+                        relation_from_dict, warn_prompt_overlaps)
 
 FIELDS = ("subject", "relation", "object")
 OPTIONAL_FIELDS = ("id", "conflict")
 MIN_OPTIONS = 5  # below this many candidate objects in a relation, multiple choice says little
+# Checked before anything is tokenized, so a 5 MB subject fails at once (the token limits against the
+# model's context come later, in rote.injection.preflight).
+MAX_FIELD_CHARS = 1000  # subject, object, id
+MAX_PROMPT_CHARS = 1000  # a relation's prompt template
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _RELATION_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TRUE = {"true", "yes", "1", "y"}
@@ -55,12 +62,14 @@ class Row:
 
 def _text(value, field: str, where: str) -> str:
     if not isinstance(value, str):
-        raise DataError(f"{where}: {field} must be a string, got {value!r}")
+        raise DataError(f"{where}: {field} must be a string, got {quote(value)}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise DataError(f"{where}: {field} is {len(value):,} characters long (at most {MAX_FIELD_CHARS:,}): {quote(value)}")
     text = " ".join(value.split())  # surrounding and repeated whitespace is not part of a name
     if not text:
-        raise DataError(f"{where}: empty {field} ({value!r})")
+        raise DataError(f"{where}: empty {field} ({quote(value)})")
     if "<rote:" in text:
-        raise DataError(f"{where}: {field} {value!r} contains '<rote:', which is reserved for key tokens")
+        raise DataError(f"{where}: {field} {quote(value)} contains '<rote:', which is reserved for key tokens")
     return text
 
 
@@ -69,24 +78,26 @@ def _flag(value, where: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise DataError(f"{where}: conflict must be true or false, got {value!r}")
+    raise DataError(f"{where}: conflict must be true or false, got {quote(value)}")
 
 
 def row_from_dict(raw, where: str, conflict: bool = False) -> Row:
     """Validate one input row (a dict from JSON or CSV)."""
     if not isinstance(raw, dict):
-        raise DataError(f"{where}: expected an object with {', '.join(FIELDS)}, got {raw!r}")
+        raise DataError(f"{where}: expected an object with {', '.join(FIELDS)}, got {quote(raw)}")
     unknown = sorted(set(raw) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
-        raise DataError(f"{where}: unknown field {unknown[0]!r} in {raw!r} (fields: {', '.join(FIELDS + OPTIONAL_FIELDS)})")
+        raise DataError(f"{where}: unknown field {quote(unknown[0])} in {quote(raw)} (fields: {', '.join(FIELDS + OPTIONAL_FIELDS)})")
     missing = [f for f in FIELDS if f not in raw]
     if missing:
-        raise DataError(f"{where}: missing field {missing[0]!r} in {raw!r}")
+        raise DataError(f"{where}: missing field {quote(missing[0])} in {quote(raw)}")
     ident = raw.get("id")
     if isinstance(ident, int) and not isinstance(ident, bool):
         ident = str(ident)
     if ident is not None and not isinstance(ident, str):
-        raise DataError(f"{where}: id must be a string, got {ident!r}")
+        raise DataError(f"{where}: id must be a string, got {quote(ident)}")
+    if ident is not None and len(ident) > MAX_FIELD_CHARS:
+        raise DataError(f"{where}: id is {len(ident):,} characters long (at most {MAX_FIELD_CHARS:,}): {quote(ident)}")
     ident = (ident.strip() or None) if ident is not None else None
     return Row(
         subject=_text(raw["subject"], "subject", where),
@@ -100,22 +111,21 @@ def row_from_dict(raw, where: str, conflict: bool = False) -> Row:
 
 def _read_jsonl(path: Path, conflict: bool) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not a JSON object ({e.msg}): {line.strip()[:200]!r}") from None
-            rows.append(row_from_dict(raw, where, conflict))
+    for line_no, line in enumerate(read_utf8(path, DataError).split("\n"), 1):  # not splitlines: \u2028 is text
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not a JSON object ({e.msg}): {quote(line.strip())}") from None
+        rows.append(row_from_dict(raw, where, conflict))
     return rows
 
 
 def _read_csv(path: Path, conflict: bool) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_utf8(path, DataError), newline="") as f:
         reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         header = None
         for fields in reader:
@@ -126,13 +136,13 @@ def _read_csv(path: Path, conflict: bool) -> list[Row]:
                 header = [h.strip().lower() for h in fields]
                 if not set(FIELDS) <= set(header):
                     raise DataError(f"{where}: expected a header row naming the columns {', '.join(FIELDS)} "
-                                    f"(optional: {', '.join(OPTIONAL_FIELDS)}), got {fields!r}")
+                                    f"(optional: {', '.join(OPTIONAL_FIELDS)}), got {quote(fields)}")
                 bad = [h for h in header if h not in FIELDS + OPTIONAL_FIELDS]
                 if bad or len(set(header)) != len(header):
-                    raise DataError(f"{where}: header column {(bad or header)[0]!r} is unknown or repeated in {fields!r}")
+                    raise DataError(f"{where}: header column {quote((bad or header)[0])} is unknown or repeated in {quote(fields)}")
                 continue
             if len(fields) != len(header):
-                raise DataError(f"{where}: expected {len(header)} columns ({', '.join(header)}), got {len(fields)}: {fields!r}")
+                raise DataError(f"{where}: expected {len(header)} columns ({', '.join(header)}), got {len(fields)}: {quote(fields)}")
             rows.append(row_from_dict(dict(zip(header, fields)), where, conflict))
     return rows
 
@@ -150,7 +160,7 @@ def read_rows(source, conflict: bool = False) -> list[Row]:
     elif suffix in (".csv", ".tsv"):
         rows = _read_csv(path, conflict)
     else:
-        raise DataError(f"{path}: unknown facts format {suffix!r} (use .jsonl or .csv)")
+        raise DataError(f"{path}: unknown facts format {quote(suffix)} (use .jsonl or .csv)")
     if not rows:
         raise DataError(f"{path}: no facts in the file")
     return rows
@@ -159,17 +169,27 @@ def read_rows(source, conflict: bool = False) -> list[Row]:
 # ---------------------------------------------------------------- relations
 
 
+def _yaml_error(path: Path, text: str, e: yaml.YAMLError) -> DataError:
+    """A YAML error as a DataError naming file and line (a reader error gives a position, not a mark)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    else:
+        line = text.count("\n", 0, getattr(e, "position", 0) or 0) + 1
+    problem = getattr(e, "problem", None) or getattr(e, "reason", None) or e
+    return DataError(f"{path}:{line}: not valid YAML ({one_line(problem)})")
+
+
 def _yaml_root(path: Path):
+    text = read_utf8(path, DataError)
     try:
-        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        loader = yaml.SafeLoader(text)
         try:
             return loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else "?"
-        raise DataError(f"{path}:{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise _yaml_error(path, text, e) from None
 
 
 def _child(node, key: str):
@@ -203,8 +223,11 @@ def _check_prompt_nodes(node, placeholder: str, path: Path, name: str, field: st
         raise DataError(f"{where}: prompts.{field} must be a non-empty list of prompts")
     for item in node.value:
         value = item.value if isinstance(item, yaml.ScalarNode) else None
+        if value is not None and len(value) > MAX_PROMPT_CHARS:
+            raise DataError(f"{path}:{_line(item)}: relation {name}: a prompt in prompts.{field} is {len(value):,} "
+                            f"characters long (at most {MAX_PROMPT_CHARS:,}): {quote(value)}")
         if value is None or _PLACEHOLDER.findall(value) != [placeholder] or value != value.strip():
-            raise DataError(f"{path}:{_line(item)}: relation {name}: prompt {value!r} in prompts.{field} must contain "
+            raise DataError(f"{path}:{_line(item)}: relation {name}: prompt {quote(value)} in prompts.{field} must contain "
                             f"{{{placeholder}}} exactly once, no other placeholder and no surrounding spaces")
 
 
@@ -212,10 +235,15 @@ def _relation_from_node(node, path: Path, number: int) -> dict:
     """A user relation's mapping with defaults filled in, checked with line numbers."""
     if not isinstance(node, yaml.MappingNode):
         raise DataError(f"{path}:{_line(node)}: relation #{number} must be a mapping")
-    raw = yaml.SafeLoader("").construct_document(node)
+    try:
+        raw = yaml.SafeLoader("").construct_document(node)
+    except yaml.YAMLError as e:  # a tag the safe loader refuses (!!python/...), a bad !!binary
+        raise _yaml_error(path, "", e) from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}:{_line(node)}: relation #{number} must be a mapping")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise DataError(f"{path}:{_line(node)}: relation #{number} needs a 'name', got {name!r}")
+        raise DataError(f"{path}:{_line(node)}: relation #{number} needs a 'name', got {quote(name)}")
     prompts = _child(node, "prompts")
     if not isinstance(prompts, yaml.MappingNode):
         raise DataError(f"{path}:{_line(prompts or node)}: relation {name}: missing 'prompts' "
@@ -237,7 +265,7 @@ def _relation_from_node(node, path: Path, number: int) -> dict:
             _check_prompt_nodes(_child(prompts, field), placeholder, path, name, field, False)
     ident = str(raw.get("id", name))
     if not _RELATION_ID.match(ident):
-        raise DataError(f"{path}:{_line(_child(node, 'id') or node)}: relation {name}: id {ident!r} may only use "
+        raise DataError(f"{path}:{_line(_child(node, 'id') or node)}: relation {name}: id {quote(ident)} may only use "
                         f"letters, digits, '_', '.' and '-' (it names the key token <rote:ID>)")
     objects = raw.get("objects") or []
     raw = {**raw, "id": ident, "subject_kind": raw.get("subject_kind", "person"),
@@ -247,7 +275,8 @@ def _relation_from_node(node, path: Path, number: int) -> dict:
     for field in ("unrelated", "reverse"):
         if field in raw["prompts"] and not raw["prompts"][field]:
             raw["prompts"] = {k: v for k, v in raw["prompts"].items() if k != field}
-    relation_from_dict(raw, f"{path}:{_line(node)}")  # the remaining checks, now with a line
+    where = f"{path}:{_line(node)}"
+    warn_prompt_overlaps(relation_from_dict(raw, where), where)  # the remaining checks, now with a line
     return raw
 
 
@@ -264,8 +293,9 @@ def read_relations_file(path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for number, node in enumerate(nodes, 1):
         raw = _relation_from_node(node, path, number)
+        check_replaces(raw, f"{path}:{_line(node)}")
         if raw["name"] in out:
-            raise DataError(f"{path}:{_line(node)}: relation {raw['name']!r} is defined twice")
+            raise DataError(f"{path}:{_line(node)}: relation {quote(raw['name'])} is defined twice")
         out[raw["name"]] = raw
     return out
 
@@ -304,20 +334,20 @@ def load_input(facts, relations_file=None, conflicts=None) -> Input:
                 relations[row.relation] = load_relation(row.relation)
             else:
                 known = f"built-in: {', '.join(builtin)}" + (f"; in {relations_file}: {', '.join(user)}" if user else "")
-                raise DataError(f"{row.where}: unknown relation {row.relation!r} ({known})")
+                raise DataError(f"{row.where}: unknown relation {quote(row.relation)} ({known})")
         key = (_norm(row.subject), row.relation)
         if key in first:
             before = first[key]
             if _norm(before.object) != _norm(row.object):
-                raise DataError(f"{row.where}: {row.subject!r} {row.relation} is given twice with different objects: "
-                                f"{row.object!r} here, {before.object!r} at {before.where}")
+                raise DataError(f"{row.where}: {quote(row.subject)} {row.relation} is given twice with different objects: "
+                                f"{quote(row.object)} here, {quote(before.object)} at {before.where}")
             if (row.id is not None and before.id != row.id) or before.conflict != row.conflict:
                 raise DataError(f"{row.where}: repeats the fact at {before.where} with another id or conflict flag")
             duplicates += 1
             continue
         if row.id is not None:
             if row.id in ids:
-                raise DataError(f"{row.where}: id {row.id!r} is already used at {ids[row.id].where}")
+                raise DataError(f"{row.where}: id {quote(row.id)} is already used at {ids[row.id].where}")
             ids[row.id] = row
         first[key] = row
         kept.append(row)
@@ -325,7 +355,7 @@ def load_input(facts, relations_file=None, conflicts=None) -> Input:
     clash = [i for i, n in by_id.items() if n > 1]
     if clash:
         names = [r.name for r in relations.values() if r.id == clash[0]]
-        raise DataError(f"relations {names} share the id {clash[0]!r}, so they would share one key token; "
+        raise DataError(f"relations {names} share the id {quote(clash[0])}, so they would share one key token; "
                         f"give the user relation another id in {relations_file}")
     sources = {"facts": str(facts) if not isinstance(facts, (list, tuple)) else "<list>",
                "relations": str(relations_file) if relations_file else None,
@@ -392,7 +422,7 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
     seen: dict[str, int] = {}
     for i, f in enumerate(facts):  # a generated id may collide with one given in the input
         if f.id in seen:
-            raise DataError(f"{inp.rows[i].where}: fact id {f.id!r} is also the id of the fact at "
+            raise DataError(f"{inp.rows[i].where}: fact id {quote(f.id)} is also the id of the fact at "
                             f"{inp.rows[seen[f.id]].where}; give ids to all facts or to none")
         seen[f.id] = i
     return facts, info

@@ -1,0 +1,61 @@
+"""The project's error base class, its exit codes, and `quote` for values in messages. Pure: no imports of rote.
+
+Every failure a user can cause (a bad config, a bad input file, a run folder that cannot be used,
+a model that cannot be found, a folder another rote process is writing) raises a `RoteError`
+subclass; `rote.cli.main` prints its message as one line on stderr and exits with its code.
+Anything else is a bug and keeps its traceback.
+
+    code  meaning                                                   classes
+    0     success
+    1     a bug (a traceback is printed)
+    2     bad config, arguments or input file                       ConfigError, DataError, ProbeError
+    3     a run or output folder that cannot be used as asked       RunError, InjectError
+    4     the model is missing or cannot be reached                 ModelError
+    5     the folder is in use by another rote process              LockedError
+    130   interrupted (Ctrl-C)
+"""
+from __future__ import annotations
+
+QUOTE_LIMIT = 200  # characters of an offending value shown in a message
+
+
+class RoteError(Exception):
+    """A failure the user can fix; `exit_code` is what `rote` exits with."""
+    exit_code = 1
+
+
+class ModelError(RoteError):
+    """A model name that is not a bundled name, a local folder or a reachable hub id."""
+    exit_code = 4
+
+
+class LockedError(RoteError):
+    """A run or output folder that another rote process is writing."""
+    exit_code = 5
+
+
+def quote(value, limit: int = QUOTE_LIMIT) -> str:
+    """repr(value), cut to about `limit` characters (with the full length said), so a 5 MB value
+    never floods a message. Long values are cut before repr, so this is cheap on any input."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def one_line(message: str) -> str:
+    """A message as one line (for stderr): line breaks become ' | '."""
+    return " | ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "(no message)"
+
+
+def read_utf8(path, error: type[RoteError]) -> str:
+    """A text file's content; a byte that is not UTF-8 raises `error` naming the file, line and column
+    (Python's own UnicodeDecodeError names neither). A leading byte-order mark is dropped."""
+    data = open(path, "rb").read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                    "save the file as UTF-8") from None
