@@ -403,7 +403,7 @@ def build_study_report(study_dir: str | Path) -> Path:
         f"<p class=\"question\">{_e(summary['question'])}</p>" if summary["question"] else "",
         f'<p class="meta">{" · ".join(settings)} · written {_e(summary["written"])}</p>',
         "<h2>What this shows</h2>",
-        f"<p>{_e(' '.join(findings(summary)))}</p>",
+        "<ul class=\"findings\">" + "".join(f"<li>{_e(f)}</li>" for f in findings(summary)) + "</ul>",
         "<h2>Results</h2>",
         "<p class=\"note\">Mean ± sample standard deviation over seeds (n = seeds with a value); "
         "n/a: no value (a run not finished, or a metric that does not apply, e.g. another relation's object without shared subjects)."
