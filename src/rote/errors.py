@@ -51,7 +51,8 @@ def one_line(message: str) -> str:
 def read_utf8(path, error: type[RoteError]) -> str:
     """A text file's content; a byte that is not UTF-8 raises `error` naming the file, line and column
     (Python's own UnicodeDecodeError names neither). A leading byte-order mark is dropped."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
