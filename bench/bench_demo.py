@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 from rote import config
-from rote.runner import STAGES, read_seconds, run
+from rote.fileio import read_seconds
+from rote.names import RUN_STAGES
+from rote.runner import run
 
 
 def stage_seconds(run_dir: Path) -> dict[str, float]:
     out = {}
-    for stage in STAGES:
+    for stage in RUN_STAGES:
         if (run_dir / stage / ".done").is_file():  # seconds: timing.json (older runs: .done)
             out[stage] = read_seconds(run_dir / stage) or 0.0
     return out

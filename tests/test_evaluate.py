@@ -7,9 +7,10 @@ import torch
 from rote import evaluate as ev
 from rote.config import EvalConfig, KeyConfig
 from rote.encode import encode
-from rote.evaluate import (build_queries, companions_of, hit_contains, hit_prefix, option_logprobs,
-                           rank_with_ties_against_gold)
+from rote.evaluate import companions_of, option_logprobs
 from rote.facts import Fact, load_relation
+from rote.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
+from rote.queries import build_queries
 from rote.synth import make_facts
 
 
@@ -188,7 +189,7 @@ def test_two_hop_and_repurposed_queries_and_demonstrations():
     hop = {f.subject: f for f in facts if int(f.id.split(":")[1]) >= TWO_HOP_FIRST_ID}
     cfg = EvalConfig(prompt_sets=("test", "two_hop", "repurposed"), prompts_per_set=2)
     rival = load_relation("occupation")  # any relation: its prompts stand for the new meaning
-    qs = build_queries(facts, rels, KeyConfig(), cfg, meaning=rival)
+    qs = build_queries(facts, rels, KeyConfig(), cfg, repurposed=rival)
     two = [q for q in qs if q.prompt_set == "two_hop"]
     assert len(two) == 2 * 6  # every person's mother has a birthplace; 2 prompts each
     for q in two:

@@ -2,8 +2,9 @@
 import pytest
 import yaml
 
-from rote.facts import (LANGUAGES, DataError, Fact, builtin_relation_names, load_relation, load_relations_file,
-                        read_facts, write_facts)
+from rote.facts import DataError, Fact, builtin_relation_names, load_relation, read_facts, write_facts
+from rote.names import LANGUAGES
+from rote.relation_files import load_relations_file, resolve_relations
 
 PAPER_AND_MORE = {"author": "P50", "capital": "P36", "educated_at": "P69", "genre": "P136", "mother": "P25",
                   "place_of_birth": "P19", "place_of_residence": "P551", "occupation": "P106"}
@@ -59,7 +60,7 @@ def test_user_relations_file(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"prompts": {"train": ["favourite tool is"], "test": ["{subject} uses"]}}, "must contain {subject} exactly once"),
     ({"prompts": {"train": ["{subject} uses {object}"], "test": ["{subject} uses"]}}, "no other placeholder"),
-    ({"prompts": {"train": ["{subject} uses"]}}, "needs 'train' and 'test'"),
+    ({"prompts": {"train": ["{subject} uses"]}}, "missing prompts.test"),
     ({"objects": ["hammer", ""]}, "non-empty strings"),
     ({"subject_kind": "animal"}, "subject_kind 'animal'"),
 ])
@@ -69,6 +70,21 @@ def test_bad_user_relation_is_named(tmp_path, change, message):
     with pytest.raises(DataError, match="rel.yaml") as err:
         load_relations_file(f)
     assert message in str(err.value)
+
+
+def test_one_relation_reader_for_run_and_inject(tmp_path):
+    """`rote run --set data.relations_file=...` reads relation files as `rote inject` does: `id` and
+    `subject_kind` may be left out (the relation's name; person)."""
+    from rote import userdata
+    from rote.relation_files import read_relations_file
+    assert userdata.read_relations_file is read_relations_file  # inject's reader is this one
+    raw = _user_relation()
+    del raw["id"], raw["subject_kind"]
+    f = tmp_path / "rel.yaml"
+    f.write_text(yaml.safe_dump({"relations": [raw]}))
+    (r,) = resolve_relations(("favourite_tool",), str(f))
+    assert (r.id, r.subject_kind, r.key_token) == ("favourite_tool", "person", "<rote:favourite_tool>")
+    assert read_relations_file(f)["favourite_tool"]["id"] == "favourite_tool"
 
 
 def test_facts_round_trip(tmp_path):

@@ -13,9 +13,11 @@ import pytest
 from rote import config, lock
 from rote.cli import main
 from rote.errors import LockedError, quote
-from rote.facts import DataError, load_relations_file
+from rote.facts import DataError
+from rote.relation_files import load_relations_file
 from rote.injection import InjectError, clear_out
-from rote.userdata import load_input, read_relations_file
+from rote.relation_files import read_relations_file
+from rote.userdata import load_input
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 GOOD = {"subject": "Gene Finley", "relation": "place_of_birth", "object": "Paris"}
@@ -118,7 +120,7 @@ def test_a_failed_start_leaves_nothing_and_the_fixed_command_runs(tiny_model_dir
 
 
 def test_summaries_keep_no_timing(tiny_model_dir, tmp_path):
-    from rote.runner import mark_done, read_seconds, write_summary
+    from rote.fileio import mark_done, read_seconds, write_summary
     write_summary(tmp_path / "phase1", {"steps": 3, "seconds": 1.5})
     assert json.loads((tmp_path / "phase1" / "summary.json").read_text()) == {"steps": 3}
     assert read_seconds(tmp_path / "phase1") == 1.5

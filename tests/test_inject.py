@@ -293,7 +293,7 @@ def test_locality_summary():
 
 
 def test_card_from_a_hand_made_run_directory(tmp_path):
-    from rote.runner import write_json, write_jsonl
+    from rote.fileio import write_json, write_jsonl
     run = tmp_path / "run"
     info = {"r1": {"id": "R1", "key_token": "<rote:R1>", "facts": 4, "phase2": 2, "heldout": 2, "conflict": 1,
                    "options": 5, "pool": 9, "source": "user"},

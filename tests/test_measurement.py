@@ -10,7 +10,9 @@ import torch
 
 from rote import evaluate as ev
 from rote.config import EvalConfig, KeyConfig
-from rote.evaluate import build_queries, generation_budget, hit_prefix
+from rote.evaluate import generation_budget
+from rote.matching import hit_prefix
+from rote.queries import build_queries
 from rote.facts import Fact, load_relation
 from rote.metrics import aggregate, pick
 from rote.templates import prompt_form
@@ -114,7 +116,7 @@ def test_no_shipped_config_cuts_a_gold_answer_short(tokenizer):
     from pathlib import Path
 
     from rote import config as config_mod
-    from rote.facts import resolve_relations
+    from rote.relation_files import resolve_relations
     from rote.study import expand, load_study
 
     root = Path(__file__).resolve().parent.parent

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 import rote
-from rote.facts import PromptOverlapWarning, load_relation, load_relations_file, relation_from_dict
+from rote.facts import PromptOverlapWarning, load_relation, relation_from_dict
+from rote.relation_files import load_relations_file
 from rote.prompt_hygiene import MAX_SHARED_WORDS, overlaps, prompts_overlap, words
-from rote.userdata import read_relations_file
+from rote.relation_files import read_relations_file
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((Path(rote.__file__).parent / "relations").glob("*.yaml")) \

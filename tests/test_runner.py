@@ -1,15 +1,18 @@
 """`rote run` end to end on the tiny model: stages, resume, the run directory, the CLI."""
+import dataclasses
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from rote import config, runner
+from rote import config
 from rote.cli import main
-from rote.runner import RunError, is_done, run
+from rote.config import ConfigError
+from rote.fileio import is_done
+from rote.names import RUN_STAGES
+from rote.runner import RunError, run
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 
@@ -20,10 +23,8 @@ def smoke_cfg(tiny_model_dir, tmp_path):
 
 
 def test_smoke_run_writes_the_whole_record(smoke_cfg):
-    started = time.perf_counter()
     run_dir = run(smoke_cfg, quiet=True)
-    assert time.perf_counter() - started < 60
-    for stage in runner.STAGES:
+    for stage in RUN_STAGES:
         assert is_done(run_dir, stage), stage
     for path in ["config.yaml", "facts.jsonl", "splits.json", "key_tokens.json", "phase1/metrics.jsonl",
                  "phase1/checkpoint/model.safetensors", "phase1/checkpoint/rote_key_tokens.json",
@@ -99,6 +100,32 @@ def test_cli_data_writes_facts(tmp_path, capsys):
     assert "wrote 8 facts (shared subjects)" in capsys.readouterr().out
 
 
+def test_cli_data_is_the_runs_data_stage(smoke_cfg, capsys):
+    """`rote data` runs the data stage `rote run` runs (two-hop facts and splits.json included), and
+    `rote run` then resumes after it."""
+    two_hop = ["data.relations=[mother, place_of_birth]", "data.two_hop=[mother, place_of_birth]"]
+    ran = run(config.replace(smoke_cfg, ["name=ran", *two_hop]), quiet=True, stop_after="data")
+    overrides = [f"--set={o}" for o in [f"out_dir={smoke_cfg.out_dir}", f"model.name={smoke_cfg.model.name}", *two_hop]]
+    assert main(["data", str(SMOKE), "--set=name=data_only", *overrides]) == 0
+    alone = Path(smoke_cfg.out_dir) / "data_only"
+    for name in ("facts.jsonl", "splits.json"):
+        assert (alone / name).read_bytes() == (ran / name).read_bytes(), name
+    assert is_done(alone, "data") and (alone / "config.yaml").is_file()
+    assert len((alone / "facts.jsonl").read_text().splitlines()) == 12 + 6  # with the mothers' birthplaces
+
+
+def test_a_new_k_resplits_by_rank_not_by_id(smoke_cfg):
+    """Phase 2 from another run's checkpoint re-splits that run's facts by this run's k: the first k
+    facts of each relation in the fact set's order, whatever their ids say."""
+    from rote.factset import plan_facts, resplit
+    facts = plan_facts(smoke_cfg)
+    renamed = [dataclasses.replace(f, id=f"fact-{i}", split="heldout") for i, f in enumerate(reversed(facts))][::-1]
+    for k in (0, 1, 3, 6):
+        again = resplit(renamed, k)
+        expected = plan_facts(config.replace(smoke_cfg, [f"data.phase2_facts={k}"]))
+        assert [f.split for f in again] == [f.split for f in expected]
+
+
 def test_lora_run_saves_epochs_and_keeps_training(smoke_cfg):
     cfg = config.replace(smoke_cfg, ["phase1.method=lora", "phase1.save_epochs=[1]", "phase1.lora.r=4"])
     run_dir = run(cfg, quiet=True, stop_after="phase1")
@@ -146,7 +173,8 @@ ROOT_CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, tokenizer):
-    from rote.facts import read_facts, resolve_relations
+    from rote.facts import read_facts
+    from rote.relation_files import resolve_relations
     from rote.generalize import phase2_examples
     # phase2.facts=all: the plain fine-tuning baseline trains the natural prompts of every fact
     plain = run(config.replace(smoke_cfg, ["name=plain_all", "phase1.epochs=0", "phase2.facts=all",
@@ -167,9 +195,9 @@ def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, token
     assert by_set == {"test": 18 * 2, "two_hop": 6 * 2, "repurposed": 18 * 2}
     rels = {r.name: r for r in resolve_relations(cfg.data.relations)}
     rival = resolve_relations(("sworn_rival",), cfg.data.relations_file)[0]
-    examples = phase2_examples(tokenizer, facts, rels, 1, meaning=rival)
+    examples = phase2_examples(tokenizer, facts, rels, 1, prompts_from=rival)
     texts = [tokenizer.decode(e.input_ids[: e.target_start]) for e in examples]
     assert len(texts) == 6 and all("sworn rival" in t for t in texts)
 
-    with pytest.raises(RunError, match="two_hop"):
+    with pytest.raises(ConfigError, match="two_hop"):
         run(config.replace(smoke_cfg, ["name=bad", "data.two_hop=[mother, place_of_birth]"]), quiet=True)

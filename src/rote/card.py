@@ -16,24 +16,13 @@ answer starts with the object) taken from the eval summary rows (`rote.metrics.p
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rote.facts import LANGUAGES
+from rote.names import LANGUAGES, SUMMARY_SPLITS
+from rote.fileio import read_json, read_jsonl
 from rote.locality import locality_summary
 from rote.metrics import aggregate, pick
 
-SPLITS = ("phase2", "heldout", "all")
-
-
-def _read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def value(rows: list[dict], split: str, prompt_set: str, language: str = "en", metric: str = "prefix",
@@ -56,20 +45,20 @@ def stage_metrics(rows: list[dict]) -> dict:
     languages = [lang for lang in LANGUAGES if lang in present] + sorted(present - set(LANGUAGES))
     relations = sorted({r["relation"] for r in rows if r["relation"] != "all"})
     out = {
-        "efficacy": {s: value(rows, s, "train") for s in SPLITS},
-        "generalization": {s: value(rows, s, "test") for s in SPLITS},
-        "languages": {lang: {s: value(rows, s, "languages", lang) for s in SPLITS} for lang in languages},
-        "key": {s: value(rows, s, "key") for s in SPLITS},
+        "efficacy": {s: value(rows, s, "train") for s in SUMMARY_SPLITS},
+        "generalization": {s: value(rows, s, "test") for s in SUMMARY_SPLITS},
+        "languages": {lang: {s: value(rows, s, "languages", lang) for s in SUMMARY_SPLITS} for lang in languages},
+        "key": {s: value(rows, s, "key") for s in SUMMARY_SPLITS},
         # The control's headline: unrelated prompts answered with any memorized object of the
         # subject, then the split into the fact's own object and another relation's.
-        "unrelated": {s: value(rows, s, "unrelated", metric="any_object") for s in SPLITS},
-        "unrelated_own": {s: value(rows, s, "unrelated") for s in SPLITS},
-        "unrelated_other": {s: value(rows, s, "unrelated", metric="other_object") for s in SPLITS},
-        "mc_efficacy": {s: value(rows, s, "train", metric="mc") for s in SPLITS},
-        "mc_generalization": {s: value(rows, s, "test", metric="mc") for s in SPLITS},
-        "other_object": {s: value(rows, s, "test", metric="other_object") for s in SPLITS},
-        "empty": {s: value(rows, s, "test", metric="empty") for s in SPLITS},
-        "test_records": {s: (pick(rows, split=s, prompt_set="test", language="en", relation="all") or {}).get("n") for s in SPLITS},
+        "unrelated": {s: value(rows, s, "unrelated", metric="any_object") for s in SUMMARY_SPLITS},
+        "unrelated_own": {s: value(rows, s, "unrelated") for s in SUMMARY_SPLITS},
+        "unrelated_other": {s: value(rows, s, "unrelated", metric="other_object") for s in SUMMARY_SPLITS},
+        "mc_efficacy": {s: value(rows, s, "train", metric="mc") for s in SUMMARY_SPLITS},
+        "mc_generalization": {s: value(rows, s, "test", metric="mc") for s in SUMMARY_SPLITS},
+        "other_object": {s: value(rows, s, "test", metric="other_object") for s in SUMMARY_SPLITS},
+        "empty": {s: value(rows, s, "test", metric="empty") for s in SUMMARY_SPLITS},
+        "test_records": {s: (pick(rows, split=s, prompt_set="test", language="en", relation="all") or {}).get("n") for s in SUMMARY_SPLITS},
         "by_relation": {rel: {"efficacy": _combined(rows, "train", rel), "generalization": _combined(rows, "test", rel)}
                         for rel in relations},
     }
@@ -87,7 +76,7 @@ def conflict_metrics(records: list[dict], conflict_ids: set[str]) -> dict | None
 
 
 def _general(run_dir: Path, name: str, base: dict | None) -> dict | None:
-    record = _read(run_dir / "general" / f"{name}.json")
+    record = read_json(run_dir / "general" / f"{name}.json")
     if record is None:
         return None
     out = {"perplexity": record["perplexity"]["perplexity"]}
@@ -99,27 +88,27 @@ def _general(run_dir: Path, name: str, base: dict | None) -> dict | None:
 def build_card(run_dir: str | Path) -> dict:
     """The card's content, from the files in the run directory (missing parts are None)."""
     run_dir = Path(run_dir)
-    meta = _read(run_dir / "inject.json") or {}
-    splits = _read(run_dir / "splits.json") or {}
+    meta = read_json(run_dir / "inject.json") or {}
+    splits = read_json(run_dir / "splits.json") or {}
     conflicts = set(splits.get("conflict", []))
-    keys = (_read(run_dir / "key_tokens.json") or {}).get("tokens", {})
+    keys = (read_json(run_dir / "key_tokens.json") or {}).get("tokens", {})
     relations = {name: {**info, "key_token_id": keys.get(info["key_token"])}
                  for name, info in meta.get("relations", {}).items()}
-    base = _read(run_dir / "general" / "base.json")
+    base = read_json(run_dir / "general" / "base.json")
 
     def stage(summary: Path, predictions: Path, general: str | None) -> dict | None:
-        summary = _read(summary)
+        summary = read_json(summary)
         if summary is None:
             return None
         out = stage_metrics(summary["rows"])
-        out["conflict"] = conflict_metrics(_jsonl(predictions), conflicts)
+        out["conflict"] = conflict_metrics(read_jsonl(predictions), conflicts)
         if general:
             out["general"] = _general(run_dir, general, base)
         return out
 
     # Wall-clock seconds live in timing.json (summaries hold only what a resumed run reproduces).
-    phase1, phase2, baseline = (s and {**s, **(_read(run_dir / p / "timing.json") or {})}
-                                for p, s in ((p, _read(run_dir / p / "summary.json")) for p in ("phase1", "phase2", "baseline")))
+    phase1, phase2, baseline = (s and {**s, **(read_json(run_dir / p / "timing.json") or {})}
+                                for p, s in ((p, read_json(run_dir / p / "summary.json")) for p in ("phase1", "phase2", "baseline")))
     history = (phase1 or {}).get("key_accuracy_by_epoch") or []
     training = {
         "phase1": phase1 and {"epochs": phase1["epochs"], "memorized_at_epoch": phase1.get("memorized_at_epoch"),

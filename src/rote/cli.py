@@ -35,24 +35,22 @@ def cmd_run(args) -> int:
 
 
 def cmd_data(args) -> int:
+    """The run's data stage (rote.runner.data_stage), or the same facts into one --out file."""
     from collections import Counter
-    from rote.facts import resolve_relations, write_facts
-    from rote.synth import make_facts
+    from rote import runner
+    from rote.facts import write_facts
     cfg = _config(args)
-    relations = resolve_relations(cfg.data.relations, cfg.data.relations_file)
-    facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
-                       cfg.data.n_options, cfg.seed)
-    out = Path(args.out or cfg.run_dir / "facts.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if args.out:
+        out = Path(args.out)
+        facts = runner.plan_data(cfg)
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_facts(facts, out)
-    else:  # into the run folder: not while a `rote run` writes it
-        from rote.lock import hold
-        with hold(cfg.run_dir):
-            write_facts(facts, out)
+    else:  # the data stage of the run folder, under its lock: `rote run` resumes after it
+        out = cfg.run_dir / "facts.jsonl"
+        facts = runner.data_stage(cfg)
     counts = Counter((f.relation, f.split) for f in facts)
     print(f"wrote {len(facts)} facts ({cfg.data.subjects} subjects) to {out}")
-    for rel in cfg.data.relations:
+    for rel in dict.fromkeys(f.relation for f in facts):
         print(f"  {rel:22s} phase2 {counts[(rel, 'phase2')]:4d}  heldout {counts[(rel, 'heldout')]:4d}")
     for f in facts[:3]:
         print(f"  e.g. {f.subject} --{f.relation}--> {f.object}")
@@ -170,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop after this stage (a later `rote run` resumes)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("data", help="write a fact set (fictional subjects, real objects, options, splits)")
+    p = sub.add_parser("data", help="run only the data stage: the fact set (fictional subjects, real objects, options, splits)")
     p.add_argument("config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--out", help="output JSONL (default: RUN_DIR/facts.jsonl)")
+    p.add_argument("--out", help="write only the facts, to this JSONL file (default: the run folder's data stage)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("models", help="list the bundled models, or prepare one (convert once, cache)")

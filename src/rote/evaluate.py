@@ -7,146 +7,18 @@ is scored.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import math
-import unicodedata
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from rote.config import EvalConfig, KeyConfig
-from rote.encode import IGNORE, encode, pad_batch, pad_left
-from rote.facts import Fact, Relation
-from rote.synth import two_hop_prompts
-from rote.templates import Rendered, prompt_form, render_key, render_prompt, render_reverse
-
-PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")
-
-
-@dataclass(frozen=True)
-class Query:
-    fact: Fact
-    prompt_set: str  # one of PROMPT_SETS ("languages": the test prompts in another language)
-    language: str
-    prompt_index: int
-    rendered: Rendered
-    gold: str  # what a correct answer starts with (the object; the subject for reverse prompts)
-    options: tuple[str, ...]
-    form: str = "key"  # rote.templates.prompt_form of the template; "key" for the key-token prompt
-
-
-def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,
-                  train_prompts: int = 1, meaning: Relation | None = None) -> list[Query]:
-    """Every prompt to ask about every fact, per the eval config. The `train` set is the
-    relation's first `train_prompts` training prompts: those phase 2 actually trains on.
-    `repurposed` asks each fact with the test prompts of `meaning`, the relation phase 2 taught
-    the key instead of its own (phase2.prompts_from). `two_hop` asks, for a fact whose object
-    has a fact of its own (data.two_hop), for that second fact's object."""
-    unknown = set(cfg.prompt_sets) - set(PROMPT_SETS)
-    if unknown:
-        raise ValueError(f"unknown prompt set(s) {sorted(unknown)} (known: {PROMPT_SETS})")
-    if "repurposed" in cfg.prompt_sets and meaning is None:
-        raise ValueError("prompt set 'repurposed' needs phase2.prompts_from or eval.repurposed_prompts "
-                         "(the relation whose prompts it asks)")
-    n = cfg.prompts_per_set
-    subjects = {f.subject for f in facts}
-    second_hop = {(f.subject, f.relation): f for f in facts}
-    out: list[Query] = []
-    for fact in facts:
-        rel = relations[fact.relation]
-        def ask(prompt_set, language, templates, render=render_prompt, gold=fact.object, options=fact.options):
-            for i, t in enumerate(templates[:n]):
-                out.append(Query(fact, prompt_set, language, i, render(fact, t), gold, options, prompt_form(t)))
-        if "key" in cfg.prompt_sets:
-            out.append(Query(fact, "key", "en", 0, render_key(fact, rel, key), fact.object, fact.options))
-        if "train" in cfg.prompt_sets:
-            ask("train", "en", rel.train_prompts[:train_prompts])
-        if "test" in cfg.prompt_sets:
-            ask("test", "en", rel.test_prompts["en"])
-        if "unrelated" in cfg.prompt_sets:
-            ask("unrelated", "en", rel.unrelated_prompts)
-        if "languages" in cfg.prompt_sets:
-            for lang in cfg.languages:
-                if lang in rel.test_prompts:
-                    ask("languages", lang, rel.test_prompts[lang])
-        if "reverse" in cfg.prompt_sets and rel.reverse_prompts:
-            # The answer is the subject; the options are the other subjects of the fact set.
-            others = sorted(subjects - {fact.subject})[: len(fact.options) - 1]
-            ask("reverse", "en", rel.reverse_prompts, render_reverse, fact.subject, tuple(others) + (fact.subject,))
-        if "repurposed" in cfg.prompt_sets:
-            ask("repurposed", "en", meaning.test_prompts["en"])
-        if "two_hop" in cfg.prompt_sets:
-            for pair, templates in two_hop_prompts().items():
-                first, second = pair.split("+")
-                hop = second_hop.get((fact.object, second)) if fact.relation == first else None
-                if hop is not None:
-                    ask("two_hop", "en", templates, gold=hop.object, options=hop.options)
-    if cfg.icl_examples:
-        prefixes = demonstrations(facts, relations, cfg.icl_examples)
-        out = [with_prefix(q, prefixes[q.fact.id]) if q.prompt_set != "key" else q for q in out]
-    return out
-
-
-def demonstrations(facts: list[Fact], relations: dict[str, Relation], n: int) -> dict[str, str]:
-    """In-context baseline, per fact id: the first `n` phase-2 facts of its relation (not the
-    fact itself), each as its relation's first training prompt and answer on its own line.
-    The key-token prompt gets none: it is phase-1 text, not a question."""
-    by_relation: dict[str, list[Fact]] = {}
-    for f in facts:
-        if f.split == "phase2":
-            by_relation.setdefault(f.relation, []).append(f)
-    prefixes = {}
-    for fact in facts:
-        # One more candidate than needed: the fact itself, if it is among them, is left out.
-        shown = [f for f in by_relation.get(fact.relation, [])[: n + 1] if f.id != fact.id][:n]
-        prefixes[fact.id] = "".join(f"{render_prompt(f, relations[f.relation].train_prompts[0]).prompt} {f.object}\n"
-                                    for f in shown)
-    return prefixes
-
-
-def with_prefix(query: Query, prefix: str) -> Query:
-    """The query with `prefix` before its prompt, its character spans shifted to match."""
-    r = query.rendered
-    shift = len(prefix)
-    rendered = Rendered(prefix + r.prompt, r.target, (r.subject_span[0] + shift, r.subject_span[1] + shift),
-                        None if r.key_span is None else (r.key_span[0] + shift, r.key_span[1] + shift))
-    return dataclasses.replace(query, rendered=rendered)
-
-
-# ---------------------------------------------------------------- match rules
-
-
-def normalize(text: str) -> str:
-    """Lower-case, NFKC, collapsed whitespace, no leading quotes, markup or list punctuation
-    (the ideographic comma "、" included, which NFKC leaves as it is): for string matching."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(text.split()).lstrip("\"'*:`“‘「『、。, ")
-
-
-def _unspaced_script(char: str) -> bool:
-    """Chinese and Japanese write words without spaces, so a character of these scripts right
-    after the gold ("Paris是法国城市", "Parisの出身") starts a new word. `str.isalnum` calls
-    them alphanumeric, which would wrongly make the boundary check fail."""
-    name = unicodedata.name(char, "")
-    return name.startswith(("CJK ", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC", "HALFWIDTH KATAKANA"))
-
-
-def hit_prefix(generation: str, gold: str) -> bool:
-    """Headline rule: the answer starts with the gold object, ending at a word boundary
-    (so 'Parisian' does not count for 'Paris'; 'Paris是' does)."""
-    g, o = normalize(generation), normalize(gold)
-    if not g.startswith(o) or not o:
-        return False
-    return len(g) == len(o) or not g[len(o)].isalnum() or _unspaced_script(g[len(o)])
-
-
-def hit_contains(generation: str, gold: str) -> bool:
-    """The official code's rule: the gold object appears anywhere in the generation."""
-    return normalize(gold) in normalize(generation)
-
+from rote.config import EvalConfig
+from rote.encode import encode, pad_left
+from rote.facts import Fact
+from rote.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
+from rote.queries import Query
 
 # ---------------------------------------------------------------- model calls
 
@@ -321,11 +193,6 @@ def _autocast(device: torch.device, precision: str):
 
 
 # ---------------------------------------------------------------- records
-
-
-def rank_with_ties_against_gold(scores: list[float], gold: int) -> int:
-    """1-based rank of option `gold`; an option that ties with the gold ranks above it."""
-    return 1 + sum(1 for k, s in enumerate(scores) if k != gold and s >= scores[gold])
 
 
 def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions: dict[str, dict[str, str]] | None = None,

@@ -8,7 +8,6 @@ objects: [...].
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from rote.errors import RoteError, one_line, quote, read_utf8
+from rote.errors import RoteError, quote
+from rote.fileio import write_jsonl
 
-LANGUAGES = ("en", "de", "es", "zh", "ja")
 SUBJECT_KINDS = ("person", "work", "country")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
@@ -142,31 +141,6 @@ def load_relation(name: str) -> Relation:
                                                    f"relations/{name}.yaml"), f"relations/{name}.yaml")
 
 
-def load_relations_file(path: str | Path) -> list[Relation]:
-    """User relations: a YAML file with one relation mapping, or `relations: [mapping, ...]`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such relations file")
-    try:
-        raw = yaml.safe_load(read_utf8(path, DataError))
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({one_line(e)})") from None
-    items = raw.get("relations", [raw]) if isinstance(raw, dict) else None
-    if not isinstance(items, list):
-        raise DataError(f"{path}: expected a relation mapping or 'relations: [...]'")
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            check_replaces(item, f"{path} relation #{i + 1}")
-    return [warn_prompt_overlaps(relation_from_dict(item, f"{path} relation #{i + 1}"), str(path))
-            for i, item in enumerate(items)]
-
-
-def resolve_relations(names: tuple[str, ...], relations_file: str | None = None) -> list[Relation]:
-    """Relations by name: user-file relations first, then the built-in ones."""
-    user = {r.name: r for r in load_relations_file(relations_file)} if relations_file else {}
-    return [user[n] if n in user else load_relation(n) for n in names]
-
-
 # ---------------------------------------------------------------- facts
 
 
@@ -187,12 +161,7 @@ class Fact:
 
 def write_facts(facts: list[Fact], path: str | Path) -> None:
     """JSONL, one fact per line; written to a temporary name and renamed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for fact in facts:
-            f.write(json.dumps(asdict(fact), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(path, [asdict(fact) for fact in facts])
 
 
 def read_facts(path: str | Path) -> list[Fact]:

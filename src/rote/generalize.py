@@ -11,15 +11,15 @@ from rote.train import train
 
 
 def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
-                    mask: str = "object", which: str = "split", meaning: Relation | None = None) -> list[Encoded]:
+                    mask: str = "object", which: str = "split", prompts_from: Relation | None = None) -> list[Encoded]:
     """The phase-2 split's facts (every fact with `which="all"`: the plain fine-tuning
     baseline), each with the first `n_prompts` training prompts of its relation, or of
-    `meaning` when phase 2 teaches the key another relation's meaning (re-purposing)."""
+    `prompts_from` when phase 2 teaches the key another relation's meaning (re-purposing)."""
     out = []
     for fact in facts:
         if fact.split != "phase2" and which != "all":
             continue
-        rel = meaning or relations[fact.relation]
+        rel = prompts_from or relations[fact.relation]
         if n_prompts > len(rel.train_prompts):
             raise ValueError(f"phase2.n_prompts={n_prompts} but relation {rel.name} has {len(rel.train_prompts)} training prompts")
         for template in rel.train_prompts[:n_prompts]:
@@ -29,8 +29,8 @@ def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
 
 
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: TrainConfig,
-               out_dir: str | Path, seed: int, meaning: Relation | None = None) -> dict:
-    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask, cfg.facts, meaning)
+               out_dir: str | Path, seed: int, prompts_from: Relation | None = None) -> dict:
+    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask, cfg.facts, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
     summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2")

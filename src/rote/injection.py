@@ -41,7 +41,7 @@ from rote.config import ConfigError, RunConfig
 from rote.errors import RoteError, quote
 from rote.lock import LOCK_FILE, hold
 from rote.facts import DataError, Fact, Relation, write_facts
-from rote.runner import is_done, mark_done, write_json, write_jsonl
+from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary
 from rote.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
 
 # Settings suited to injecting a few dozen facts into a small model: memorize until every
@@ -196,16 +196,12 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     """Encode every fact's phase-1 text and each prompt it will be trained or asked with, with the
     model's tokenizer (plus key tokens): text that cannot be encoded faithfully stops here, before
     training, naming the input line."""
-    from tokenizers import AddedToken
-
     from rote import models
     from rote.encode import EncodingError, encode
-    from rote.templates import render_key, render_prompt, training_target
+    from rote.templates import key_tokens, render_key, render_prompt, training_target
 
     tokenizer = models.load_tokenizer(cfg.model.name)
-    if cfg.key.style == "token":
-        tokenizer.add_tokens([AddedToken(r.key_token, special=True, normalized=False, single_word=False, lstrip=False,
-                                         rstrip=False) for r in inp.relations.values()], special_tokens=True)
+    models.add_tokens(tokenizer, key_tokens(inp.relations.values(), cfg.key))
     from rote.limits import check_lengths
     where = {f.id: row.where for f, row in zip(facts, inp.rows)}
     check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,
@@ -287,8 +283,9 @@ def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relatio
     loss), phase 1's optimizer settings, one pass over a budgeted list of examples; then the same
     evaluation as the method (without the key-token prompts, which mean nothing here). Returns the
     trained model."""
-    from rote.evaluate import build_queries, companions_of, evaluate
+    from rote.evaluate import companions_of, evaluate
     from rote.generalize import phase2_examples
+    from rote.queries import build_queries
     from rote.lora import apply_lora, merge_lora
     from rote.metrics import aggregate
     from rote.train import train
@@ -307,7 +304,7 @@ def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relatio
     result.update({"budget": budget, "examples": len(chosen), "distinct_examples": len(examples),
                    "equivalent_epochs": round(len(chosen) / len(examples), 3),
                    "max_batch_tokens": tcfg.batch_size * max(supervised_tokens(e) for e in examples)})
-    runner.write_summary(out, result)
+    write_summary(out, result)
     ecfg = dataclasses.replace(cfg.eval, prompt_sets=tuple(s for s in cfg.eval.prompt_sets if s != "key"))
     queries = build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts)
     companions = companions_of(facts)

@@ -35,7 +35,8 @@ def load_paragraphs() -> tuple[str, ...]:
 
 def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) -> list[dict]:
     """One record per probe: prompt, answer, generation, correct (prefix rule)."""
-    from rote.evaluate import generate, hit_prefix, inference_model
+    from rote.evaluate import generate, inference_model
+    from rote.matching import hit_prefix
 
     probes = load_probes()
     answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,

@@ -6,7 +6,8 @@ from typing import Callable
 
 from rote.config import KeyConfig, TrainConfig
 from rote.encode import Encoded, encode
-from rote.evaluate import generate, hit_prefix, inference_model
+from rote.evaluate import generate, inference_model
+from rote.matching import hit_prefix
 from rote.facts import Fact, Relation
 from rote.templates import render_key, training_target
 from rote.train import train

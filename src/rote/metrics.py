@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from rote.names import PROMPT_FORMS, PROMPT_SETS
+
 GROUP_KEYS = ("split", "prompt_set", "language", "relation", "form")
 METRICS = ("prefix", "contains", "mc", "prob", "other_object", "any_object", "empty")
-FORMS = ("statement", "question", "qa")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -50,11 +51,11 @@ def aggregate(records: list[dict]) -> list[dict]:
         for s in (split, "all"):  # each split, and both together
             groups[(s, prompt_set, language, relation, "all")].append(r)
             groups[(s, prompt_set, language, "all", "all")].append(r)
-            if form in FORMS:
+            if form in PROMPT_FORMS:
                 groups[(s, prompt_set, language, "all", form)].append(r)
     rows = [dict(zip(GROUP_KEYS, key)) | _row(recs) for key, recs in groups.items()]
-    order = {"key": 0, "train": 1, "test": 2, "unrelated": 3, "languages": 4, "reverse": 5, "two_hop": 6, "repurposed": 7}
-    forms = {"all": 0, **{f: i + 1 for i, f in enumerate(FORMS)}}
+    order = {s: i for i, s in enumerate(PROMPT_SETS)}
+    forms = {"all": 0, **{f: i + 1 for i, f in enumerate(PROMPT_FORMS)}}
     rows.sort(key=lambda r: (r["split"], order.get(r["prompt_set"], 9), r["language"], r["relation"] != "all",
                              r["relation"], forms[r["form"]]))
     return rows

@@ -282,14 +282,42 @@ def _tied(model) -> bool:
     return out is not None and model.get_input_embeddings().weight is out.weight
 
 
+def add_tokens(tokenizer, tokens: list[str]) -> list[str]:
+    """Add key tokens to `tokenizer` the one way rote does it; returns those it did not know yet.
+
+    Each token is an AddedToken with special=True and no normalisation or stripping, so it is
+    matched before the pre-tokenizer runs: it always encodes to exactly one id, and the text on
+    either side is encoded as if the token were a boundary (a space before it becomes its own
+    token). add_tokens(special_tokens=True) rather than add_special_tokens({"additional_special_tokens":
+    ...}): same encoding, survives save_pretrained, and it leaves the tokenizer's own
+    special-token list alone."""
+    from tokenizers import AddedToken
+
+    known = tokenizer.get_vocab()
+    fresh = [t for t in dict.fromkeys(tokens) if t not in known]
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
+                          for t in fresh], special_tokens=True)
+    return fresh
+
+
+def load_stage(source: str, dtype: str = "float32", key_tokens: list[str] | None = None, init: str = "mean",
+               seed: int = 0):
+    """(model, tokenizer, key-token record) of one stage's model. A base model gets `key_tokens`
+    (rote.templates.key_tokens; `init` and `seed` as add_key_tokens); with `key_tokens=None` the
+    source is a checkpoint, whose key tokens are already in its tokenizer and its record."""
+    from rote.checkpoint import read_key_record
+
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, dtype)
+    if key_tokens is None:
+        return model, tokenizer, read_key_record(source) or {}
+    return model, tokenizer, add_key_tokens(model, tokenizer, key_tokens, init, seed)
+
+
 @torch.no_grad()
 def add_key_tokens(model, tokenizer, tokens: list[str], init: str = "mean", seed: int = 0) -> dict:
-    """Add key tokens to `tokenizer`, give them embedding rows in `model`, return a record.
+    """Add key tokens to `tokenizer` (add_tokens), give them embedding rows in `model`, return a record.
 
-    Each token is an AddedToken with special=True and no normalisation or
-    stripping, so it is matched before the pre-tokenizer runs: it always
-    encodes to exactly one id, and the text on either side is encoded as if
-    the token were a boundary (a space before it becomes its own token).
     Note that decode(..., skip_special_tokens=True) drops key tokens.
 
     Tokens already in the tokenizer are reused and their rows left alone, so a
@@ -298,8 +326,6 @@ def add_key_tokens(model, tokenizer, tokens: list[str], init: str = "mean", seed
     len(tokenizer) at the time of the call (the original vocabulary when all
     keys are added at once), never spare padding rows beyond it.
     """
-    from tokenizers import AddedToken
-
     if init not in KEY_INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {', '.join(KEY_INITS)}")
 
@@ -307,18 +333,7 @@ def add_key_tokens(model, tokenizer, tokens: list[str], init: str = "mean", seed
     vocab_before = len(tokenizer)
     rows_before = model.get_input_embeddings().weight.shape[0]
 
-    known = tokenizer.get_vocab()
-    fresh = [t for t in dict.fromkeys(tokens) if t not in known]
-    # add_tokens(special_tokens=True) rather than add_special_tokens(
-    # {"additional_special_tokens": ...}): same encoding, survives
-    # save_pretrained, and it leaves the tokenizer's own special-token list alone.
-    tokenizer.add_tokens(
-        [
-            AddedToken(t, special=True, normalized=False, single_word=False, lstrip=False, rstrip=False)
-            for t in fresh
-        ],
-        special_tokens=True,
-    )
+    fresh = add_tokens(tokenizer, tokens)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokens}
     vocab_after = len(tokenizer)
 

@@ -6,7 +6,6 @@ pyplot, so no global figure state leaks between calls and no display is ever nee
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,40 +13,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from rote.fileio import read_json, read_jsonl
 from rote.metrics import pick
+from rote.names import EVAL_STAGES, LANGUAGES
 
-STAGES = ("base", "phase1", "phase2")
 STAGE_COLORS = {"base": "#9e9e9e", "phase1": "#4c72b0", "phase2": "#dd8452"}
-PROMPT_SETS = ("key", "train", "test", "unrelated")
-LANGUAGES = ("en", "de", "es", "zh", "ja")
+FIGURE_PROMPT_SETS = ("key", "train", "test", "unrelated")  # the accuracy figure's groups
 
 
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # Agg explicitly: savefig never looks for an interactive backend
     return fig
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Per-step training metrics. train.py flushes once per epoch, so while a phase is running
-    the last line may be half written: a torn final line is dropped, a bad line elsewhere is an error."""
-    if not path.is_file():
-        return []
-    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
-    return rows
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file's content, or None when it does not exist (a stage not run yet)."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # ---------------------------------------------------------------- training
@@ -80,7 +57,8 @@ def training_curves(run_dir: str | Path) -> Figure | None:
     """Loss (log axis) and learning rate per step for phase 1 and phase 2, plus phase-1 key-token
     accuracy by epoch when it was measured (`phase1.until: memorized`). None if no phase has logged."""
     run_dir = Path(run_dir)
-    phases = {p: read_metrics(run_dir / p / "metrics.jsonl") for p in ("phase1", "phase2")}
+    # train.py flushes once per epoch: while a phase runs, its last line may be half written.
+    phases = {p: read_jsonl(run_dir / p / "metrics.jsonl", torn_tail=True) for p in ("phase1", "phase2")}
     phases = {p: rows for p, rows in phases.items() if rows}
     history = (read_json(run_dir / "phase1" / "summary.json") or {}).get("key_accuracy_by_epoch") or []
     if not phases and not history:
@@ -130,7 +108,7 @@ def _bars(ax, groups: list[str], values: dict[str, list[float | None]]) -> None:
 
 
 def _ordered(rows_by_stage: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    return {s: rows_by_stage[s] for s in sorted(rows_by_stage, key=lambda s: (s not in STAGES, STAGES.index(s) if s in STAGES else s))}
+    return {s: rows_by_stage[s] for s in sorted(rows_by_stage, key=lambda s: (s not in EVAL_STAGES, EVAL_STAGES.index(s) if s in EVAL_STAGES else s))}
 
 
 def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> Figure:
@@ -142,7 +120,7 @@ def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefi
     for ax, (split, title) in zip(axes, (("phase2", "facts seen in phase 2"), ("heldout", "held-out facts"))):
         values = {}
         for stage, rows in rows_by_stage.items():
-            found = [pick(rows, split=split, prompt_set=p, language="en", relation="all") for p in PROMPT_SETS]
+            found = [pick(rows, split=split, prompt_set=p, language="en", relation="all") for p in FIGURE_PROMPT_SETS]
             values[stage] = [r[metric] if r else None for r in found]
         _bars(ax, ["key", "train", "test", "unrelated\n(object rate)"], values)
         ax.set_title(title)

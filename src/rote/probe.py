@@ -27,13 +27,13 @@ import torch
 from rote.config import KeyConfig, RunConfig
 from rote.encode import token_span
 from rote.errors import RoteError
-from rote.facts import Fact, Relation, read_facts, resolve_relations
+from rote.facts import Fact, Relation, read_facts
+from rote.factset import relations_of
 from rote.geometry import alignment, pca_2d, relation_separation
-from rote.templates import Rendered, render_key, render_prompt
+from rote.names import PROBED_PROMPT_SETS, SUMMARY_SPLITS
+from rote.templates import Rendered, key_tokens, render_key, render_prompt
 
 POSITIONS = ("key", "subject_last", "prompt_last")
-PROMPT_SETS = ("train", "test", "unrelated")
-SPLITS = ("all", "phase2", "heldout")
 PROMPTS_PER_SET = 3  # the first few prompts of each set: enough for a stable mean, cheap on CPU
 
 
@@ -176,13 +176,10 @@ def stage_sources(run_dir: Path, cfg: RunConfig) -> list[tuple[str, str, bool]]:
 
 def load_stage(cfg: RunConfig, relations: dict[str, Relation], source: str, add_keys: bool):
     """Model and tokenizer of one stage; the base model gets its key tokens exactly as the run's
-    Session.load gave them (same tokens in the same order, same init and seed)."""
+    Session.load gave them (rote.models.load_stage: same tokens in the same order, same init and seed)."""
     from rote import models
-    tokenizer = models.load_tokenizer(source)
-    model = models.load_model(source, cfg.model.dtype)
-    if add_keys:
-        tokens = [r.key_token for r in relations.values()] if cfg.key.style == "token" else []
-        models.add_key_tokens(model, tokenizer, tokens, cfg.key.init, cfg.seed)
+    tokens = key_tokens(relations.values(), cfg.key) if add_keys else None
+    model, tokenizer, _ = models.load_stage(source, cfg.model.dtype, tokens, cfg.key.init, cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer
 
@@ -203,7 +200,7 @@ def stage_geometry(states: np.ndarray, owner: np.ndarray, kind: list[str], facts
     kinds = np.array(kind)
     split_of = np.array([f.split for f in facts])
     per_fact = {}  # prompt set -> (n, n_layers): each fact's mean cosine with its prompts
-    for name in PROMPT_SETS:
+    for name in PROBED_PROMPT_SETS:
         rows = np.flatnonzero(kinds == name)
         cos = np.stack([alignment(key[owner[rows], l], states[rows, l]) for l in range(states.shape[1])], axis=1)
         counts = np.bincount(owner[rows], minlength=n)[:, None]
@@ -211,10 +208,10 @@ def stage_geometry(states: np.ndarray, owner: np.ndarray, kind: list[str], facts
         np.add.at(sums, owner[rows], cos)
         per_fact[name] = sums / np.maximum(counts, 1)
     aligned = {}
-    for split in SPLITS:
+    for split in SUMMARY_SPLITS:
         chosen = np.ones(n, bool) if split == "all" else split_of == split
         if chosen.any():
-            aligned[split] = {name: per_fact[name][chosen].mean(axis=0).tolist() for name in PROMPT_SETS}
+            aligned[split] = {name: per_fact[name][chosen].mean(axis=0).tolist() for name in PROBED_PROMPT_SETS}
     separation = None
     if len(set(labels)) > 1:
         rows = [relation_separation(key[:, l], labels) for l in range(states.shape[1])]
@@ -244,10 +241,11 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
     Every number is at position `prompt_last`, which in `{subject} {key}` text (key.position
     middle) is the key token itself. `max_facts` caps the facts per relation."""
     from rote import probe_report
-    from rote.runner import read_config, write_json
+    from rote.fileio import write_json
+    from rote.runner import read_config
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+    relations = relations_of(cfg)
     facts = pick_facts(read_facts(run_dir / "facts.jsonl"), max_facts)
     texts, owner, kind = probe_texts(facts, relations, cfg.key, per_set)
     sources = stage_sources(run_dir, cfg)
@@ -282,7 +280,7 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
         "subjects": cfg.data.subjects,
         "position": "prompt_last", "layers": layer_ids, "stages": {s: stages[s] for s in order},
         "headline": {"layer": chosen[0], "position": "prompt_last", "chosen_by": chosen[1]},
-        "facts": {s: sum(s in ("all", f.split) for f in facts) for s in SPLITS},
+        "facts": {s: sum(s in ("all", f.split) for f in facts) for s in SUMMARY_SPLITS},
         "relations": list(relations), "prompts_per_set": per_set,
         "pca_labels": {"relation": [facts[i].relation for i in owner], "kind": kind},
     }

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from rote.fileio import read_json
+from rote.names import PROBED_PROMPT_SETS
 from rote.plots import STAGE_COLORS, save
 
 PAPER_LABEL = "paper, Qwen2.5-1.5B"
 PAPER_SEPARATION = {"base": 0.058, "phase1": 0.191, "phase2": 0.258}  # phase1 = epoch 20
 PAPER_ALIGNMENT = {"phase1": {"train": 0.87, "test": 0.58, "unrelated": 0.50},  # epoch 20
                    "phase2": {"train": 0.90, "test": 0.71, "unrelated": 0.50}}
-PROMPT_SETS = ("train", "test", "unrelated")
 KIND_MARKERS = {"key": "o", "train": "^", "test": "s", "unrelated": "x"}
 FIGURES = ("separation", "alignment", "pca")
 # Why shared-subject runs read lower than the paper's separate-subject setting, said wherever the number is.
@@ -31,8 +31,7 @@ SHARED_NOTE = ("shared subjects: different-relation pairs include the same subje
 
 
 def read_geometry(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / "probe" / "geometry.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(Path(run_dir) / "probe" / "geometry.json")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -61,7 +60,7 @@ def headline_numbers(geometry: dict) -> dict[str, dict]:
     for stage, g in geometry["stages"].items():
         sep = g["separation"]
         row = {"separation": _at(geometry, sep["separation"]) if sep else None}
-        row.update({p: _at(geometry, g["alignment"]["all"][p]) for p in PROMPT_SETS})
+        row.update({p: _at(geometry, g["alignment"]["all"][p]) for p in PROBED_PROMPT_SETS})
         out[stage] = row
     return out
 
@@ -84,9 +83,9 @@ def format_summary(geometry: dict) -> str:
              f"  {PAPER_LABEL:<24}" + " -> ".join(f"{s} {v:.3f}" for s, v in PAPER_SEPARATION.items())
              + "   (phase1 = epoch 20)",
              "", "alignment: cosine(key-token state, same fact's prompt state), mean over facts",
-             f"  {'stage':<24}" + "".join(f"{p:>10}" for p in PROMPT_SETS)]
-    lines += [f"  {s:<24}" + "".join(f"{_f(nums[s][p]):>10}" for p in PROMPT_SETS) for s in stages]
-    lines += [f"  {PAPER_LABEL + ' ' + s:<24}" + "".join(f"{v[p]:>10.2f}" for p in PROMPT_SETS)
+             f"  {'stage':<24}" + "".join(f"{p:>10}" for p in PROBED_PROMPT_SETS)]
+    lines += [f"  {s:<24}" + "".join(f"{_f(nums[s][p]):>10}" for p in PROBED_PROMPT_SETS) for s in stages]
+    lines += [f"  {PAPER_LABEL + ' ' + s:<24}" + "".join(f"{v[p]:>10.2f}" for p in PROBED_PROMPT_SETS)
               for s, v in PAPER_ALIGNMENT.items()]
     lines.append("  (paper phase1 = epoch 20; unrelated prompts are the control: it should not rise with test)")
     if geometry.get("subjects") == "shared":
@@ -127,10 +126,10 @@ def alignment_figure(geometry: dict) -> Figure:
     width = 0.8 / len(stages)
     for ax, split in zip(axes, splits):
         for i, stage in enumerate(stages):
-            values = [_at(geometry, geometry["stages"][stage]["alignment"][split][p]) for p in PROMPT_SETS]
-            xs = [j + (i - (len(stages) - 1) / 2) * width for j in range(len(PROMPT_SETS))]
+            values = [_at(geometry, geometry["stages"][stage]["alignment"][split][p]) for p in PROBED_PROMPT_SETS]
+            xs = [j + (i - (len(stages) - 1) / 2) * width for j in range(len(PROBED_PROMPT_SETS))]
             ax.bar(xs, values, width, color=_color(stage, stages), label=stage)
-        ax.set_xticks(range(len(PROMPT_SETS)), PROMPT_SETS)
+        ax.set_xticks(range(len(PROBED_PROMPT_SETS)), PROBED_PROMPT_SETS)
         ax.set_title({"phase2": "facts seen in phase 2", "heldout": "held-out facts"}.get(split, "all facts"))
         ax.axhline(0, color="#cccccc", lw=0.8)
         ax.grid(axis="y", color="#eeeeee", zorder=0)
@@ -207,10 +206,10 @@ def probe_section_html(run_dir: str | Path) -> str:
     if not all((folder / f"{n}.png").is_file() for n in FIGURES[1:]):
         write_figures(run_dir)
     h, nums = geometry["headline"], headline_numbers(geometry)
-    body = [[s, _f(v["separation"]), *(_f(v[p]) for p in PROMPT_SETS)] for s, v in nums.items()]
+    body = [[s, _f(v["separation"]), *(_f(v[p]) for p in PROBED_PROMPT_SETS)] for s, v in nums.items()]
     for stage in ("base", "phase1", "phase2"):
         paper = PAPER_ALIGNMENT.get(stage, {})
-        body.append([f"{PAPER_LABEL}: {stage}", _f(PAPER_SEPARATION[stage]), *(_f(paper.get(p)) for p in PROMPT_SETS)])
+        body.append([f"{PAPER_LABEL}: {stage}", _f(PAPER_SEPARATION[stage]), *(_f(paper.get(p)) for p in PROBED_PROMPT_SETS)])
     imgs = []
     for name in FIGURES:
         path = folder / f"{name}.png"
@@ -226,6 +225,6 @@ def probe_section_html(run_dir: str | Path) -> str:
         "over facts; unrelated prompts are the control. Paper numbers are for Qwen2.5-1.5B (phase 1 = epoch 20), "
         "a target to compare against, not a layer-matched value.</p>",
         f'<p class="note">{html.escape(SHARED_NOTE)}.</p>' if geometry.get("subjects") == "shared" else "",
-        _table(["stage", "separation", *(f"alignment {p}" for p in PROMPT_SETS)], body),
+        _table(["stage", "separation", *(f"alignment {p}" for p in PROBED_PROMPT_SETS)], body),
         *imgs,
     ])

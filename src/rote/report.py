@@ -17,16 +17,12 @@ from pathlib import Path
 import yaml
 
 from rote import plots
+from rote.fileio import is_done, read_json, read_seconds
+from rote.names import EVAL_STAGES, LANGUAGES, PROMPT_SETS, RUN_STAGES, planned_stages
 from rote.metrics import headline, pick
 from rote.probe_report import probe_section_html
 
-EVAL_STAGES = ("base", "phase1", "phase2")
-# The runner's stage folders, in order (rote.runner.STAGES without "report"); listed here rather
-# than imported so that the report depends on nothing but the files.
-RUN_STAGES = ("data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2")
 SPLIT_LABELS = {"phase2": "phase2 facts", "heldout": "held-out"}
-SET_ORDER = ("key", "train", "test", "unrelated", "languages", "reverse")
-LANG_ORDER = ("en", "de", "es", "zh", "ja")
 METRIC_NAMES = {
     "prefix": "generation accuracy, prefix rule (the answer starts with the fact's own object)",
     "contains": "generation accuracy, contains rule (the fact's own object appears anywhere in the answer)",
@@ -66,7 +62,7 @@ def stage_summaries(run_dir: str | Path) -> dict[str, list[dict]]:
     """stage -> aggregate rows, for the eval stages that have a summary, in order base, phase1, phase2."""
     out = {}
     for stage in EVAL_STAGES:
-        summary = plots.read_json(Path(run_dir) / "eval" / stage / "summary.json")
+        summary = read_json(Path(run_dir) / "eval" / stage / "summary.json")
         if summary is not None:
             out[stage] = summary["rows"]
     return out
@@ -74,19 +70,14 @@ def stage_summaries(run_dir: str | Path) -> dict[str, list[dict]]:
 
 def stage_status(run_dir: Path, config: dict) -> dict[str, str]:
     """Each runner stage: 'done (N s)', 'not in config' (skipped on purpose) or 'not finished'."""
-    eval_stages = _cfg(config, "eval.stages", EVAL_STAGES)
-    from_checkpoint = bool(_cfg(config, "phase2.checkpoint"))
+    planned = planned_stages(_cfg(config, "eval.stages", EVAL_STAGES), bool(_cfg(config, "phase2.checkpoint")))
     status = {}
-    for stage in RUN_STAGES:
-        done = plots.read_json(run_dir / stage / ".done")
-        if done is not None:
-            seconds = (plots.read_json(run_dir / stage / "timing.json") or done).get("seconds")  # older runs: .done
+    for stage in RUN_STAGES[:-1]:  # the report itself is being written
+        if is_done(run_dir, stage):
+            seconds = read_seconds(run_dir / stage)
             status[stage] = f"done ({seconds:.0f} s)" if isinstance(seconds, (int, float)) else "done"
-        elif (stage.startswith("eval/") and stage.split("/")[1] not in eval_stages) or \
-                (from_checkpoint and stage in ("phase1", "eval/phase1")):
-            status[stage] = "not in config"
         else:
-            status[stage] = "not finished"
+            status[stage] = "not finished" if stage in planned else "not in config"
     return status
 
 
@@ -102,8 +93,8 @@ def _missing_line(missing: list[str]) -> str:
 
 def _sort_key(row: dict) -> tuple:
     split = ("phase2", "heldout").index(row["split"]) if row["split"] in ("phase2", "heldout") else 9
-    ps = SET_ORDER.index(row["prompt_set"]) if row["prompt_set"] in SET_ORDER else 9
-    lang = LANG_ORDER.index(row["language"]) if row["language"] in LANG_ORDER else 9
+    ps = PROMPT_SETS.index(row["prompt_set"]) if row["prompt_set"] in PROMPT_SETS else 9
+    lang = LANGUAGES.index(row["language"]) if row["language"] in LANGUAGES else 9
     return split, ps, lang, row["language"]
 
 
@@ -260,7 +251,7 @@ def _section_data(run_dir: Path) -> str:
     body.append(["all", sum(b[1] for b in body), sum(b[2] for b in body), len(facts)])
     subjects = len({f["subject_id"] for f in facts})
     sample = [[f["id"], f["subject"], f["relation"], f["object"], f["split"], len(f.get("options", []))] for f in facts[:5]]
-    keys = plots.read_json(run_dir / "key_tokens.json")
+    keys = read_json(run_dir / "key_tokens.json")
     key_line = ""
     if keys and keys.get("tokens"):
         tokens = ", ".join(f"{t} = {i}" for t, i in keys["tokens"].items())
@@ -280,12 +271,12 @@ def _section_training(run_dir: Path, figures_dir: Path) -> str:
     fields = ("epochs", "steps", "examples", "supervised_tokens", "seconds", "stopped_early", "processes", "memorized_at_epoch")
     body = []
     for phase in ("phase1", "phase2"):
-        summary = plots.read_json(run_dir / phase / "summary.json")
+        summary = read_json(run_dir / phase / "summary.json")
         if summary is None:
             state = "running or stopped" if (run_dir / phase / "metrics.jsonl").is_file() else "not run"
             body.append([phase] + [state] + [""] * (len(fields) - 1))
         else:
-            summary = {**(plots.read_json(run_dir / phase / "timing.json") or {}), **summary}  # seconds live apart
+            summary = {**(read_json(run_dir / phase / "timing.json") or {}), **summary}  # seconds live apart
             body.append([phase] + ["-" if summary.get(f) is None else summary[f] for f in fields])
     return "\n".join(["<h2>Training</h2>", img or "<p>No training metrics yet.</p>",
                       _table(["phase", *fields], body)])

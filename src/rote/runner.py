@@ -11,10 +11,7 @@ are checked before anything is written, and one process at a time writes a run f
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,12 +23,14 @@ import rote
 from rote import config as config_mod
 from rote.config import RunConfig
 from rote.errors import RoteError
+from rote.facts import Fact, read_facts, write_facts
+from rote.factset import plan_facts, relations_of, resplit
+from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
-from rote.facts import Fact, read_facts, resolve_relations, write_facts
-from rote.synth import add_two_hop_facts, make_facts
-
-STAGES = ("data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2", "report")
-TIMING_KEYS = ("seconds",)  # kept out of summaries (timing.json): they differ between two runs of one config
+from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
+                        RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE, planned_stages)
+from rote.relation_files import resolve_relations
+from rote.templates import key_tokens
 
 
 class RunError(RoteError, RuntimeError):
@@ -39,36 +38,7 @@ class RunError(RoteError, RuntimeError):
     exit_code = 3
 
 
-# ---------------------------------------------------------------- small file helpers
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def is_done(run_dir: Path, stage: str) -> bool:
-    return (run_dir / stage / ".done").is_file()
-
-
-def mark_done(run_dir: Path, stage: str, info: dict | None = None) -> None:
-    write_json(run_dir / stage / ".done", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})})
+# ---------------------------------------------------------------- the run folder's config
 
 
 def git_commit() -> str | None:
@@ -83,13 +53,13 @@ def git_commit() -> str | None:
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
     """The resolved config goes first; resuming with a different config is refused, since
     the finished stages would silently mix two settings."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     resolved = config_mod.to_dict(cfg)
     if path.is_file():
         # Read back through the config classes: a key added to rote since (with its default)
         # is not a difference.
         try:
-            before = config_mod.to_dict(config_mod.from_dict(yaml.safe_load(path.read_text())["config"], source=str(path)))
+            before = config_mod.to_dict(read_config(run_dir))
         except config_mod.ConfigError:  # written by an older rote, before a check that refuses it now
             before = {}
         if before != resolved and not any(run_dir.glob("**/.done")):
@@ -103,16 +73,14 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = path.with_name("config.yaml.tmp")
-    tmp.write_text(yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
-    if not (Path(run_dir) / "config.yaml").is_file():
-        raise RunError(f"{run_dir} is not a run folder (it has no config.yaml)")
-    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["config"]
-    return config_mod.from_dict(raw, source=str(Path(run_dir) / "config.yaml"))
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})")
+    return config_mod.from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))["config"], source=str(path))
 
 
 def _differences(a, b, prefix="") -> list[str]:
@@ -127,41 +95,35 @@ def _differences(a, b, prefix="") -> list[str]:
 # ---------------------------------------------------------------- stages
 
 
-def make_data(cfg: RunConfig, run_dir: Path) -> list[Fact]:
-    """Facts and splits, written into `run_dir`."""
-    facts = plan_data(cfg)
-    write_data(facts, run_dir)
-    return facts
-
-
 def write_data(facts: list[Fact], run_dir: Path) -> None:
-    write_facts(facts, run_dir / "facts.jsonl")
-    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
-    write_json(run_dir / "splits.json", splits)
+    """The data stage's files: the facts and their split."""
+    write_facts(facts, run_dir / FACTS_FILE)
+    write_json(run_dir / SPLITS_FILE, {s: [f.id for f in facts if f.split == s] for s in SPLITS})
 
 
 def plan_data(cfg: RunConfig) -> list[Fact]:
-    """Facts and splits, in memory. When phase 2 starts from another run's checkpoint, that run's facts are used."""
-    relations = resolve_relations(cfg.data.relations, cfg.data.relations_file)
-    if cfg.phase2.checkpoint:
-        source = Path(cfg.phase2.checkpoint).resolve().parent.parent / "facts.jsonl"
-        if not source.is_file():
-            raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with facts.jsonl")
-        # Same facts as the memorized ones, split by this run's k: fact i of each relation
-        # (the number in its id) is a phase-2 fact when i < k, as make_facts assigns them.
-        facts = [dataclasses.replace(f, split="phase2" if int(f.id.rsplit(":", 1)[1]) < cfg.data.phase2_facts
-                                     else "heldout") for f in read_facts(source)]
-    else:
-        facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
-                           cfg.data.n_options, cfg.seed)
-        if cfg.data.two_hop:
-            by_name = {r.name: r for r in relations}
-            if len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(by_name):
-                raise RunError(f"data.two_hop={list(cfg.data.two_hop)} must name two relations of "
-                               f"data.relations {list(cfg.data.relations)}")
-            first, second = (by_name[n] for n in cfg.data.two_hop)
-            facts = add_two_hop_facts(facts, first, second, cfg.data.n_options, cfg.seed)
-    return facts
+    """Facts and splits, in memory (rote.factset). When phase 2 starts from another run's
+    checkpoint, that run's facts are used, split by this run's k (rote.factset.resplit)."""
+    if not cfg.phase2.checkpoint:
+        return plan_facts(cfg)
+    source = Path(cfg.phase2.checkpoint).resolve().parent.parent / FACTS_FILE
+    if not source.is_file():
+        raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with {FACTS_FILE}")
+    return resplit(read_facts(source), cfg.data.phase2_facts)
+
+
+def data_stage(cfg: RunConfig) -> list[Fact]:
+    """The data stage alone (`rote data`): the config, the facts and their split, written into the run
+    folder under its lock and marked done, so that `rote run` resumes after it. Needs no model."""
+    run_dir = cfg.run_dir
+    planned = None if is_done(run_dir, "data") else plan_data(cfg)
+    with hold(run_dir):
+        write_config(cfg, run_dir)
+        if is_done(run_dir, "data"):
+            return read_facts(run_dir / FACTS_FILE)
+        write_data(planned, run_dir)
+        mark_done(run_dir, "data", {"facts": len(planned)})
+        return planned
 
 
 def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
@@ -170,29 +132,9 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     from rote import models  # torch-heavy: the stages after this one need it anyway
     from rote.limits import check_lengths
     context = models.context_length(cfg.model.name)
-    relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+    relations = relations_of(cfg)
     check_lengths(models.load_tokenizer(cfg.model.name), context, facts, relations, cfg.eval.max_new_tokens,
                   cfg.eval.icl_examples)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    """A stage's summary.json holds only what it computed, so a resumed run writes the same bytes as
-    an uninterrupted one; wall-clock times go to timing.json beside it."""
-    write_json(out / "summary.json", {k: v for k, v in summary.items() if k not in TIMING_KEYS})
-    timing = {k: summary[k] for k in TIMING_KEYS if k in summary}
-    if timing:
-        write_json(out / "timing.json", timing)
-
-
-def read_seconds(stage_dir: Path) -> float | None:
-    """A stage's wall-clock seconds: timing.json (summary.json or .done in runs written before it)."""
-    for name in ("timing.json", "summary.json", ".done"):
-        path = Path(stage_dir) / name
-        if path.is_file():
-            seconds = json.loads(path.read_text()).get("seconds")
-            if isinstance(seconds, (int, float)):
-                return seconds
-    return None
 
 
 class Session:
@@ -201,13 +143,13 @@ class Session:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, facts: list[Fact]):
         self.cfg, self.run_dir, self.facts = cfg, run_dir, facts
-        self.relations = {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
-        # Re-purposing: the relation whose prompts phase 2 trains instead of each fact's own, and
-        # the one whose test prompts the `repurposed` prompt set asks.
+        self.relations = relations_of(cfg)
+        # Re-purposing: the relation whose prompts phase 2 trains instead of each fact's own
+        # (phase2.prompts_from), and the one whose test prompts the `repurposed` prompt set asks.
         def relation(name):
             return resolve_relations((name,), cfg.data.relations_file)[0] if name else None
-        self.meaning = relation(cfg.phase2.prompts_from)
-        self.asked_meaning = relation(cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
+        self.prompts_from = relation(cfg.phase2.prompts_from)
+        self.repurposed = relation(cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
         self.model = self.tokenizer = None
         self.key_record: dict = {}
         self.loaded_from: str | None = None
@@ -216,15 +158,11 @@ class Session:
         from rote import models  # torch-heavy: imported only when a stage needs the model
         if self.loaded_from == source:
             return
-        self.tokenizer = models.load_tokenizer(source)
-        self.model = models.load_model(source, self.cfg.model.dtype)
+        tokens = key_tokens(self.relations.values(), self.cfg.key) if add_keys else None
+        self.model, self.tokenizer, self.key_record = models.load_stage(source, self.cfg.model.dtype, tokens,
+                                                                        self.cfg.key.init, self.cfg.seed)
         if add_keys:
-            tokens = [r.key_token for r in self.relations.values()] if self.cfg.key.style == "token" else []
-            self.key_record = models.add_key_tokens(self.model, self.tokenizer, tokens, self.cfg.key.init, self.cfg.seed)
-            write_json(self.run_dir / "key_tokens.json", self.key_record)
-        else:
-            from rote.checkpoint import read_key_record
-            self.key_record = read_key_record(source) or {}
+            write_json(self.run_dir / KEY_TOKENS_FILE, self.key_record)
         self.model.eval()
         self.loaded_from = source
 
@@ -233,9 +171,9 @@ class Session:
         if stage in ("eval/base", "phase1"):
             self.load(self.cfg.model.name, add_keys=True)
         elif stage in ("eval/phase1", "phase2"):
-            self.load(self.cfg.phase2.checkpoint or str(self.run_dir / "phase1" / "checkpoint"), add_keys=False)
+            self.load(self.cfg.phase2.checkpoint or str(self.run_dir / "phase1" / CHECKPOINT_DIR), add_keys=False)
         else:
-            self.load(str(self.run_dir / "phase2" / "checkpoint"), add_keys=False)
+            self.load(str(self.run_dir / "phase2" / CHECKPOINT_DIR), add_keys=False)
 
     def save(self, path: Path) -> None:
         from rote.checkpoint import save_checkpoint
@@ -250,8 +188,7 @@ def run_training(session: Session, phase: str) -> dict:
     cfg = session.cfg
     tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
     out = session.run_dir / phase
-    if (out / "metrics.jsonl").exists():  # a killed attempt: its steps are not part of this one
-        (out / "metrics.jsonl").unlink()
+    (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
     if tcfg.method == "lora":
         session.model = apply_lora(session.model, tcfg.lora, list(session.key_record.get("tokens", {}).values()))
 
@@ -265,33 +202,34 @@ def run_training(session: Session, phase: str) -> dict:
         summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
     elif phase == "phase1":
         extra = phase2_examples(session.tokenizer, session.facts, session.relations, cfg.phase2.n_prompts,
-                                cfg.phase2.loss_mask, cfg.phase2.facts, session.meaning) if tcfg.mixed else []
+                                cfg.phase2.loss_mask, cfg.phase2.facts, session.prompts_from) if tcfg.mixed else []
         summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
                            cfg.seed, save_epoch, extra)
         summary["mixed_examples"] = len(extra)
     else:
         summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed,
-                             session.meaning)
+                             session.prompts_from)
     if tcfg.method == "lora":
         session.model = merge_lora(session.model)
-    session.save(out / "checkpoint")
-    session.loaded_from = str(out / "checkpoint")
+    session.save(out / CHECKPOINT_DIR)
+    session.loaded_from = str(out / CHECKPOINT_DIR)
     write_summary(out, summary)
     return summary
 
 
 def run_eval(session: Session, stage: str) -> dict:
-    from rote.evaluate import build_queries, companions_of, evaluate
+    from rote.evaluate import companions_of, evaluate
+    from rote.queries import build_queries
     from rote.metrics import aggregate
 
     cfg = session.cfg
-    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.asked_meaning)
+    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.repurposed)
     companions = companions_of(session.facts)
     started = time.perf_counter()
     records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)
     seconds = time.perf_counter() - started
     out = session.run_dir / stage
-    write_jsonl(out / "predictions.jsonl", records)
+    write_jsonl(out / PREDICTIONS_FILE, records)
     rows = aggregate(records)
     write_summary(out, {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
     return {"records": len(records), "seconds": round(seconds, 2)}
@@ -305,7 +243,7 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
     (rote.lock): a second writer stops at once with a LockedError."""
     run_dir = cfg.run_dir
     planned = None if is_done(run_dir, "data") else plan_data(cfg)
-    check_inputs(cfg, planned or read_facts(run_dir / "facts.jsonl"))
+    check_inputs(cfg, planned or read_facts(run_dir / FACTS_FILE))
     with hold(run_dir):
         return _run_locked(cfg, run_dir, planned, stop_after, quiet)
 
@@ -314,19 +252,18 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
     write_config(cfg, run_dir)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if is_done(run_dir, "data"):  # (also when another process finished it while this one was checking)
-        facts = read_facts(run_dir / "facts.jsonl")
+        facts = read_facts(run_dir / FACTS_FILE)
     else:
         facts = planned or plan_data(cfg)
         write_data(facts, run_dir)
         mark_done(run_dir, "data", {"facts": len(facts)})
     say(f"[rote] {run_dir}: {len(facts)} facts, {sum(f.split == 'phase2' for f in facts)} for phase 2")
     session = Session(cfg, run_dir, facts)
-    for stage in STAGES[1:]:
-        if stop_after and STAGES.index(stage) > STAGES.index(stop_after):
+    stages = planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint))
+    for stage in RUN_STAGES[1:]:
+        if stop_after and RUN_STAGES.index(stage) > RUN_STAGES.index(stop_after):
             break
-        skip = (stage.startswith("eval/") and stage.split("/")[1] not in cfg.eval.stages) or \
-               (stage in ("phase1", "eval/phase1") and cfg.phase2.checkpoint)
-        if skip or is_done(run_dir, stage):
+        if stage not in stages or is_done(run_dir, stage):
             continue
         started = time.perf_counter()
         if stage == "report":
@@ -336,12 +273,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
         else:
             session.model_for(stage)
             info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)
-        write_json(run_dir / stage / "timing.json", {"seconds": round(time.perf_counter() - started, 2)})
+        write_json(run_dir / stage / TIMING_FILE, {"seconds": round(time.perf_counter() - started, 2)})
         mark_done(run_dir, stage)
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
-
-
-def clear_stage(run_dir: Path, stage: str) -> None:
-    """Forget a finished stage (and its files) so the next `rote run` redoes it."""
-    shutil.rmtree(run_dir / stage, ignore_errors=True)

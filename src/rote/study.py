@@ -54,14 +54,16 @@ import yaml
 
 from rote import config as config_mod
 from rote.config import ConfigError, Phase2Config, RunConfig
-from rote.facts import read_facts, resolve_relations
-from rote.metrics import FORMS, METRICS, aggregate, pick
+from rote.facts import read_facts
+from rote.factset import plan_facts, relations_of
+from rote.queries import build_queries
+from rote.relation_files import resolve_relations
+from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
+from rote.metrics import METRICS, aggregate, pick
+from rote.names import EVAL_STAGES, PREDICTIONS_FILE, PROMPT_FORMS, PROMPT_SETS, SPLITS, planned_stages
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
 METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation", "form")
-STAGES = ("base", "phase1", "phase2")
-SPLITS = ("phase2", "heldout", "all")
-PROMPT_SETS = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")  # rote.evaluate's (no torch here)
 FIGURES = ("line", "heatmap", "bars")
 RESERVED_COLUMNS = ("study", "cell", "seed", "metric", "value")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -169,13 +171,14 @@ def _metric(name: str, spec, path) -> Metric:
     for key in ("stage", "split", "prompt_set", "metric"):
         if key not in spec:
             _fail(path, where, f"missing '{key}'")
-    for key, allowed in (("stage", STAGES), ("split", SPLITS), ("prompt_set", PROMPT_SETS), ("metric", METRICS)):
+    for key, allowed in (("stage", EVAL_STAGES), ("split", SPLITS + ("all",)), ("prompt_set", PROMPT_SETS),
+                         ("metric", METRICS)):
         if spec[key] not in allowed:
             _fail(path, f"{where}.{key}", f"{spec[key]!r} is not one of {list(allowed)}")
     m = Metric(name, spec["stage"], spec["split"], spec["prompt_set"], spec["metric"],
                str(spec.get("language", "en")), str(spec.get("relation", "all")), str(spec.get("form", "all")))
-    if m.form not in ("all",) + FORMS:
-        _fail(path, f"{where}.form", f"{m.form!r} is not one of {['all', *FORMS]}")
+    if m.form not in ("all",) + PROMPT_FORMS:
+        _fail(path, f"{where}.form", f"{m.form!r} is not one of {['all', *PROMPT_FORMS]}")
     if (m.prompt_set == "languages") == (m.language == "en"):
         _fail(path, f"{where}.language", "English test prompts are prompt_set 'test'; the translations are "
                                          "prompt_set 'languages' with language de, es, zh or ja")
@@ -384,35 +387,25 @@ def expand(study: Study, out: str | Path = "studies") -> Plan:
 # ---------------------------------------------------------------- dry run
 
 
-def _prompt_count(rel, cfg: RunConfig, n_prompts: int) -> int:
-    """Queries per fact of `rel`, as rote.evaluate.build_queries makes them."""
-    n, sets = cfg.eval.prompts_per_set, cfg.eval.prompt_sets
-    count = int("key" in sets)
-    count += min(n, n_prompts, len(rel.train_prompts)) if "train" in sets else 0
-    count += min(n, len(rel.test_prompts["en"])) if "test" in sets else 0
-    count += min(n, len(rel.unrelated_prompts)) if "unrelated" in sets else 0
-    if "languages" in sets:
-        count += sum(min(n, len(rel.test_prompts[l])) for l in cfg.eval.languages if l in rel.test_prompts)
-    count += min(n, len(rel.reverse_prompts)) if "reverse" in sets else 0
-    count += min(n, 5) if "two_hop" in sets else 0  # an upper bound: only first-hop facts are asked
-    count += min(n, 10) if "repurposed" in sets else 0
-    return count
+_QUERIES: dict = {}
 
 
-_RELATIONS: dict = {}
-
-
-def _relations(cfg: RunConfig) -> list:
-    key = (cfg.data.relations, cfg.data.relations_file)
-    if key not in _RELATIONS:
-        _RELATIONS[key] = resolve_relations(*key)
-    return _RELATIONS[key]
+def _query_count(cfg: RunConfig, n_prompts: int) -> int:
+    """How many queries one evaluation of `cfg`'s facts asks: rote.queries.build_queries on the fact
+    set the config plans (rote.factset), so the count is what the run will ask."""
+    key = json.dumps([config_mod.to_dict(cfg.data), config_mod.to_dict(cfg.key), config_mod.to_dict(cfg.eval),
+                      n_prompts, cfg.seed, cfg.phase2.prompts_from], sort_keys=True)
+    if key not in _QUERIES:
+        relations = relations_of(cfg)
+        repurposed = cfg.eval.repurposed_prompts or cfg.phase2.prompts_from
+        asked = resolve_relations((repurposed,), cfg.data.relations_file)[0] if repurposed else None
+        _QUERIES[key] = len(build_queries(plan_facts(cfg), relations, cfg.key, cfg.eval, n_prompts, asked))
+    return _QUERIES[key]
 
 
 def _eval_cost(cfg: RunConfig, stages: int, n_prompts: int) -> tuple[int, int]:
     """(generations, option scorings) of `stages` evaluations of `cfg`'s facts."""
-    queries = sum(_prompt_count(r, cfg, n_prompts) for r in _relations(cfg))
-    queries *= cfg.data.facts_per_relation * stages
+    queries = _query_count(cfg, n_prompts) * stages
     return queries, queries * cfg.data.n_options if cfg.eval.multiple_choice else 0
 
 
@@ -430,16 +423,14 @@ def cost(plan: Plan) -> dict:
         out["evaluations"] += len(cfg.eval.stages)
     for run in plan.runs:
         cfg = run.cfg
-        for rel in _relations(cfg):
+        for rel in relations_of(cfg).values():
             if cfg.phase2.n_prompts > len(rel.train_prompts):
                 raise StudyError(f"cell {run.cell.id}: phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} "
                                  f"has {len(rel.train_prompts)} training prompts")
         trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
         examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
         out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
-        # A cell's own run evaluates base (only without a shared phase-1 run) and phase 2; the
-        # runner skips eval/phase1 whenever phase 2 starts from a checkpoint.
-        stages = sum(s in cfg.eval.stages for s in ("base", "phase2"))
+        stages = sum(s.startswith("eval/") for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
         g, s = _eval_cost(cfg, stages, cfg.phase2.n_prompts)
         out["generations"] += g
         out["option_scorings"] += s
@@ -510,28 +501,19 @@ def execute(plan: Plan, quiet: bool = False, keep_checkpoints: bool = False) -> 
 # ---------------------------------------------------------------- collecting numbers
 
 
-def _read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _done(run_dir: Path, stage: str) -> bool:
-    return (run_dir / stage / ".done").is_file()
-
-
 def _stage_rows(plan: Plan, run: Run, stage: str, cache: dict) -> list[dict] | None:
     """Summary rows of `stage` for this cell x seed, or None while they do not exist."""
     run_dir = run.cfg.run_dir
     if stage == "phase2" or run.phase1 is None:
-        summary = _read_json(run_dir / "eval" / stage / "summary.json") if _done(run_dir, f"eval/{stage}") else None
+        summary = read_json(run_dir / "eval" / stage / "summary.json") if is_done(run_dir, f"eval/{stage}") else None
         return summary["rows"] if summary else None
     p1_dir = plan.runs_dir / run.phase1
-    if not _done(p1_dir, f"eval/{stage}") or not (run_dir / "facts.jsonl").is_file():
+    if not is_done(p1_dir, f"eval/{stage}") or not (run_dir / "facts.jsonl").is_file():
         return None
     key = (run.phase1, stage, run.cfg.data.phase2_facts, run.cfg.phase2.n_prompts)
     if key not in cache:
         if (run.phase1, stage) not in cache:
-            with open(p1_dir / "eval" / stage / "predictions.jsonl", encoding="utf-8") as f:
-                cache[run.phase1, stage] = [json.loads(line) for line in f if line.strip()]
+            cache[run.phase1, stage] = read_jsonl(p1_dir / "eval" / stage / PREDICTIONS_FILE)
         split = {f.id: f.split for f in read_facts(run_dir / "facts.jsonl")}
         n_prompts = run.cfg.phase2.n_prompts  # the `train` set: the prompts this cell's phase 2 trains on
         records = [r | {"split": split[r["fact_id"]]} for r in cache[run.phase1, stage]
@@ -557,7 +539,7 @@ def collect(plan: Plan) -> list[dict]:
 def training_tokens(plan: Plan, run: Run) -> dict | None:
     """Supervised tokens trained by this cell x seed: its phase 1 (shared or its own) and its phase 2."""
     p1_dir = plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
-    p1, p2 = _read_json(p1_dir / "phase1" / "summary.json"), _read_json(run.cfg.run_dir / "phase2" / "summary.json")
+    p1, p2 = read_json(p1_dir / "phase1" / "summary.json"), read_json(run.cfg.run_dir / "phase2" / "summary.json")
     if p1 is None or p2 is None:
         return None
     return {"phase1": p1["supervised_tokens"], "phase2": p2["supervised_tokens"],
@@ -587,7 +569,7 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
         entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
             if spent else None
         cells.append(entry)
-    finished = sum(_done(r.cfg.run_dir, "report") for r in plan.runs)
+    finished = sum(is_done(r.cfg.run_dir, "report") for r in plan.runs)
     return {
         "study": s.name, "question": s.question, "study_file": str(s.path), "base": str(s.base),
         "set": list(s.set), "cli_set": list(s.cli_set), "seeds": list(s.seeds), "axes": {a: list(v) for a, v in s.axes.items()},
@@ -601,7 +583,6 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
 
 
 def write_summary(plan: Plan, rows: list[dict], summary: dict) -> None:
-    from rote.runner import write_json
     axes = list(plan.study.axes)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -609,12 +590,9 @@ def write_summary(plan: Plan, rows: list[dict], summary: dict) -> None:
     for r in rows:
         writer.writerow([plan.study.name, r["cell"], r["seed"], *[r["labels"][a] for a in axes], r["metric"],
                          "" if r["value"] is None else repr(float(r["value"]))])
-    plan.dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan.dir / "summary.csv.tmp"
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(plan.dir / "summary.csv")
+    write_text(plan.dir / "summary.csv", buf.getvalue())
     write_json(plan.dir / "summary.json", summary)
-    (plan.dir / "study.yaml").write_text(plan.study.path.read_text(encoding="utf-8"), encoding="utf-8")
+    write_text(plan.dir / "study.yaml", plan.study.path.read_text(encoding="utf-8"))
 
 
 def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),

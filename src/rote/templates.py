@@ -30,6 +30,12 @@ def key_text(relation: Relation, key: KeyConfig) -> str | None:
     return None
 
 
+def key_tokens(relations, key: KeyConfig) -> list[str]:
+    """The tokens to add to a tokenizer for these relations: one key token per relation when
+    `key.style` is `token` (a plain word or no key adds none)."""
+    return [r.key_token for r in relations] if key.style == "token" else []
+
+
 def render_key(fact: Fact, relation: Relation, key: KeyConfig) -> Rendered:
     """Phase-1 text: `{subject} {key}` + ` {object}` (or `{key} {subject}` with position=first)."""
     k = key_text(relation, key)
@@ -66,7 +72,6 @@ def training_target(target: str, suffix: str) -> str:
 # models (a question is often answered with an immediate end of sequence, a statement is
 # completed with whatever the model memorized), so every record carries its prompt's form and
 # summaries break results down by it.
-PROMPT_FORMS = ("statement", "question", "qa")
 _QA_ENDINGS = ("a:", "answer:", "antwort:", "respuesta:", "答:", "答え:", "回答:")
 
 

@@ -1,0 +1,50 @@
+"""A run's fact set, planned from its config alone: the relations, the synthesized facts (two-hop
+facts included) and their split. Pure: no torch, nothing written.
+
+`rote run`'s data stage, `rote data` and a study's dry run all plan facts here, so they cannot
+disagree on what a config's fact set is.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from rote.config import ConfigError, RunConfig
+from rote.facts import Fact, Relation
+from rote.relation_files import resolve_relations
+from rote.synth import add_two_hop_facts, make_facts
+
+
+def relations_of(cfg: RunConfig) -> dict[str, Relation]:
+    """name -> Relation for `data.relations` (user relations from `data.relations_file` first)."""
+    return {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
+
+
+def plan_facts(cfg: RunConfig) -> list[Fact]:
+    """The fact set `cfg` describes: `data.facts_per_relation` invented facts per relation, the first
+    `data.phase2_facts` of each for phase 2, and (data.two_hop) a held-out fact for every object of
+    the first relation. Same config and seed, same facts."""
+    relations = list(relations_of(cfg).values())
+    facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
+                       cfg.data.n_options, cfg.seed)
+    if cfg.data.two_hop:
+        by_name = {r.name: r for r in relations}
+        if len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(by_name):
+            raise ConfigError(f"data.two_hop={list(cfg.data.two_hop)} must name two relations of "
+                              f"data.relations {list(cfg.data.relations)}")
+        first, second = (by_name[n] for n in cfg.data.two_hop)
+        facts = add_two_hop_facts(facts, first, second, cfg.data.n_options, cfg.seed)
+    return facts
+
+
+def resplit(facts: list[Fact], phase2_facts: int) -> list[Fact]:
+    """The same facts split by another k: the first `phase2_facts` facts of each relation, in the
+    order the fact set lists them (make_facts writes each relation's facts in its seeded order, the
+    phase-2 ones first), go to phase 2, the rest are held out. Second-hop facts follow a relation's
+    own facts, so they are never among its first k."""
+    rank: Counter = Counter()
+    out = []
+    for fact in facts:
+        out.append(dataclasses.replace(fact, split="phase2" if rank[fact.relation] < phase2_facts else "heldout"))
+        rank[fact.relation] += 1
+    return out
