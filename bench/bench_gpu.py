@@ -28,14 +28,14 @@ import traceback
 import torch
 from tqdm.auto import tqdm
 
-import rote.train
 from rote.config import KeyConfig, TrainConfig
-from rote.encode import encode, pad_batch
-from rote.evaluate import generate, inference_model, option_logprobs
-from rote.facts import load_relation
-from rote.memorize import phase1_examples
-from rote.synth import make_facts
-from rote.train import supervised_loss_sum, train
+from rote.data.facts import load_relation
+from rote.data.synth import make_facts
+from rote.evaluation.scoring import generate, inference_model, option_logprobs
+from rote.training.encode import encode, pad_batch
+from rote.training.loop import supervised_loss_sum, train
+import rote.training.loop
+from rote.training.phases import phase1_examples
 
 # The loop's progress bar would bury the numbers.
 rote.train.tqdm = lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": True})
@@ -289,7 +289,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     tok_dir = args.tokenizer
     if tok_dir is None:
-        from rote import models
+        from rote.training import models
         tok_dir = str(models.prepare("smollm2-135m"))
     tok = AutoTokenizer.from_pretrained(tok_dir)
     tok.pad_token = tok.pad_token or tok.eos_token

@@ -19,12 +19,13 @@ import time
 
 import torch
 
-from rote import models
 from rote.config import KeyConfig, TrainConfig
-from rote.encode import pad_batch
-from rote.facts import load_relation
-from rote.memorize import key_accuracy, memorize, phase1_examples
-from rote.synth import make_facts
+from rote.data.facts import load_relation
+from rote.data.synth import make_facts
+from rote.evaluation.scoring import key_accuracy
+from rote.training import models
+from rote.training.encode import pad_batch
+from rote.training.phases import memorize, phase1_examples
 
 
 def setup(n_facts: int):
@@ -39,7 +40,8 @@ def run_rote(n_facts: int, max_epochs: int) -> dict:
     tok, model, facts, rels = setup(n_facts)
     cfg = TrainConfig(epochs=max_epochs, until="memorized", lr=5e-4, batch_size=16, loss_mask="object")
     t = time.perf_counter()
-    summary = memorize(model, tok, facts, rels, KeyConfig(), cfg, tempfile.mkdtemp(), seed=0)
+    summary = memorize(model, tok, facts, rels, KeyConfig(), cfg, tempfile.mkdtemp(), seed=0,
+                       measure=lambda: key_accuracy(model, tok, facts, rels, KeyConfig()))
     return {"seconds": time.perf_counter() - t, "epochs": summary["epochs"],
             "accuracy": summary["key_accuracy_by_epoch"][-1]["key_accuracy"]}
 

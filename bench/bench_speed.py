@@ -19,13 +19,13 @@ import time
 
 import torch
 
-from rote import models
 from rote.config import TrainConfig
-from rote.encode import encode, pad_batch
-from rote.evaluate import generate, option_logprobs
-from rote.facts import load_relation
-from rote.synth import make_facts
-from rote.train import supervised_loss_sum, train
+from rote.data.facts import load_relation
+from rote.data.synth import make_facts
+from rote.evaluation.scoring import generate, option_logprobs
+from rote.training import models
+from rote.training.encode import encode, pad_batch
+from rote.training.loop import supervised_loss_sum, train
 
 
 def bf16_peak_flops(n: int = 2048, reps: int = 5) -> float:

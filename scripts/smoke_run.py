@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     from helpers.tiny import save_tiny_llama
-    from rote import config, models
+    from rote import config
     from rote.runner import run
+    from rote.training import models
 
     out = Path(args.out).resolve()
     model_dir = out / "tiny-model"

@@ -13,14 +13,14 @@ import pytest
 @pytest.fixture(scope="session")
 def smollm_dir():
     """Folder of the converted bundled SmolLM2-135M (plain Hugging Face layout)."""
-    from rote import models
+    from rote.training import models
     return models.prepare("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def tokenizer(smollm_dir):
     """The real SmolLM2 tokenizer (49,152 tokens). Session-wide: do not add tokens to it."""
-    from rote import models
+    from rote.training import models
     return models.load_tokenizer(str(smollm_dir))
 
 
@@ -35,5 +35,5 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
 @pytest.fixture
 def tiny_model(tiny_model_dir):
     """A fresh load of the tiny model, so a test may change it."""
-    from rote import models
+    from rote.training import models
     return models.load_model(str(tiny_model_dir))

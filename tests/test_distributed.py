@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rote.models import load_model
-from rote.train import train
+from rote.training.loop import train
+from rote.training.models import load_model
 
 WORKER = Path(__file__).parent / "helpers" / "ddp_train.py"
 

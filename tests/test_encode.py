@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rote.encode import IGNORE, EncodingError, encode, pad_batch, pad_left
-from rote.models import load_tokenizer
-from rote.train import supervised_loss_sum
+from rote.training.encode import IGNORE, EncodingError, encode, pad_batch, pad_left
+from rote.training.loop import supervised_loss_sum
+from rote.training.models import load_tokenizer
 
 # "Gene Finley <rote:P19> Paris" on SmolLM2: Gene, ĠFin, ley, Ġ, <rote:P19>, ĠParis
 GENE, FIN, LEY, SPACE, PARIS = 33003, 6527, 2292, 216, 7042

@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 
-from rote import evaluate as ev
 from rote.config import EvalConfig, KeyConfig
-from rote.encode import encode
-from rote.evaluate import companions_of, option_logprobs
-from rote.facts import Fact, load_relation
-from rote.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
-from rote.queries import build_queries
-from rote.synth import make_facts
+from rote.data.facts import load_relation
+from rote.data.synth import make_facts
+from rote.evaluation import scoring as ev
+from rote.evaluation.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
+from rote.evaluation.queries import build_queries
+from rote.evaluation.scoring import companions_of, option_logprobs
+from rote.training.encode import encode
 
 
 def test_match_rules():
@@ -181,7 +181,7 @@ def test_generation_left_padding_matches_single(tokenizer, tiny_model):
 
 
 def test_two_hop_and_repurposed_queries_and_demonstrations():
-    from rote.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
+    from rote.data.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
     mother, birth = load_relation("mother"), load_relation("place_of_birth")
     facts = add_two_hop_facts(make_facts([mother, birth], 6, 2, subjects="shared", n_options=5, seed=0),
                               mother, birth, n_options=5, seed=0)

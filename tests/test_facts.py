@@ -2,9 +2,9 @@
 import pytest
 import yaml
 
-from rote.facts import DataError, Fact, builtin_relation_names, load_relation, read_facts, write_facts
+from rote.data.facts import DataError, Fact, builtin_relation_names, load_relation, read_facts, write_facts
+from rote.data.relation_files import load_relations_file, resolve_relations
 from rote.names import LANGUAGES
-from rote.relation_files import load_relations_file, resolve_relations
 
 PAPER_AND_MORE = {"author": "P50", "capital": "P36", "educated_at": "P69", "genre": "P136", "mother": "P25",
                   "place_of_birth": "P19", "place_of_residence": "P551", "occupation": "P106"}
@@ -75,8 +75,8 @@ def test_bad_user_relation_is_named(tmp_path, change, message):
 def test_one_relation_reader_for_run_and_inject(tmp_path):
     """`rote run --set data.relations_file=...` reads relation files as `rote inject` does: `id` and
     `subject_kind` may be left out (the relation's name; person)."""
-    from rote import userdata
-    from rote.relation_files import read_relations_file
+    from rote.data import userdata
+    from rote.data.relation_files import read_relations_file
     assert userdata.read_relations_file is read_relations_file  # inject's reader is this one
     raw = _user_relation()
     del raw["id"], raw["subject_kind"]

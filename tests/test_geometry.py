@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from rote.geometry import alignment, cosine_matrix, pca_2d, relation_separation
+from rote.probe.geometry import alignment, cosine_matrix, pca_2d, relation_separation
 
 E1, E2, E3 = np.eye(3)
 

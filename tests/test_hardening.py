@@ -12,12 +12,12 @@ import pytest
 
 from rote import config, lock
 from rote.cli import main
+from rote.data.facts import DataError
+from rote.data.relation_files import load_relations_file
+from rote.data.relation_files import read_relations_file
+from rote.data.userdata import load_input
 from rote.errors import LockedError, quote
-from rote.facts import DataError
-from rote.relation_files import load_relations_file
 from rote.injection import InjectError, clear_out
-from rote.relation_files import read_relations_file
-from rote.userdata import load_input
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 GOOD = {"subject": "Gene Finley", "relation": "place_of_birth", "object": "Paris"}
@@ -227,8 +227,8 @@ def test_quote_is_bounded():
 
 
 def test_token_lengths_against_the_context(tokenizer):
-    from rote.facts import Fact, load_relation
-    from rote.limits import MAX_FIELD_TOKENS, check_lengths
+    from rote.data.facts import Fact, load_relation
+    from rote.data.limits import MAX_FIELD_TOKENS, check_lengths
     rel = load_relation("place_of_birth")
     fact = Fact("P19:0", "Gene Finley", "s0", rel.name, "Paris", ("Paris",), "heldout")
     check_lengths(tokenizer, 512, [fact], {rel.name: rel}, 16)

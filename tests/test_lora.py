@@ -2,10 +2,10 @@
 import torch
 
 from rote.config import LoraConfig, TrainConfig
-from rote.encode import encode
-from rote.lora import apply_lora, merge_lora
-from rote.models import add_key_tokens, load_model, load_tokenizer
-from rote.train import train
+from rote.training.encode import encode
+from rote.training.loop import train
+from rote.training.lora import apply_lora, merge_lora
+from rote.training.models import add_key_tokens, load_model, load_tokenizer
 
 
 def test_lora_trains_key_rows_and_merges(tiny_model_dir, tmp_path):

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rote import evaluate as ev
 from rote.config import EvalConfig, KeyConfig
-from rote.evaluate import generation_budget
-from rote.matching import hit_prefix
-from rote.queries import build_queries
-from rote.facts import Fact, load_relation
-from rote.metrics import aggregate, pick
-from rote.templates import prompt_form
+from rote.data.facts import Fact, load_relation
+from rote.data.templates import prompt_form
+from rote.evaluation import scoring as ev
+from rote.evaluation.matching import hit_prefix
+from rote.evaluation.metrics import aggregate, pick
+from rote.evaluation.queries import build_queries
+from rote.evaluation.scoring import generation_budget
 
 # ---------------------------------------------------------------- the prefix rule
 
@@ -48,7 +48,7 @@ def test_prompt_form(template, form):
 
 def test_every_shipped_test_prompt_has_the_same_form_in_every_language():
     """The translations are of the English prompt at the same index, so the form must agree."""
-    from rote.facts import builtin_relation_names
+    from rote.data.facts import builtin_relation_names
     for name in builtin_relation_names():
         rel = load_relation(name)
         for lang, prompts in rel.test_prompts.items():
@@ -116,8 +116,9 @@ def test_no_shipped_config_cuts_a_gold_answer_short(tokenizer):
     from pathlib import Path
 
     from rote import config as config_mod
-    from rote.relation_files import resolve_relations
-    from rote.study import expand, load_study
+    from rote.data.relation_files import resolve_relations
+    from rote.study.plan import expand
+    from rote.study.spec import load_study
 
     root = Path(__file__).resolve().parent.parent
     configs = [config_mod.load(p) for p in (root / "configs").glob("*.yaml")]

@@ -1,7 +1,7 @@
 """Aggregation on hand-made records."""
 import pytest
 
-from rote.metrics import aggregate, headline, pick
+from rote.evaluation.metrics import aggregate, headline, pick
 
 
 def rec(split, prompt_set, relation, prefix, mc=None, language="en", other=None):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from rote import models
 from rote.errors import ModelError
+from rote.training import models
 
 NAME = "smollm2-135m"
 

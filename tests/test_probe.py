@@ -2,18 +2,18 @@
 and `probe_run` on a tiny smoke run (every stage, every layer, figures, report section, CLI)."""
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rote import config, models
+from rote import config
+
 from rote.config import KeyConfig
-from rote.facts import Fact, load_relation
-from rote.probe import ProbeError, hidden_states, pick_facts, probe_run, resolve_layers, token_positions
-from rote.templates import render_key, render_prompt
+from rote.data.facts import Fact, load_relation
+from rote.data.templates import render_key, render_prompt
+from rote.probe.hidden import ProbeError, hidden_states, pick_facts, probe_run, resolve_layers, token_positions
+from rote.training import models
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 FACT = Fact("P19:0000", "Gene Finley", "s0", "place_of_birth", "Paris", ("Paris", "Rome"), "phase2")
@@ -126,10 +126,13 @@ def test_pick_facts_keeps_both_splits():
 @pytest.fixture(scope="module")
 def probed(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probe-run")
+    from rote.report.probe import write_figures
     from rote.runner import run
     cfg = config.load(SMOKE, [f"model.name={tiny_model_dir}", f"out_dir={tmp}", "phase1.save_epochs=[1]"])
     run_dir = run(cfg, quiet=True)
-    return run_dir, probe_run(run_dir)
+    geometry = probe_run(run_dir)
+    write_figures(run_dir)  # what `rote probe` does after probe_run
+    return run_dir, geometry
 
 
 def test_probe_run_covers_every_stage_and_layer(probed):
@@ -159,7 +162,7 @@ def test_probe_run_covers_every_stage_and_layer(probed):
 
 
 def test_summary_and_html(probed):
-    from rote.probe_report import format_summary, probe_section_html
+    from rote.report.probe import format_summary, probe_section_html
     run_dir, geometry = probed
     text = format_summary(geometry)
     assert "paper, Qwen2.5-1.5B" in text and "0.258" in text and "epoch001" in text
@@ -184,8 +187,3 @@ def test_cli_probe(probed, capsys):
     out = capsys.readouterr().out
     assert "relation separation" in out and "paper, Qwen2.5-1.5B" in out
     assert main(["probe", str(run_dir), "--layers", "9"]) == 2
-
-
-def test_probe_report_does_not_import_torch():
-    code = "import rote.probe_report, sys; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], check=True)

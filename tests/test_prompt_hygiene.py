@@ -7,13 +7,13 @@ import pytest
 import yaml
 
 import rote
-from rote.facts import PromptOverlapWarning, load_relation, relation_from_dict
-from rote.relation_files import load_relations_file
-from rote.prompt_hygiene import MAX_SHARED_WORDS, overlaps, prompts_overlap, words
-from rote.relation_files import read_relations_file
+from rote.data.facts import PromptOverlapWarning, load_relation, relation_from_dict
+from rote.data.prompt_hygiene import MAX_SHARED_WORDS, overlaps, prompts_overlap, words
+from rote.data.relation_files import load_relations_file
+from rote.data.relation_files import read_relations_file
 
 ROOT = Path(__file__).parent.parent
-SHIPPED = sorted((Path(rote.__file__).parent / "relations").glob("*.yaml")) \
+SHIPPED = sorted((Path(rote.__file__).parent / "data" / "relations").glob("*.yaml")) \
     + sorted((ROOT / "configs" / "relations").glob("*.yaml")) + [ROOT / "examples" / "relations.yaml"]
 
 
@@ -25,7 +25,7 @@ def test_every_kind_of_relation_file_is_checked():
 def test_shipped_relation_file_has_no_prompt_overlap(path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PromptOverlapWarning)  # loading it must not warn either
-        builtin = path.parent == Path(rote.__file__).parent / "relations"
+        builtin = path.parent == Path(rote.__file__).parent / "data" / "relations"
         relations = [load_relation(path.stem)] if builtin else load_relations_file(path)
     problems = [line for r in relations for line in overlaps(r)]
     assert not problems, "\n".join(problems)

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from rote import config
 from rote.config import ConfigError
-from rote.facts import DataError, builtin_relation_names
-from rote.relation_files import read_relations_file
-from rote.userdata import load_input
+from rote.data.facts import DataError, builtin_relation_names
+from rote.data.relation_files import read_relations_file
+from rote.data.userdata import load_input
 
 # ROTE_PROPERTY_EXAMPLES raises the count for a longer search (LOG.md records one with 2,000 per test).
 SETTINGS = settings(max_examples=int(os.environ.get("ROTE_PROPERTY_EXAMPLES", "75")), deadline=None,

@@ -10,9 +10,10 @@ import pytest
 from rote import config
 from rote.cli import main
 from rote.config import ConfigError
+from rote.errors import RunError
 from rote.fileio import is_done
 from rote.names import RUN_STAGES
-from rote.runner import RunError, run
+from rote.runner import run
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 
@@ -53,8 +54,8 @@ def test_checkpoint_loads_with_plain_transformers(smoke_cfg):
 def test_resume_skips_finished_stages(smoke_cfg, monkeypatch):
     run_dir = run(smoke_cfg, quiet=True, stop_after="phase1")
     assert is_done(run_dir, "phase1") and not is_done(run_dir, "phase2")
-    import rote.memorize
-    monkeypatch.setattr(rote.memorize, "memorize", lambda *a, **k: pytest.fail("phase 1 ran again"))
+    import rote.training.phases
+    monkeypatch.setattr(rote.training.phases, "memorize", lambda *a, **k: pytest.fail("phase 1 ran again"))
     run(smoke_cfg, quiet=True)
     assert is_done(run_dir, "report")
     # A killed stage leaves no done marker: it runs again, and its old step log is not appended to.
@@ -76,7 +77,7 @@ def test_phase2_from_a_saved_phase1_checkpoint(smoke_cfg):
                                          "phase2.n_prompts=2", "data.phase2_facts=1"])
     run_dir = run(variant, quiet=True)
     assert not (run_dir / "phase1").exists() and is_done(run_dir, "eval/phase2")
-    from rote.facts import read_facts
+    from rote.data.facts import read_facts
     ours, theirs = read_facts(run_dir / "facts.jsonl"), read_facts(source / "facts.jsonl")
     assert [(f.id, f.subject, f.object, f.options) for f in ours] == [(f.id, f.subject, f.object, f.options) for f in theirs]
     assert sum(f.split == "phase2" for f in ours) == 2  # this run's k (1 person x 2 relations), not the source's 3
@@ -117,7 +118,7 @@ def test_cli_data_is_the_runs_data_stage(smoke_cfg, capsys):
 def test_a_new_k_resplits_by_rank_not_by_id(smoke_cfg):
     """Phase 2 from another run's checkpoint re-splits that run's facts by this run's k: the first k
     facts of each relation in the fact set's order, whatever their ids say."""
-    from rote.factset import plan_facts, resplit
+    from rote.data.factset import plan_facts, resplit
     facts = plan_facts(smoke_cfg)
     renamed = [dataclasses.replace(f, id=f"fact-{i}", split="heldout") for i, f in enumerate(reversed(facts))][::-1]
     for k in (0, 1, 3, 6):
@@ -173,9 +174,9 @@ ROOT_CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, tokenizer):
-    from rote.facts import read_facts
-    from rote.relation_files import resolve_relations
-    from rote.generalize import phase2_examples
+    from rote.data.facts import read_facts
+    from rote.data.relation_files import resolve_relations
+    from rote.training.phases import phase2_examples
     # phase2.facts=all: the plain fine-tuning baseline trains the natural prompts of every fact
     plain = run(config.replace(smoke_cfg, ["name=plain_all", "phase1.epochs=0", "phase2.facts=all",
                                            "eval.stages=[phase2]", "eval.multiple_choice=false"]), quiet=True)

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from rote.facts import DataError, load_relation, write_facts
-from rote.synth import famous_names, fictional_subjects, make_facts
+from rote.data.facts import DataError, load_relation, write_facts
+from rote.data.synth import famous_names, fictional_subjects, make_facts
 
 PEOPLE = ["place_of_birth", "place_of_residence", "educated_at"]
 
@@ -77,7 +77,7 @@ def test_bad_requests_are_named():
 
 
 def test_two_hop_facts_give_each_first_object_one_held_out_fact():
-    from rote.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
+    from rote.data.synth import TWO_HOP_FIRST_ID, add_two_hop_facts
     mother, birth = load_relation("mother"), load_relation("place_of_birth")
     base = make_facts([mother, birth], 8, 3, subjects="separate", n_options=5, seed=1)
     facts = add_two_hop_facts(base, mother, birth, n_options=5, seed=1)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from rote.config import KeyConfig, TrainConfig
-from rote.encode import encode
-from rote.facts import load_relation
-from rote.memorize import key_accuracy, memorize, phase1_examples
-from rote.models import add_key_tokens, load_model
-from rote.synth import make_facts
-from rote.train import epoch_batches, epoch_order, lr_factor, train
+from rote.data.facts import load_relation
+from rote.data.synth import make_facts
+from rote.evaluation.scoring import key_accuracy
+from rote.training.encode import encode
+from rote.training.loop import epoch_batches, epoch_order, lr_factor, train
+from rote.training.models import add_key_tokens, load_model
+from rote.training.phases import memorize, phase1_examples
 
 
 def _examples(tok):
@@ -89,14 +90,15 @@ def test_bucketed_training_sees_the_same_supervised_tokens(tokenizer, tiny_model
 
 
 def test_until_memorized_stops_and_records_the_epoch(tokenizer, tiny_model_dir, tmp_path):
-    from rote.models import load_tokenizer
+    from rote.training.models import load_tokenizer
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir))
     rel = load_relation("capital")
     add_key_tokens(model, tok, [rel.key_token])
     facts = make_facts([rel], 2, 1, n_options=4, seed=0)
     cfg = TrainConfig(epochs=60, until="memorized", lr=1e-2, batch_size=2, warmup_steps=0, schedule="constant")
-    summary = memorize(model, tok, facts, {"capital": rel}, KeyConfig(), cfg, tmp_path, seed=0)
+    summary = memorize(model, tok, facts, {"capital": rel}, KeyConfig(), cfg, tmp_path, seed=0,
+                       measure=lambda: key_accuracy(model, tok, facts, {"capital": rel}, KeyConfig()))
     assert summary["memorized_at_epoch"] is not None and summary["epochs"] == summary["memorized_at_epoch"] < 60
     assert summary["stopped_early"]
     assert summary["key_accuracy_by_epoch"][-1]["key_accuracy"] == 1.0

@@ -25,7 +25,7 @@ def _config(args):
 
 
 def cmd_run(args) -> int:
-    from rote.report import format_headline
+    from rote.report.headline import format_headline
     from rote.runner import run
     run_dir = run(_config(args), stop_after=args.stop_after)
     print(format_headline(run_dir))
@@ -38,7 +38,7 @@ def cmd_data(args) -> int:
     """The run's data stage (rote.runner.data_stage), or the same facts into one --out file."""
     from collections import Counter
     from rote import runner
-    from rote.facts import write_facts
+    from rote.data.facts import write_facts
     cfg = _config(args)
     if args.out:
         out = Path(args.out)
@@ -58,7 +58,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from rote import models
+    from rote.training import models
     if args.action == "prepare":
         if not args.name:
             raise ConfigError("rote models prepare NAME: name a bundled model (see `rote models list`)")
@@ -71,14 +71,15 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rote.runner import Session, read_config, run_eval
-    from rote.facts import read_facts
-    from rote.report import format_headline
     from rote.config import plain_name
+    from rote.config import read_run_config
+    from rote.data.facts import read_facts
     from rote.lock import hold
+    from rote.report.headline import format_headline
+    from rote.runner import Session, run_eval
     run_dir = Path(args.run)
     stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
-    cfg = read_config(run_dir)
+    cfg = read_run_config(run_dir)
     with hold(run_dir):
         session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
         checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
@@ -90,7 +91,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from rote.report import build_report, format_headline
+    from rote.report.headline import format_headline
+    from rote.report.run import build_report
     path = build_report(Path(args.run))
     print(format_headline(Path(args.run)))
     print(f"\nreport: {path}")
@@ -98,14 +100,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from rote.probe import ProbeError, probe_run
-    from rote.probe_report import format_summary
+    from rote.probe.hidden import ProbeError, probe_run
+    from rote.report.probe import format_summary, write_figures
     try:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     except ValueError:
         raise ProbeError(f"--layers {quote(args.layers)} is not a comma-separated list of integers") from None
     geometry = probe_run(Path(args.run), layers=layers, max_facts=args.max_facts, quiet=False,
                          headline_layer=args.headline_layer)
+    write_figures(Path(args.run))
     print(format_summary(geometry))
     print(f"\ngeometry: {Path(args.run) / 'probe' / 'geometry.json'}\nfigures:  {Path(args.run) / 'probe' / 'figures'}")
     return 0
@@ -123,12 +126,13 @@ def cmd_inject(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from rote import study
+    from rote.study.plan import describe, expand
+    from rote.study.spec import list_studies, load_study
     if args.list:
         folder = Path(args.study) if args.study else Path("configs/studies")
         if not folder.is_dir() and not args.study:  # outside the checkout: the one this package came from
             folder = Path(__file__).resolve().parents[2] / "configs" / "studies"
-        found = study.list_studies(folder)
+        found = list_studies(folder)
         if not found:
             print(f"no study files in {folder}", file=sys.stderr)
             return 2
@@ -143,10 +147,11 @@ def cmd_study(args) -> int:
     except ValueError:
         raise ConfigError(f"--seeds {quote(args.seeds)} is not a comma-separated list of integers") from None
     if args.dry_run:
-        print(study.describe(study.expand(study.load_study(args.study, seeds, args.set or []), args.out)))
+        print(describe(expand(load_study(args.study, seeds, args.set or []), args.out)))
         return 0
-    from rote.study_report import format_summary, read_summary
-    study_dir = study.run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
+    from rote.report.study import format_summary, read_summary
+    from rote.runner import run_study
+    study_dir = run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
                                 train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
     print(format_summary(read_summary(study_dir)))
     print(f"\nsummary: {study_dir / 'summary.csv'}  {study_dir / 'summary.json'}\nreport:  {study_dir / 'report.html'}")

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from rote.errors import RoteError, one_line, quote, read_utf8
+from rote.errors import RoteError, RunError, one_line, quote, read_utf8
+from rote.names import CONFIG_FILE
 
 
 class ConfigError(RoteError, ValueError):
@@ -269,6 +270,15 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return from_dict(raw, overrides, source=str(path))
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The config a run folder was written with (its config.yaml), read through the config classes."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})")
+    raw = yaml.safe_load(read_utf8(path, ConfigError)) or {}
+    return from_dict(raw.get("config") or {}, source=str(path))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -24,6 +24,11 @@ class RoteError(Exception):
     exit_code = 1
 
 
+class RunError(RoteError, RuntimeError):
+    """A run folder that cannot be used as asked (not a run folder, started with another config)."""
+    exit_code = 3
+
+
 class ModelError(RoteError):
     """A model name that is not a bundled name, a local folder or a reachable hub id."""
     exit_code = 4

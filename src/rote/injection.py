@@ -33,16 +33,16 @@ from pathlib import Path
 
 import yaml
 
-import rote
 from rote import config as config_mod
 from rote import runner
-from rote.card import build_card, format_card, summary
+import rote
 from rote.config import ConfigError, RunConfig
+from rote.data.facts import DataError, Fact, Relation, write_facts
+from rote.data.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
 from rote.errors import RoteError, quote
-from rote.lock import LOCK_FILE, hold
-from rote.facts import DataError, Fact, Relation, write_facts
 from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary
-from rote.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
+from rote.lock import LOCK_FILE, hold
+from rote.report.card import build_card, format_card, summary
 
 # Settings suited to injecting a few dozen facts into a small model: memorize until every
 # key-token prompt is answered (lr 3e-4, batch 8: what bound key tokens on SmolLM2-135M in the
@@ -196,13 +196,13 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     """Encode every fact's phase-1 text and each prompt it will be trained or asked with, with the
     model's tokenizer (plus key tokens): text that cannot be encoded faithfully stops here, before
     training, naming the input line."""
-    from rote import models
-    from rote.encode import EncodingError, encode
-    from rote.templates import key_tokens, render_key, render_prompt, training_target
+    from rote.data.templates import key_tokens, render_key, render_prompt, training_target
+    from rote.training import models
+    from rote.training.encode import EncodingError, encode
 
     tokenizer = models.load_tokenizer(cfg.model.name)
     models.add_tokens(tokenizer, key_tokens(inp.relations.values(), cfg.key))
-    from rote.limits import check_lengths
+    from rote.data.limits import check_lengths
     where = {f.id: row.where for f, row in zip(facts, inp.rows)}
     check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,
                   cfg.eval.icl_examples, where=lambda f: where[f.id])
@@ -241,7 +241,7 @@ def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list
 
 
 def _general(run_dir: Path, name: str, model, tokenizer, precision: str, say) -> None:
-    from rote.locality import general_ability
+    from rote.evaluation.locality import general_ability
     path = run_dir / "general" / f"{name}.json"
     if path.is_file():  # written atomically: its presence means done
         return
@@ -252,14 +252,14 @@ def _general(run_dir: Path, name: str, model, tokenizer, precision: str, say) ->
 
 def supervised_tokens(example) -> int:
     """Supervised tokens of one encoded example, counted as the training loop counts them."""
-    from rote.encode import IGNORE
+    from rote.training.encode import IGNORE
     return sum(1 for x in example.labels[1:] if x != IGNORE)
 
 
 def budgeted(examples: list, budget: int, seed: int) -> list:
     """Copies of `examples`, each copy in a seeded order, cut as soon as their supervised tokens
     reach `budget`: the total overshoots by less than one example."""
-    from rote.train import epoch_order
+    from rote.training.loop import epoch_order
     if budget <= 0 or not examples:
         raise ValueError(f"cannot build a baseline of {budget} tokens from {len(examples)} examples")
     out, total, copy = [], 0, 0
@@ -283,12 +283,12 @@ def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relatio
     loss), phase 1's optimizer settings, one pass over a budgeted list of examples; then the same
     evaluation as the method (without the key-token prompts, which mean nothing here). Returns the
     trained model."""
-    from rote.evaluate import companions_of, evaluate
-    from rote.generalize import phase2_examples
-    from rote.queries import build_queries
-    from rote.lora import apply_lora, merge_lora
-    from rote.metrics import aggregate
-    from rote.train import train
+    from rote.evaluation.metrics import aggregate
+    from rote.evaluation.queries import build_queries
+    from rote.evaluation.scoring import companions_of, evaluate
+    from rote.training.loop import train
+    from rote.training.lora import apply_lora, merge_lora
+    from rote.training.phases import phase2_examples
 
     run_dir, out = cfg.run_dir, cfg.run_dir / "baseline"
     (out / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
@@ -379,7 +379,7 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
         write_data(cfg, inp, fact_list, conflict_ids)
     runner.run(cfg, quiet=quiet)
 
-    from rote import models  # torch from here on
+    from rote.training import models  # torch from here on
     for stage in ("phase1", "phase2"):  # phase 1 alone is the control: which phase costs locality
         ckpt = run_dir / stage / "checkpoint"
         if ckpt.is_dir() and not (run_dir / "general" / f"{stage}.json").is_file():

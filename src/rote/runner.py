@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -19,23 +20,19 @@ from pathlib import Path
 
 import yaml
 
-import rote
 from rote import config as config_mod
+import rote
 from rote.config import RunConfig
-from rote.errors import RoteError
-from rote.facts import Fact, read_facts, write_facts
-from rote.factset import plan_facts, relations_of, resplit
+from rote.config import read_run_config
+from rote.data.facts import Fact, read_facts, write_facts
+from rote.data.factset import plan_facts, relations_of, resplit
+from rote.data.relation_files import resolve_relations
+from rote.data.templates import key_tokens
+from rote.errors import RunError
 from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE, planned_stages)
-from rote.relation_files import resolve_relations
-from rote.templates import key_tokens
-
-
-class RunError(RoteError, RuntimeError):
-    """A run directory that cannot be used as asked."""
-    exit_code = 3
 
 
 # ---------------------------------------------------------------- the run folder's config
@@ -59,7 +56,7 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
         # Read back through the config classes: a key added to rote since (with its default)
         # is not a difference.
         try:
-            before = config_mod.to_dict(read_config(run_dir))
+            before = config_mod.to_dict(read_run_config(run_dir))
         except config_mod.ConfigError:  # written by an older rote, before a check that refuses it now
             before = {}
         if before != resolved and not any(run_dir.glob("**/.done")):
@@ -74,13 +71,6 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_text(path, yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
-
-
-def read_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})")
-    return config_mod.from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))["config"], source=str(path))
 
 
 def _differences(a, b, prefix="") -> list[str]:
@@ -129,8 +119,8 @@ def data_stage(cfg: RunConfig) -> list[Fact]:
 def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     """Before anything is written: the model can be found (ModelError, fast when offline) and every
     fact's texts fit in its context (DataError)."""
-    from rote import models  # torch-heavy: the stages after this one need it anyway
-    from rote.limits import check_lengths
+    from rote.data.limits import check_lengths
+    from rote.training import models  # torch-heavy: the stages after this one need it anyway
     context = models.context_length(cfg.model.name)
     relations = relations_of(cfg)
     check_lengths(models.load_tokenizer(cfg.model.name), context, facts, relations, cfg.eval.max_new_tokens,
@@ -155,7 +145,7 @@ class Session:
         self.loaded_from: str | None = None
 
     def load(self, source: str, add_keys: bool) -> None:
-        from rote import models  # torch-heavy: imported only when a stage needs the model
+        from rote.training import models  # torch-heavy: imported only when a stage needs the model
         if self.loaded_from == source:
             return
         tokens = key_tokens(self.relations.values(), self.cfg.key) if add_keys else None
@@ -176,14 +166,14 @@ class Session:
             self.load(str(self.run_dir / "phase2" / CHECKPOINT_DIR), add_keys=False)
 
     def save(self, path: Path) -> None:
-        from rote.checkpoint import save_checkpoint
+        from rote.training.checkpoint import save_checkpoint
         save_checkpoint(self.model, self.tokenizer, self.key_record, path)
 
 
 def run_training(session: Session, phase: str) -> dict:
-    from rote.lora import apply_lora, merge_lora
-    from rote.generalize import generalize, phase2_examples
-    from rote.memorize import memorize
+    from rote.evaluation.scoring import key_accuracy
+    from rote.training.lora import apply_lora, merge_lora
+    from rote.training.phases import generalize, memorize, phase2_examples
 
     cfg = session.cfg
     tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
@@ -193,7 +183,7 @@ def run_training(session: Session, phase: str) -> dict:
         session.model = apply_lora(session.model, tcfg.lora, list(session.key_record.get("tokens", {}).values()))
 
     def save_epoch(name: str) -> None:
-        from rote.checkpoint import save_checkpoint
+        from rote.training.checkpoint import save_checkpoint
         # merge_and_unload changes the model in place: merge a copy, training goes on.
         model = merge_lora(copy.deepcopy(session.model)) if tcfg.method == "lora" else session.model
         save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
@@ -203,8 +193,10 @@ def run_training(session: Session, phase: str) -> dict:
     elif phase == "phase1":
         extra = phase2_examples(session.tokenizer, session.facts, session.relations, cfg.phase2.n_prompts,
                                 cfg.phase2.loss_mask, cfg.phase2.facts, session.prompts_from) if tcfg.mixed else []
+        def measure() -> float:  # phase1.until: memorized
+            return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key)
         summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
-                           cfg.seed, save_epoch, extra)
+                           cfg.seed, save_epoch, extra, measure)
         summary["mixed_examples"] = len(extra)
     else:
         summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed,
@@ -218,9 +210,9 @@ def run_training(session: Session, phase: str) -> dict:
 
 
 def run_eval(session: Session, stage: str) -> dict:
-    from rote.evaluate import companions_of, evaluate
-    from rote.queries import build_queries
-    from rote.metrics import aggregate
+    from rote.evaluation.metrics import aggregate
+    from rote.evaluation.queries import build_queries
+    from rote.evaluation.scoring import companions_of, evaluate
 
     cfg = session.cfg
     queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.repurposed)
@@ -267,7 +259,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
             continue
         started = time.perf_counter()
         if stage == "report":
-            from rote.report import build_report
+            from rote.report.run import build_report
             build_report(run_dir)
             info = {}
         else:
@@ -277,3 +269,52 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
         mark_done(run_dir, stage)
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
+
+
+# ---------------------------------------------------------------- studies: many runs
+
+
+def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
+              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False) -> Path:
+    """`rote study`: run (or resume) every run of a study (rote.study.plan), then write summary.csv,
+    summary.json, the figure and report.html; returns the study folder. With `train=False`, only the
+    summary and report are rebuilt from the runs that exist."""
+    from rote.report.study import build_study_report
+    from rote.study.collect import collect, summarize, write_summary
+    from rote.study.plan import cost, expand
+    from rote.study.spec import load_study
+    plan = expand(load_study(path, seeds, overrides), out)
+    cost(plan)  # checks what would fail only later in phase 2 (too many training prompts)
+    if train:
+        _run_plan(plan, quiet, keep_checkpoints)
+    rows = collect(plan)
+    write_summary(plan, rows, summarize(plan, rows))
+    build_study_report(plan.dir)
+    return plan.dir
+
+
+def _run_plan(plan, quiet: bool = False, keep_checkpoints: bool = False) -> None:
+    """Run (or resume) every shared phase-1 run and every cell x seed. A finished cell's phase-2
+    checkpoint is deleted unless `keep_checkpoints` (its predictions are what the study reads;
+    at 135M parameters each checkpoint is 540 MB)."""
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    total = len(plan.runs) + len(plan.phase1)
+    done_p1: set[str] = set()
+    step = 0
+    for cell_run in plan.runs:
+        if cell_run.phase1 and cell_run.phase1 not in done_p1:
+            step += 1
+            started = time.perf_counter()
+            run(plan.phase1[cell_run.phase1], stop_after="eval/phase1", quiet=True)
+            done_p1.add(cell_run.phase1)
+            say(f"[study {plan.study.name}] {step}/{total} {cell_run.phase1} (phase 1, seed {cell_run.seed}): "
+                f"{time.perf_counter() - started:.0f} s")
+        step += 1
+        started = time.perf_counter()
+        # A cell that shares a phase 1 starts from its checkpoint; the runner reads that run's
+        # facts and splits them by the cell's own k.
+        run(cell_run.cfg, quiet=True)
+        if not keep_checkpoints:
+            shutil.rmtree(cell_run.cfg.run_dir / "phase2" / CHECKPOINT_DIR, ignore_errors=True)
+        say(f"[study {plan.study.name}] {step}/{total} {cell_run.cell.id} seed {cell_run.seed}: "
+            f"{time.perf_counter() - started:.0f} s")

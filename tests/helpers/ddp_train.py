@@ -7,9 +7,9 @@ import sys
 import torch
 
 from rote.config import TrainConfig
-from rote.encode import encode
-from rote.models import load_model, load_tokenizer
-from rote.train import train
+from rote.training.encode import encode
+from rote.training.loop import train
+from rote.training.models import load_model, load_tokenizer
 
 
 def main(model_dir: str, out: str) -> None:

@@ -1,6 +1,6 @@
 """Relations (prompts + object pools, from YAML) and facts (JSONL). Pure: no torch.
 
-A relation file lives in `rote/relations/<name>.yaml` (or a user file); its schema:
+A relation file lives in `rote/data/relations/<name>.yaml` (or a user file); its schema:
 id, name, label, description, subject_kind, object_kind,
 prompts: {train: [...], test: {en: [...], de: [...], ...}, unrelated: [...], reverse: [...]},
 objects: [...].
@@ -106,7 +106,7 @@ def warn_prompt_overlaps(relation: Relation, source: str) -> Relation:
 
     Attributed to this line, so the default warning filter shows each message once per process
     however often the file is loaded."""
-    from rote.prompt_hygiene import overlaps
+    from rote.data.prompt_hygiene import overlaps
     for line in overlaps(relation):
         warnings.warn(f"{source}: prompt overlap, {line}; such a prompt does not measure an unseen prompt, "
                       f"reword the test or unrelated one", PromptOverlapWarning)
@@ -114,7 +114,7 @@ def warn_prompt_overlaps(relation: Relation, source: str) -> Relation:
 
 
 def builtin_relation_names() -> list[str]:
-    folder = resources.files("rote") / "relations"
+    folder = resources.files("rote.data") / "relations"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -136,7 +136,7 @@ def load_relation(name: str) -> Relation:
     names = builtin_relation_names()
     if name not in names:
         raise DataError(f"unknown relation {name!r}; built-in relations: {', '.join(names)}")
-    path = resources.files("rote") / "relations" / f"{name}.yaml"
+    path = resources.files("rote.data") / "relations" / f"{name}.yaml"
     return warn_prompt_overlaps(relation_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
                                                    f"relations/{name}.yaml"), f"relations/{name}.yaml")
 

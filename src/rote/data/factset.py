@@ -10,9 +10,9 @@ import dataclasses
 from collections import Counter
 
 from rote.config import ConfigError, RunConfig
-from rote.facts import Fact, Relation
-from rote.relation_files import resolve_relations
-from rote.synth import add_two_hop_facts, make_facts
+from rote.data.facts import Fact, Relation
+from rote.data.relation_files import resolve_relations
+from rote.data.synth import add_two_hop_facts, make_facts
 
 
 def relations_of(cfg: RunConfig) -> dict[str, Relation]:

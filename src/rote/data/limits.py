@@ -6,7 +6,7 @@ checked before anything is tokenized: rote.userdata.MAX_FIELD_CHARS.)
 """
 from __future__ import annotations
 
-from rote.facts import DataError, Fact, Relation
+from rote.data.facts import DataError, Fact, Relation
 from rote.errors import quote
 
 MAX_FIELD_TOKENS = 128  # a subject or object longer than this is not a fact a key token can bind

@@ -1,6 +1,6 @@
 """The one reader of relation files: YAML checked node by node, so every error names file and line.
 
-Built-in relations (`rote/relations/*.yaml`) and user relations (`data.relations_file` of a run,
+Built-in relations (`rote/data/relations/*.yaml`) and user relations (`data.relations_file` of a run,
 `--relations` of `rote inject`) share one format; a user relation may leave out `id` (its name is
 used), `subject_kind` (person), `object_kind` (entity) and `objects`. Pure: no torch.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from rote.data.facts import DataError, Relation, check_replaces, load_relation, relation_from_dict, warn_prompt_overlaps
 from rote.errors import one_line, quote, read_utf8
-from rote.facts import DataError, Relation, check_replaces, load_relation, relation_from_dict, warn_prompt_overlaps
 
 MAX_PROMPT_CHARS = 1000  # a relation's prompt template
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")

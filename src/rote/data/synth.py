@@ -15,18 +15,18 @@ from importlib import resources
 
 import yaml
 
-from rote.facts import DataError, Fact, Relation
+from rote.data.facts import DataError, Fact, Relation
 
 
 @cache
 def _names() -> dict:
-    return yaml.safe_load((resources.files("rote") / "data" / "names.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load((resources.files("rote.data") / "names.yaml").read_text(encoding="utf-8"))
 
 
 @cache
 def famous_names() -> frozenset[str]:
     """Lower-cased real names (people, works, countries) that a generated subject must never be."""
-    raw = yaml.safe_load((resources.files("rote") / "data" / "famous.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((resources.files("rote.data") / "famous.yaml").read_text(encoding="utf-8"))
     return frozenset(n.lower() for group in raw.values() for n in group)
 
 
@@ -139,7 +139,7 @@ TWO_HOP_FIRST_ID = 10_000  # second-hop facts are numbered from here: never belo
 @cache
 def two_hop_prompts() -> dict[str, tuple[str, ...]]:
     """"first+second" -> prompts asking for the second fact of the first fact's object."""
-    raw = yaml.safe_load((resources.files("rote") / "data" / "two_hop.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((resources.files("rote.data") / "two_hop.yaml").read_text(encoding="utf-8"))
     return {pair: tuple(prompts) for pair, prompts in raw.items()}
 
 

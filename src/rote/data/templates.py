@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from rote.config import KeyConfig
-from rote.facts import Fact, Relation
+from rote.data.facts import Fact, Relation
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Facts: JSONL (one object per line) or CSV/TSV (a header row naming the columns),
 `subject`, `relation`, `object` and optionally `id` and `conflict` (true for a fact that
 contradicts what the model already knows; its accuracy is reported separately).
 
-Relations: a built-in name (rote/relations/*.yaml) or one defined in a user YAML file in the
+Relations: a built-in name (rote/data/relations/*.yaml) or one defined in a user YAML file in the
 same format (one relation mapping, or `relations: [...]`). A user relation may leave out `id`
 (its name is used), `subject_kind` (person), `object_kind` (entity) and `objects`: the
 multiple-choice options of a fact come from the relation's `objects` together with the objects
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from rote.data.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
+from rote.data.relation_files import read_relations_file
 from rote.errors import quote, read_utf8
-from rote.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
-from rote.relation_files import read_relations_file
 
 FIELDS = ("subject", "relation", "object")
 OPTIONAL_FIELDS = ("id", "conflict")

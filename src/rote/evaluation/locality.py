@@ -7,7 +7,8 @@
 - Perplexity on `data/paragraphs.txt` (short public-domain and encyclopedic paragraphs), before
   and after: a cheap sign of damage to general language ability.
 
-The scoring functions import torch when called; `locality_summary` is pure.
+The scoring functions import torch when called; the comparison of probe records before and
+after is pure aggregation (rote.evaluation.metrics.locality_summary).
 """
 from __future__ import annotations
 
@@ -22,21 +23,21 @@ PROBE_TOKENS = 8  # new tokens per probe: enough for the longest answer ("Alexan
 
 @cache
 def load_probes() -> tuple[dict, ...]:
-    raw = yaml.safe_load((resources.files("rote") / "data" / "locality.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((resources.files("rote.data") / "locality.yaml").read_text(encoding="utf-8"))
     return tuple({"prompt": p["prompt"], "answer": p["answer"]} for p in raw["probes"])
 
 
 @cache
 def load_paragraphs() -> tuple[str, ...]:
-    text = (resources.files("rote") / "data" / "paragraphs.txt").read_text(encoding="utf-8")
+    text = (resources.files("rote.data") / "paragraphs.txt").read_text(encoding="utf-8")
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     return tuple(" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip())
 
 
 def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) -> list[dict]:
     """One record per probe: prompt, answer, generation, correct (prefix rule)."""
-    from rote.evaluate import generate, inference_model
-    from rote.matching import hit_prefix
+    from rote.evaluation.matching import hit_prefix
+    from rote.evaluation.scoring import generate, inference_model
 
     probes = load_probes()
     answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,
@@ -68,19 +69,3 @@ def general_ability(model, tokenizer, precision: str = "bf16") -> dict:
     """Locality probe records and held-out perplexity of one model."""
     model.eval()
     return {"locality": ask_probes(model, tokenizer, precision), "perplexity": perplexity(model, tokenizer)}
-
-
-def locality_summary(base: list[dict], after: list[dict]) -> dict:
-    """Compare probe records after injection with the base model's (matched by prompt)."""
-    now = {r["prompt"]: r for r in after}
-    known = [r for r in base if r["correct"]]
-    kept = [r for r in known if now.get(r["prompt"], {}).get("correct")]
-    same = [r for r in base if r["prompt"] in now and now[r["prompt"]]["generation"] == r["generation"]]
-    return {
-        "probes": len(base),
-        "base_correct": len(known),
-        "still_correct": len(kept) / len(known) if known else None,
-        "unchanged": len(same) / len(base) if base else None,
-        "lost": [{"prompt": r["prompt"], "answer": r["answer"], "now": now.get(r["prompt"], {}).get("generation")}
-                 for r in known if r not in kept],
-    }

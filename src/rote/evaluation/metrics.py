@@ -82,3 +82,19 @@ def headline(stages: dict[str, list[dict]], metric: str = "prefix") -> list[dict
             entry = table.setdefault(key, {"split": key[0], "prompt_set": key[1], "language": key[2], "n": r["n"]})
             entry[stage] = r.get(metric)
     return list(table.values())
+
+
+def locality_summary(base: list[dict], after: list[dict]) -> dict:
+    """Compare probe records after injection with the base model's (matched by prompt)."""
+    now = {r["prompt"]: r for r in after}
+    known = [r for r in base if r["correct"]]
+    kept = [r for r in known if now.get(r["prompt"], {}).get("correct")]
+    same = [r for r in base if r["prompt"] in now and now[r["prompt"]]["generation"] == r["generation"]]
+    return {
+        "probes": len(base),
+        "base_correct": len(known),
+        "still_correct": len(kept) / len(known) if known else None,
+        "unchanged": len(same) / len(base) if base else None,
+        "lost": [{"prompt": r["prompt"], "answer": r["answer"], "now": now.get(r["prompt"], {}).get("generation")}
+                 for r in known if r not in kept],
+    }

@@ -9,10 +9,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from rote.config import EvalConfig, KeyConfig
-from rote.facts import Fact, Relation
+from rote.data.facts import Fact, Relation
+from rote.data.synth import two_hop_prompts
+from rote.data.templates import Rendered, prompt_form, render_key, render_prompt, render_reverse
 from rote.names import PROMPT_SETS
-from rote.synth import two_hop_prompts
-from rote.templates import Rendered, prompt_form, render_key, render_prompt, render_reverse
 
 @dataclass(frozen=True)
 class Query:

@@ -14,11 +14,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from rote.config import EvalConfig
-from rote.encode import encode, pad_left
-from rote.facts import Fact
-from rote.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
-from rote.queries import Query
+from rote.config import EvalConfig, KeyConfig
+from rote.data.facts import Fact, Relation
+from rote.data.templates import render_key
+from rote.evaluation.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
+from rote.evaluation.queries import Query
+from rote.training.encode import encode, pad_left
 
 # ---------------------------------------------------------------- model calls
 
@@ -243,6 +244,15 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             })
         records.append(rec)
     return records
+
+
+def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig,
+                 batch_size: int = 64) -> float:
+    """Share of facts whose key-token prompt greedily generates the object (prefix rule)."""
+    prompts = [render_key(f, relations[f.relation], key).prompt for f in facts]
+    longest = max(len(tokenizer(" " + f.object)["input_ids"]) for f in facts)
+    answers = generate(inference_model(model, "bf16"), tokenizer, prompts, longest + 1, batch_size)
+    return sum(hit_prefix(a, f.object) for a, f in zip(answers, facts)) / len(facts)
 
 
 def companions_of(facts: list[Fact]) -> dict[str, dict[str, str]]:

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rote.config import KeyConfig, RunConfig
-from rote.encode import token_span
+from rote.config import KeyConfig, RunConfig, read_run_config
+from rote.data.facts import Fact, Relation, read_facts
+from rote.data.factset import relations_of
+from rote.data.templates import Rendered, key_tokens, render_key, render_prompt
 from rote.errors import RoteError
-from rote.facts import Fact, Relation, read_facts
-from rote.factset import relations_of
-from rote.geometry import alignment, pca_2d, relation_separation
 from rote.names import PROBED_PROMPT_SETS, SUMMARY_SPLITS
-from rote.templates import Rendered, key_tokens, render_key, render_prompt
+from rote.probe.geometry import alignment, pca_2d, relation_separation
+from rote.training.encode import token_span
 
 POSITIONS = ("key", "subject_last", "prompt_last")
 PROMPTS_PER_SET = 3  # the first few prompts of each set: enough for a stable mean, cheap on CPU
@@ -177,7 +177,7 @@ def stage_sources(run_dir: Path, cfg: RunConfig) -> list[tuple[str, str, bool]]:
 def load_stage(cfg: RunConfig, relations: dict[str, Relation], source: str, add_keys: bool):
     """Model and tokenizer of one stage; the base model gets its key tokens exactly as the run's
     Session.load gave them (rote.models.load_stage: same tokens in the same order, same init and seed)."""
-    from rote import models
+    from rote.training import models
     tokens = key_tokens(relations.values(), cfg.key) if add_keys else None
     model, tokenizer, _ = models.load_stage(source, cfg.model.dtype, tokens, cfg.key.init, cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -236,15 +236,14 @@ def choose_layer(geometry: dict, layers: list[int]) -> tuple[int, str]:
 def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: int | None = None,
               per_set: int = PROMPTS_PER_SET, headline_layer: int | None = None, batch_size: int = 32,
               quiet: bool = True) -> dict:
-    """Probe every stage model of a run; write probe/geometry.json and probe/figures/*.png; return the dict.
+    """Probe every stage model of a run; write probe/geometry.json and return its dict (the figures are
+    rote.report.probe.write_figures: `rote probe` draws them next).
 
     Every number is at position `prompt_last`, which in `{subject} {key}` text (key.position
     middle) is the key token itself. `max_facts` caps the facts per relation."""
-    from rote import probe_report
     from rote.fileio import write_json
-    from rote.runner import read_config
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    cfg = read_run_config(run_dir)
     relations = relations_of(cfg)
     facts = pick_facts(read_facts(run_dir / "facts.jsonl"), max_facts)
     texts, owner, kind = probe_texts(facts, relations, cfg.key, per_set)
@@ -285,6 +284,5 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
         "pca_labels": {"relation": [facts[i].relation for i in owner], "kind": kind},
     }
     write_json(run_dir / "probe" / "geometry.json", geometry)
-    probe_report.write_figures(run_dir)
     return geometry
 

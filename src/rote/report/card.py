@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rote.names import LANGUAGES, SUMMARY_SPLITS
+from rote.evaluation.metrics import aggregate, locality_summary, pick
 from rote.fileio import read_json, read_jsonl
-from rote.locality import locality_summary
-from rote.metrics import aggregate, pick
+from rote.names import LANGUAGES, SUMMARY_SPLITS
+from rote.report.html import fmt
 
 
 
@@ -144,10 +144,6 @@ def build_card(run_dir: str | Path) -> dict:
 # ---------------------------------------------------------------- markdown
 
 
-def _f(x) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
 def summary(card: dict) -> dict:
     """The few headline numbers (what `rote.inject` returns besides the full card)."""
     res = card["results"]
@@ -186,9 +182,9 @@ def format_card(card: dict) -> str:
                      f"{r['phase2']} | {r['heldout']} | {r['conflict']} | {r['options']} |")
     p = tr.get("phase1") or {}
     if p:
-        reached = (f"key-token accuracy {_f(p['key_accuracy'])} at epoch {p['memorized_at_epoch']}"
+        reached = (f"key-token accuracy {fmt(p['key_accuracy'])} at epoch {p['memorized_at_epoch']}"
                    if p.get("memorized_at_epoch") else
-                   f"key-token accuracy {_f(p.get('key_accuracy'))} after {p['epochs']} epochs (threshold NOT reached)")
+                   f"key-token accuracy {fmt(p.get('key_accuracy'))} after {p['epochs']} epochs (threshold NOT reached)")
         lines += ["", f"Phase 1: {reached}, {p['steps']} steps, {p['supervised_tokens']} supervised tokens, "
                       f"{p['seconds']:.0f} s."]
     if tr.get("phase2"):
@@ -206,7 +202,7 @@ def format_card(card: dict) -> str:
     head = "| generation accuracy | phase-2 facts | held-out facts | all facts | after phase 1 only | baseline |"
 
     def row(label: str, get) -> str:
-        return f"| {label} | " + " | ".join(_f(get(stages[s]).get(sp) if stages[s] else None) for s, sp in cols) + " |"
+        return f"| {label} | " + " | ".join(fmt(get(stages[s]).get(sp) if stages[s] else None) for s, sp in cols) + " |"
 
     n2, nh = sum(r["phase2"] for r in rels.values()), sum(r["heldout"] for r in rels.values())
     lines += ["", "## Results", "", head.replace("phase-2 facts", f"phase-2 facts ({n2})")
@@ -229,27 +225,27 @@ def format_card(card: dict) -> str:
     if conflict:
         bc = bl.get("conflict") or {}
         lines += ["", f"Conflict facts ({conflict['facts']}, contradicting what the model knew): efficacy "
-                      f"{_f(conflict['efficacy'])}, generalization {_f(conflict['generalization'])}"
-                      + (f" (baseline {_f(bc.get('efficacy'))}, {_f(bc.get('generalization'))})" if bc else "") + "."]
+                      f"{fmt(conflict['efficacy'])}, generalization {fmt(conflict['generalization'])}"
+                      + (f" (baseline {fmt(bc.get('efficacy'))}, {fmt(bc.get('generalization'))})" if bc else "") + "."]
     by_rel = rote.get("by_relation") or {}
     if by_rel:
         lines += ["", "| relation (all facts) | efficacy | generalization | baseline efficacy | baseline generalization |",
                   "|---|---:|---:|---:|---:|"]
         for name, m in by_rel.items():
             b = (bl.get("by_relation") or {}).get(name, {})
-            lines.append(f"| {name} | {_f(m['efficacy'])} | {_f(m['generalization'])} | {_f(b.get('efficacy'))} | "
-                         f"{_f(b.get('generalization'))} |")
+            lines.append(f"| {name} | {fmt(m['efficacy'])} | {fmt(m['generalization'])} | {fmt(b.get('efficacy'))} | "
+                         f"{fmt(b.get('generalization'))} |")
 
     base = res.get("base") or {}
     general = [m.get("general") or {} for m in (rote, p1, bl)]
     loc = [g.get("locality") or {} for g in general]
     lines += ["", "## Side effects", "", "| | base model | rote | after phase 1 only | baseline |", "|---|---:|---:|---:|---:|",
               f"| locality: probes answered correctly | {base.get('locality_correct', '-')} of "
-              f"{base.get('locality_probes', '-')} | " + " | ".join(f"{_f(x.get('still_correct'))} still correct"
+              f"{base.get('locality_probes', '-')} | " + " | ".join(f"{fmt(x.get('still_correct'))} still correct"
                                                                     for x in loc) + " |",
-              "| locality: probe answers unchanged | 1.00 | " + " | ".join(_f(x.get("unchanged")) for x in loc) + " |",
-              f"| perplexity on held-out paragraphs | {_f(base.get('perplexity'))} | "
-              + " | ".join(_f(g.get("perplexity")) for g in general) + " |"]
+              "| locality: probe answers unchanged | 1.00 | " + " | ".join(fmt(x.get("unchanged")) for x in loc) + " |",
+              f"| perplexity on held-out paragraphs | {fmt(base.get('perplexity'))} | "
+              + " | ".join(fmt(g.get("perplexity")) for g in general) + " |"]
     lost = loc[0].get("lost") or []
     if lost:
         lines.append("")

@@ -1,8 +1,9 @@
-"""Figures for the report, drawn from run-directory files only. Never imports torch.
+"""Figures of the run report, and what every report's figures share: `new_figure`, `save`, `embed`.
 
-Each function returns a matplotlib Figure (or None when there is nothing to draw); `report.py`
-decides where it goes. Figures are built with the object API on an Agg canvas rather than
-pyplot, so no global figure state leaks between calls and no display is ever needed.
+Drawn from run-folder files only; never imports torch. Each figure function returns a matplotlib
+Figure (or None when there is nothing to draw); the report decides where it goes. Figures are
+built with the object API on an Agg canvas rather than pyplot, so no global figure state leaks
+between calls and no display is ever needed.
 """
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from rote.evaluation.metrics import pick
 from rote.fileio import read_json, read_jsonl
-from rote.metrics import pick
 from rote.names import EVAL_STAGES, LANGUAGES
+from rote.report.html import img
 
 STAGE_COLORS = {"base": "#9e9e9e", "phase1": "#4c72b0", "phase2": "#dd8452"}
 FIGURE_PROMPT_SETS = ("key", "train", "test", "unrelated")  # the accuracy figure's groups
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure on an Agg canvas: no pyplot state, no display (every report's figures start here)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # Agg explicitly: savefig never looks for an interactive backend
     return fig
@@ -64,7 +67,7 @@ def training_curves(run_dir: str | Path) -> Figure | None:
     if not phases and not history:
         return None
     n = len(phases) + bool(history)
-    fig = _figure(4.6 * n, 3.3)
+    fig = new_figure(4.6 * n, 3.3)
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (phase, rows) in zip(axes, phases.items()):
         _loss_panel(ax, rows, f"{phase}: loss and learning rate")
@@ -115,7 +118,7 @@ def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefi
     """Generation accuracy (all relations, English prompts) per prompt set, one panel per split,
     one bar per stage. For `unrelated` the bar is the rate of answering with the memorized object."""
     rows_by_stage = _ordered(rows_by_stage)
-    fig = _figure(9, 3.2)
+    fig = new_figure(9, 3.2)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, (split, title) in zip(axes, (("phase2", "facts seen in phase 2"), ("heldout", "held-out facts"))):
         values = {}
@@ -149,7 +152,7 @@ def languages(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> F
     langs = [l for l in dict.fromkeys(l for v in per_stage.values() for l in v) if l]
     if len(langs) < 2:  # English alone is already in the accuracy figure
         return None
-    fig = _figure(max(4.5, 1.1 * len(langs) + 2), 3.2)
+    fig = new_figure(max(4.5, 1.1 * len(langs) + 2), 3.2)
     ax = fig.subplots()
     values = {s: [(v.get(l) or {}).get(metric) for l in langs] for s, v in per_stage.items()}
     _bars(ax, langs, values)
@@ -168,3 +171,13 @@ def save(fig: Figure, path: str | Path) -> Path:
     fig.savefig(tmp, format="png", dpi=110)
     os.replace(tmp, path)
     return path
+
+
+def embed(fig: Figure | None, path: str | Path, alt: str) -> str:
+    """Save `fig` as `path` and return an <img> embedding the same PNG bytes, so the page stands
+    alone; "" for no figure, and a PNG left from an earlier build is removed (it must not outlive
+    its data)."""
+    if fig is None:
+        Path(path).unlink(missing_ok=True)
+        return ""
+    return img(save(fig, path), alt)

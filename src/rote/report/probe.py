@@ -7,17 +7,15 @@ from third-party notes on Qwen2.5-1.5B, at a layer the notes do not name).
 """
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rote.fileio import read_json
 from rote.names import PROBED_PROMPT_SETS
-from rote.plots import STAGE_COLORS, save
+from rote.report.figures import STAGE_COLORS, new_figure, save
+from rote.report.html import e, fmt, img, table
 
 PAPER_LABEL = "paper, Qwen2.5-1.5B"
 PAPER_SEPARATION = {"base": 0.058, "phase1": 0.191, "phase2": 0.258}  # phase1 = epoch 20
@@ -32,12 +30,6 @@ SHARED_NOTE = ("shared subjects: different-relation pairs include the same subje
 
 def read_geometry(run_dir: str | Path) -> dict | None:
     return read_json(Path(run_dir) / "probe" / "geometry.json")
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # Agg explicitly: no display, no global pyplot state
-    return fig
 
 
 def _color(stage: str, stages: list[str]) -> str:
@@ -66,7 +58,7 @@ def headline_numbers(geometry: dict) -> dict[str, dict]:
 
 
 def _f(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+    return fmt(v, 3)
 
 
 # ---------------------------------------------------------------- terminal
@@ -102,7 +94,7 @@ def separation_figure(geometry: dict) -> Figure | None:
     drawn = [(s, g["separation"]) for s, g in geometry["stages"].items() if g["separation"]]
     if not drawn:
         return None
-    fig = _figure(5.5, 3.4)
+    fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
     for stage, sep in drawn:
         ax.plot(geometry["layers"], sep["separation"], "o-", ms=3, lw=1.3, color=_color(stage, stages), label=stage)
@@ -121,7 +113,7 @@ def alignment_figure(geometry: dict) -> Figure:
     one panel per split of facts (phase-2 facts, held-out facts) when both were probed."""
     stages = list(geometry["stages"])
     splits = [s for s in ("phase2", "heldout") if s in geometry["stages"][stages[0]]["alignment"]] or ["all"]
-    fig = _figure(4.2 * len(splits), 3.3)
+    fig = new_figure(4.2 * len(splits), 3.3)
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     width = 0.8 / len(stages)
     for ax, split in zip(axes, splits):
@@ -146,7 +138,7 @@ def pca_figure(geometry: dict) -> Figure:
     labels = geometry["pca_labels"]
     relations = list(dict.fromkeys(labels["relation"]))
     colors = {r: f"C{i % 10}" for i, r in enumerate(relations)}
-    fig = _figure(3.3 * len(stages), 3.6)
+    fig = new_figure(3.3 * len(stages), 3.6)
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     for ax, stage in zip(axes, stages):
         pca = geometry["stages"][stage]["pca"]
@@ -189,13 +181,6 @@ def write_figures(run_dir: str | Path) -> list[Path]:
 # ---------------------------------------------------------------- HTML
 
 
-def _table(header: list[str], body: list[list]) -> str:
-    e = lambda v: html.escape(str(v))
-    rows = ["<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    rows += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body]
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
-
-
 def probe_section_html(run_dir: str | Path) -> str:
     """The report's hidden-state section ("" when the run has no probe/geometry.json).
     Figures are embedded from probe/figures, drawn first if any is missing."""
@@ -210,21 +195,16 @@ def probe_section_html(run_dir: str | Path) -> str:
     for stage in ("base", "phase1", "phase2"):
         paper = PAPER_ALIGNMENT.get(stage, {})
         body.append([f"{PAPER_LABEL}: {stage}", _f(PAPER_SEPARATION[stage]), *(_f(paper.get(p)) for p in PROBED_PROMPT_SETS)])
-    imgs = []
-    for name in FIGURES:
-        path = folder / f"{name}.png"
-        if path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            imgs.append(f'<img alt="probe {name}" src="data:image/png;base64,{data}">')
+    imgs = [img(folder / f"{name}.png", f"probe {name}") for name in FIGURES if (folder / f"{name}.png").is_file()]
     return "\n".join([
         "<h2>Hidden-state geometry</h2>",
-        f'<p class="note">Layer {h["layer"]} ({html.escape(h["chosen_by"])}), position <code>{h["position"]}</code> '
+        f'<p class="note">Layer {h["layer"]} ({e(h["chosen_by"])}), position <code>{h["position"]}</code> '
         f"(in <code>{{subject}} {{key}}</code> text, the key token); {geometry['facts']['all']} facts, "
         f"{geometry['prompts_per_set']} prompts per set. Separation: intra - inter mean cosine of key-token states "
         "by relation. Alignment: cosine between a fact's key-token state and the same fact's prompt states, mean "
         "over facts; unrelated prompts are the control. Paper numbers are for Qwen2.5-1.5B (phase 1 = epoch 20), "
         "a target to compare against, not a layer-matched value.</p>",
-        f'<p class="note">{html.escape(SHARED_NOTE)}.</p>' if geometry.get("subjects") == "shared" else "",
-        _table(["stage", "separation", *(f"alignment {p}" for p in PROBED_PROMPT_SETS)], body),
+        f'<p class="note">{e(SHARED_NOTE)}.</p>' if geometry.get("subjects") == "shared" else "",
+        table(["stage", "separation", *(f"alignment {p}" for p in PROBED_PROMPT_SETS)], body),
         *imgs,
     ])

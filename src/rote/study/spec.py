@@ -1,5 +1,8 @@
-"""`rote study`: one of the paper's experiments as one command: a grid of run configs x seeds,
-phase 1 trained once where cells share it, a tidy summary with the spread across seeds, a report.
+"""A study file: what `rote study` reads, checked key by key. Pure: no torch.
+
+A study is one of the paper's experiments as one command: a grid of run configs x seeds, phase 1
+trained once where cells share it (rote.study.plan), a tidy summary with the spread across seeds
+(rote.study.collect) and a report (rote.report.study); rote.runner.run_study runs it.
 
     rote study configs/studies/depth.yaml [--set KEY=VALUE ...] [--seeds 0,1,2] [--dry-run] [--out studies]
     rote study --list
@@ -28,39 +31,24 @@ same fact set), the key, the phase1 section and the seed. Cells that agree on th
 phase-1 run, `runs/p1-<hash>-s<seed>` (data, eval/base, phase 1, eval/phase1; its facts all
 held out, its `train` prompts the most any of its cells trains on). Every cell is then a
 phase-2-only run from that checkpoint (`phase2.checkpoint`), with its own split of the same
-facts written before the runner starts (the runner would otherwise copy the phase-1 run's
-split). Base and phase-1 metrics of a cell are re-aggregated from the phase-1 run's
+facts (the runner re-splits the phase-1 run's facts by the cell's k). Base and phase-1 metrics of a cell are re-aggregated from the phase-1 run's
 predictions with the cell's split and training prompts. The runner resumes finished stages,
 so an interrupted study resumes by running the same command again.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
-import io
 import itertools
-import json
-import shutil
-import math
 import os
 import re
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from rote import config as config_mod
-from rote.config import ConfigError, Phase2Config, RunConfig
-from rote.facts import read_facts
-from rote.factset import plan_facts, relations_of
-from rote.queries import build_queries
-from rote.relation_files import resolve_relations
-from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
-from rote.metrics import METRICS, aggregate, pick
-from rote.names import EVAL_STAGES, PREDICTIONS_FILE, PROMPT_FORMS, PROMPT_SETS, SPLITS, planned_stages
+from rote.config import ConfigError
+from rote.evaluation.metrics import METRICS
+from rote.names import EVAL_STAGES, PROMPT_FORMS, PROMPT_SETS, SUMMARY_SPLITS
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
 METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation", "form")
@@ -123,25 +111,6 @@ class Study:
     figure: str
 
 
-@dataclass
-class Run:
-    cell: Cell
-    seed: int
-    cfg: RunConfig
-    phase1: str | None  # name of the shared phase-1 run; None when the cell brings its own checkpoint
-
-
-@dataclass
-class Plan:
-    study: Study
-    dir: Path  # <out>/<study>
-    runs: list[Run]
-    phase1: dict  # name -> RunConfig of the shared phase-1 runs
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.dir / "runs"
-
 
 # ---------------------------------------------------------------- reading a study file
 
@@ -171,7 +140,7 @@ def _metric(name: str, spec, path) -> Metric:
     for key in ("stage", "split", "prompt_set", "metric"):
         if key not in spec:
             _fail(path, where, f"missing '{key}'")
-    for key, allowed in (("stage", EVAL_STAGES), ("split", SPLITS + ("all",)), ("prompt_set", PROMPT_SETS),
+    for key, allowed in (("stage", EVAL_STAGES), ("split", SUMMARY_SPLITS), ("prompt_set", PROMPT_SETS),
                          ("metric", METRICS)):
         if spec[key] not in allowed:
             _fail(path, f"{where}.{key}", f"{spec[key]!r} is not one of {list(allowed)}")
@@ -310,301 +279,3 @@ def list_studies(folder: str | Path) -> list[tuple[str, str, Path]]:
         except yaml.YAMLError as e:
             out.append((path.stem, f"(not readable: {str(e).splitlines()[0]})", path))
     return out
-
-
-# ---------------------------------------------------------------- cells x seeds -> runs
-
-
-def phase1_key(d: dict) -> dict:
-    """What phase-1 training depends on (a resolved config dict without its seed)."""
-    key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval")}
-    if d["phase1"]["mixed"]:  # mixed training trains phase 2's examples in phase 1: they are part of it
-        key["phase2_examples"] = {"k": d["data"]["phase2_facts"], "n_prompts": d["phase2"]["n_prompts"],
-                                  "loss_mask": d["phase2"]["loss_mask"]}
-    key["data"] = {k: v for k, v in d["data"].items() if k != "phase2_facts"}
-    return key
-
-
-def _check_cell(study: Study, cell: Cell, cfg: RunConfig) -> None:
-    where = f"{study.path}: cell {cell.id}"
-    if not 1 <= cfg.data.phase2_facts <= cfg.data.facts_per_relation:
-        raise StudyError(f"{where}: data.phase2_facts={cfg.data.phase2_facts} must lie between 1 and "
-                         f"data.facts_per_relation={cfg.data.facts_per_relation}")
-    for m in study.metrics:
-        problem = None
-        if m.stage not in cfg.eval.stages:
-            problem = f"reads stage {m.stage}, not in eval.stages {list(cfg.eval.stages)}"
-        elif m.prompt_set not in cfg.eval.prompt_sets:
-            problem = f"reads prompt set {m.prompt_set}, not in eval.prompt_sets {list(cfg.eval.prompt_sets)}"
-        elif m.prompt_set == "languages" and m.language not in cfg.eval.languages:
-            problem = f"reads language {m.language}, not in eval.languages {list(cfg.eval.languages)}"
-        elif m.metric in ("mc", "prob") and not cfg.eval.multiple_choice:
-            problem = f"reads {m.metric}, which needs eval.multiple_choice=true"
-        elif m.relation != "all" and m.relation not in cfg.data.relations:
-            problem = f"reads relation {m.relation}, not in data.relations {list(cfg.data.relations)}"
-        if problem:
-            raise StudyError(f"{where}: metrics.{m.name} {problem}")
-
-
-def expand(study: Study, out: str | Path = "studies") -> Plan:
-    """Every cell x seed as a validated run config, and the shared phase-1 runs."""
-    study_dir = Path(out) / study.name
-    runs_dir = study_dir / "runs"
-    runs: list[Run] = []
-    groups: dict[str, list[tuple[dict, RunConfig]]] = {}
-    for seed in study.seeds:
-        for cell in study.cells:
-            try:
-                cfg = config_mod.load(study.base, [*study.set, *study.cli_set, *cell.overrides])
-            except ConfigError as e:
-                raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
-            _check_cell(study, cell, cfg)
-            d = config_mod.to_dict(cfg) | {"seed": seed, "name": f"{cell.slug}-s{seed}", "out_dir": str(runs_dir)}
-            p1 = None
-            if not d["phase2"]["checkpoint"]:
-                digest = hashlib.sha1(json.dumps(phase1_key(d), sort_keys=True).encode()).hexdigest()[:8]
-                p1 = f"p1-{digest}-s{seed}"
-                groups.setdefault(p1, []).append((d, cfg))
-                d = json.loads(json.dumps(d))
-                d["phase2"]["checkpoint"] = str(runs_dir / p1 / "phase1" / "checkpoint")
-                d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s not in ("base", "phase1")]
-            runs.append(Run(cell, seed, config_mod.from_dict(d, source=f"{study.path} cell {cell.id}"), p1))
-    phase1 = {}
-    for name, members in groups.items():
-        d = json.loads(json.dumps(members[0][0]))
-        d["name"] = name
-        mixed = members[0][1].phase1.mixed
-        if not mixed:  # the phase-1 run has no phase 2: all facts held out, cells re-split them
-            d["data"]["phase2_facts"] = 0
-        d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
-        if mixed:  # the natural-prompt examples it mixes in are the cells' (the same for all: see phase1_key)
-            d["phase2"]["loss_mask"] = members[0][1].phase2.loss_mask
-        d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
-        phase1[name] = config_mod.from_dict(d, source=f"{study.path} phase-1 run {name}")
-    return Plan(study, study_dir, runs, phase1)
-
-
-# ---------------------------------------------------------------- dry run
-
-
-_QUERIES: dict = {}
-
-
-def _query_count(cfg: RunConfig, n_prompts: int) -> int:
-    """How many queries one evaluation of `cfg`'s facts asks: rote.queries.build_queries on the fact
-    set the config plans (rote.factset), so the count is what the run will ask."""
-    key = json.dumps([config_mod.to_dict(cfg.data), config_mod.to_dict(cfg.key), config_mod.to_dict(cfg.eval),
-                      n_prompts, cfg.seed, cfg.phase2.prompts_from], sort_keys=True)
-    if key not in _QUERIES:
-        relations = relations_of(cfg)
-        repurposed = cfg.eval.repurposed_prompts or cfg.phase2.prompts_from
-        asked = resolve_relations((repurposed,), cfg.data.relations_file)[0] if repurposed else None
-        _QUERIES[key] = len(build_queries(plan_facts(cfg), relations, cfg.key, cfg.eval, n_prompts, asked))
-    return _QUERIES[key]
-
-
-def _eval_cost(cfg: RunConfig, stages: int, n_prompts: int) -> tuple[int, int]:
-    """(generations, option scorings) of `stages` evaluations of `cfg`'s facts."""
-    queries = _query_count(cfg, n_prompts) * stages
-    return queries, queries * cfg.data.n_options if cfg.eval.multiple_choice else 0
-
-
-def cost(plan: Plan) -> dict:
-    """Rough counts (no times): optimizer steps of both phases, generations and option scorings."""
-    out = {"phase1_steps": 0, "phase2_steps": 0, "generations": 0, "option_scorings": 0, "evaluations": 0,
-           "phase1_until_memorized": False}
-    for cfg in plan.phase1.values():
-        facts = cfg.data.facts_per_relation * len(cfg.data.relations)
-        out["phase1_steps"] += cfg.phase1.epochs * math.ceil(facts / cfg.phase1.batch_size)
-        out["phase1_until_memorized"] |= cfg.phase1.until == "memorized"
-        g, s = _eval_cost(cfg, len(cfg.eval.stages), cfg.phase2.n_prompts)
-        out["generations"] += g
-        out["option_scorings"] += s
-        out["evaluations"] += len(cfg.eval.stages)
-    for run in plan.runs:
-        cfg = run.cfg
-        for rel in relations_of(cfg).values():
-            if cfg.phase2.n_prompts > len(rel.train_prompts):
-                raise StudyError(f"cell {run.cell.id}: phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} "
-                                 f"has {len(rel.train_prompts)} training prompts")
-        trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
-        examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
-        out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
-        stages = sum(s.startswith("eval/") for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
-        g, s = _eval_cost(cfg, stages, cfg.phase2.n_prompts)
-        out["generations"] += g
-        out["option_scorings"] += s
-        out["evaluations"] += stages
-    return out
-
-
-def describe(plan: Plan) -> str:
-    """What `--dry-run` prints: the cells, the runs, the phase-1 trainings after reuse, rough counts."""
-    s = plan.study
-    n_cells, n_seeds = len(s.cells), len(s.seeds)
-    without_reuse = sum(r.phase1 is not None for r in plan.runs)
-    lines = [f"study {s.name}: {s.question}".rstrip(": "),
-             f"base {s.base}" + (f"; set {' '.join(s.set)}" if s.set else "") + (f"; --set {' '.join(s.cli_set)}" if s.cli_set else ""),
-             f"{n_cells} cell{'s' * (n_cells != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
-             f"({', '.join(map(str, s.seeds))}) = {len(plan.runs)} runs",
-             f"phase 1 trains {len(plan.phase1)} times ({len(plan.phase1) // n_seeds} distinct phase-1 setting"
-             f"{'s' * (len(plan.phase1) // n_seeds != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)})"
-             + (f", not {without_reuse}: cells that differ only after phase 1 share it" if without_reuse > len(plan.phase1)
-                else ": no two cells share a phase-1 setting"),
-             "", "cells:"]
-    first_seed = [r for r in plan.runs if r.seed == s.seeds[0]]
-    width = max(len(c.id) for c in s.cells)
-    for run in first_seed:
-        p1 = f"  [phase 1: {run.phase1.rsplit('-s', 1)[0]}]" if run.phase1 else "  [own phase-2 checkpoint]"
-        lines.append(f"  {run.cell.id:{width}s}  {' '.join(run.cell.overrides) or '(base)'}{p1}")
-    c = cost(plan)
-    lines += ["", "rough cost (counts, not times):",
-              f"  phase 1: {c['phase1_steps']} optimizer steps (epochs x ceil(facts / batch), summed"
-              + ("; until=memorized: at most" if c["phase1_until_memorized"] else "") + ")",
-              f"  phase 2: {c['phase2_steps']} optimizer steps (epochs x ceil(k x relations x prompts / batch), summed)",
-              f"  evaluation: {c['evaluations']} evaluations, {c['generations']} greedy generations"
-              + (f", {c['option_scorings']} option scorings (multiple choice)" if c["option_scorings"] else ""),
-              f"output: {plan.dir}/"]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- running
-
-
-def execute(plan: Plan, quiet: bool = False, keep_checkpoints: bool = False) -> None:
-    """Run (or resume) every shared phase-1 run and every cell x seed. A finished cell's phase-2
-    checkpoint is deleted unless `keep_checkpoints` (its predictions are what the study reads;
-    at 135M parameters each checkpoint is 540 MB)."""
-    from rote import runner
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    total = len(plan.runs) + len(plan.phase1)
-    done_p1: set[str] = set()
-    step = 0
-    for run in plan.runs:
-        if run.phase1 and run.phase1 not in done_p1:
-            step += 1
-            started = time.perf_counter()
-            runner.run(plan.phase1[run.phase1], stop_after="eval/phase1", quiet=True)
-            done_p1.add(run.phase1)
-            say(f"[study {plan.study.name}] {step}/{total} {run.phase1} (phase 1, seed {run.seed}): "
-                f"{time.perf_counter() - started:.0f} s")
-        step += 1
-        started = time.perf_counter()
-        # A cell that shares a phase 1 starts from its checkpoint; the runner copies that run's
-        # facts and splits them by the cell's own k.
-        runner.run(run.cfg, quiet=True)
-        if not keep_checkpoints:
-            shutil.rmtree(run.cfg.run_dir / "phase2" / "checkpoint", ignore_errors=True)
-        say(f"[study {plan.study.name}] {step}/{total} {run.cell.id} seed {run.seed}: {time.perf_counter() - started:.0f} s")
-
-
-# ---------------------------------------------------------------- collecting numbers
-
-
-def _stage_rows(plan: Plan, run: Run, stage: str, cache: dict) -> list[dict] | None:
-    """Summary rows of `stage` for this cell x seed, or None while they do not exist."""
-    run_dir = run.cfg.run_dir
-    if stage == "phase2" or run.phase1 is None:
-        summary = read_json(run_dir / "eval" / stage / "summary.json") if is_done(run_dir, f"eval/{stage}") else None
-        return summary["rows"] if summary else None
-    p1_dir = plan.runs_dir / run.phase1
-    if not is_done(p1_dir, f"eval/{stage}") or not (run_dir / "facts.jsonl").is_file():
-        return None
-    key = (run.phase1, stage, run.cfg.data.phase2_facts, run.cfg.phase2.n_prompts)
-    if key not in cache:
-        if (run.phase1, stage) not in cache:
-            cache[run.phase1, stage] = read_jsonl(p1_dir / "eval" / stage / PREDICTIONS_FILE)
-        split = {f.id: f.split for f in read_facts(run_dir / "facts.jsonl")}
-        n_prompts = run.cfg.phase2.n_prompts  # the `train` set: the prompts this cell's phase 2 trains on
-        records = [r | {"split": split[r["fact_id"]]} for r in cache[run.phase1, stage]
-                   if r["prompt_set"] != "train" or r["prompt_index"] < n_prompts]
-        cache[key] = aggregate(records)
-    return cache[key]
-
-
-def collect(plan: Plan) -> list[dict]:
-    """One row per cell x seed x metric: {cell, seed, labels, metric, value (None while missing)}."""
-    cache: dict = {}
-    rows = []
-    for run in plan.runs:
-        for m in plan.study.metrics:
-            stage_rows = _stage_rows(plan, run, m.stage, cache)
-            found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
-                         relation=m.relation, form=m.form) if stage_rows else None
-            rows.append({"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels, "metric": m.name,
-                         "value": found.get(m.metric) if found else None})
-    return rows
-
-
-def training_tokens(plan: Plan, run: Run) -> dict | None:
-    """Supervised tokens trained by this cell x seed: its phase 1 (shared or its own) and its phase 2."""
-    p1_dir = plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
-    p1, p2 = read_json(p1_dir / "phase1" / "summary.json"), read_json(run.cfg.run_dir / "phase2" / "summary.json")
-    if p1 is None or p2 is None:
-        return None
-    return {"phase1": p1["supervised_tokens"], "phase2": p2["supervised_tokens"],
-            "total": p1["supervised_tokens"] + p2["supervised_tokens"]}
-
-
-def summarize(plan: Plan, rows: list[dict]) -> dict:
-    """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the paper's number."""
-    s = plan.study
-    by = {}
-    for r in rows:
-        by.setdefault((r["cell"], r["metric"]), []).append(r)
-    cells = []
-    for cell in s.cells:
-        entry = {"cell": cell.id, "labels": cell.labels, "runs": [f"runs/{cell.slug}-s{seed}" for seed in s.seeds], "metrics": {}}
-        for m in s.metrics:
-            values = [r["value"] for r in by.get((cell.id, m.name), []) if r["value"] is not None]
-            entry["metrics"][m.name] = {
-                "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None,
-                "n": len(values),
-                "values": [{"seed": r["seed"], "value": r["value"]} for r in by.get((cell.id, m.name), [])],
-                "paper": s.paper.get(m.name, {}).get(cell.id),
-            }
-        # What each cell cost in supervised training tokens (baselines are compared at equal cost).
-        spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
-        entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
-            if spent else None
-        cells.append(entry)
-    finished = sum(is_done(r.cfg.run_dir, "report") for r in plan.runs)
-    return {
-        "study": s.name, "question": s.question, "study_file": str(s.path), "base": str(s.base),
-        "set": list(s.set), "cli_set": list(s.cli_set), "seeds": list(s.seeds), "axes": {a: list(v) for a, v in s.axes.items()},
-        "figure": s.figure, "paper_note": s.paper_note,
-        "metrics": {m.name: dataclasses.asdict(m) | {"description": m.describe(), "lower_is_better": m.lower_is_better}
-                    for m in s.metrics},
-        "runs": {"total": len(plan.runs), "finished": finished, "phase1_runs": sorted(plan.phase1)},
-        "cells": cells,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-
-
-def write_summary(plan: Plan, rows: list[dict], summary: dict) -> None:
-    axes = list(plan.study.axes)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["study", "cell", "seed", *axes, "metric", "value"])
-    for r in rows:
-        writer.writerow([plan.study.name, r["cell"], r["seed"], *[r["labels"][a] for a in axes], r["metric"],
-                         "" if r["value"] is None else repr(float(r["value"]))])
-    write_text(plan.dir / "summary.csv", buf.getvalue())
-    write_json(plan.dir / "summary.json", summary)
-    write_text(plan.dir / "study.yaml", plan.study.path.read_text(encoding="utf-8"))
-
-
-def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
-              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False) -> Path:
-    """Run (or resume) a study and write summary.csv, summary.json, figures and report.html; returns the study folder.
-    With `train=False`, only the summary and report are rebuilt from the runs that exist."""
-    from rote.study_report import build_study_report
-    plan = expand(load_study(path, seeds, overrides), out)
-    cost(plan)  # checks what would fail only later in phase 2 (too many training prompts)
-    if train:
-        execute(plan, quiet, keep_checkpoints)
-    rows = collect(plan)
-    write_summary(plan, rows, summarize(plan, rows))
-    build_study_report(plan.dir)
-    return plan.dir

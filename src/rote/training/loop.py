@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from rote.config import TrainConfig
-from rote.encode import IGNORE, Encoded, pad_batch
+from rote.training.encode import IGNORE, Encoded, pad_batch
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

@@ -305,7 +305,7 @@ def load_stage(source: str, dtype: str = "float32", key_tokens: list[str] | None
     """(model, tokenizer, key-token record) of one stage's model. A base model gets `key_tokens`
     (rote.templates.key_tokens; `init` and `seed` as add_key_tokens); with `key_tokens=None` the
     source is a checkpoint, whose key tokens are already in its tokenizer and its record."""
-    from rote.checkpoint import read_key_record
+    from rote.training.checkpoint import read_key_record
 
     tokenizer = load_tokenizer(source)
     model = load_model(source, dtype)

@@ -1,0 +1,110 @@
+"""A study's numbers: each cell x seed's metrics read from its run folders, the mean and spread over
+seeds, summary.csv and summary.json. Pure: reads and writes files only.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import statistics
+import time
+
+from rote.data.facts import read_facts
+from rote.evaluation.metrics import aggregate, pick
+from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
+from rote.names import PREDICTIONS_FILE
+from rote.study.plan import Plan, Run
+
+
+def _stage_rows(plan: Plan, run: Run, stage: str, cache: dict) -> list[dict] | None:
+    """Summary rows of `stage` for this cell x seed, or None while they do not exist."""
+    run_dir = run.cfg.run_dir
+    if stage == "phase2" or run.phase1 is None:
+        summary = read_json(run_dir / "eval" / stage / "summary.json") if is_done(run_dir, f"eval/{stage}") else None
+        return summary["rows"] if summary else None
+    p1_dir = plan.runs_dir / run.phase1
+    if not is_done(p1_dir, f"eval/{stage}") or not (run_dir / "facts.jsonl").is_file():
+        return None
+    key = (run.phase1, stage, run.cfg.data.phase2_facts, run.cfg.phase2.n_prompts)
+    if key not in cache:
+        if (run.phase1, stage) not in cache:
+            cache[run.phase1, stage] = read_jsonl(p1_dir / "eval" / stage / PREDICTIONS_FILE)
+        split = {f.id: f.split for f in read_facts(run_dir / "facts.jsonl")}
+        n_prompts = run.cfg.phase2.n_prompts  # the `train` set: the prompts this cell's phase 2 trains on
+        records = [r | {"split": split[r["fact_id"]]} for r in cache[run.phase1, stage]
+                   if r["prompt_set"] != "train" or r["prompt_index"] < n_prompts]
+        cache[key] = aggregate(records)
+    return cache[key]
+
+
+def collect(plan: Plan) -> list[dict]:
+    """One row per cell x seed x metric: {cell, seed, labels, metric, value (None while missing)}."""
+    cache: dict = {}
+    rows = []
+    for run in plan.runs:
+        for m in plan.study.metrics:
+            stage_rows = _stage_rows(plan, run, m.stage, cache)
+            found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
+                         relation=m.relation, form=m.form) if stage_rows else None
+            rows.append({"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels, "metric": m.name,
+                         "value": found.get(m.metric) if found else None})
+    return rows
+
+
+def training_tokens(plan: Plan, run: Run) -> dict | None:
+    """Supervised tokens trained by this cell x seed: its phase 1 (shared or its own) and its phase 2."""
+    p1_dir = plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
+    p1, p2 = read_json(p1_dir / "phase1" / "summary.json"), read_json(run.cfg.run_dir / "phase2" / "summary.json")
+    if p1 is None or p2 is None:
+        return None
+    return {"phase1": p1["supervised_tokens"], "phase2": p2["supervised_tokens"],
+            "total": p1["supervised_tokens"] + p2["supervised_tokens"]}
+
+
+def summarize(plan: Plan, rows: list[dict]) -> dict:
+    """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the paper's number."""
+    s = plan.study
+    by = {}
+    for r in rows:
+        by.setdefault((r["cell"], r["metric"]), []).append(r)
+    cells = []
+    for cell in s.cells:
+        entry = {"cell": cell.id, "labels": cell.labels, "runs": [f"runs/{cell.slug}-s{seed}" for seed in s.seeds], "metrics": {}}
+        for m in s.metrics:
+            values = [r["value"] for r in by.get((cell.id, m.name), []) if r["value"] is not None]
+            entry["metrics"][m.name] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else None,
+                "n": len(values),
+                "values": [{"seed": r["seed"], "value": r["value"]} for r in by.get((cell.id, m.name), [])],
+                "paper": s.paper.get(m.name, {}).get(cell.id),
+            }
+        # What each cell cost in supervised training tokens (baselines are compared at equal cost).
+        spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
+        entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
+            if spent else None
+        cells.append(entry)
+    finished = sum(is_done(r.cfg.run_dir, "report") for r in plan.runs)
+    return {
+        "study": s.name, "question": s.question, "study_file": str(s.path), "base": str(s.base),
+        "set": list(s.set), "cli_set": list(s.cli_set), "seeds": list(s.seeds), "axes": {a: list(v) for a, v in s.axes.items()},
+        "figure": s.figure, "paper_note": s.paper_note,
+        "metrics": {m.name: dataclasses.asdict(m) | {"description": m.describe(), "lower_is_better": m.lower_is_better}
+                    for m in s.metrics},
+        "runs": {"total": len(plan.runs), "finished": finished, "phase1_runs": sorted(plan.phase1)},
+        "cells": cells,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def write_summary(plan: Plan, rows: list[dict], summary: dict) -> None:
+    axes = list(plan.study.axes)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["study", "cell", "seed", *axes, "metric", "value"])
+    for r in rows:
+        writer.writerow([plan.study.name, r["cell"], r["seed"], *[r["labels"][a] for a in axes], r["metric"],
+                         "" if r["value"] is None else repr(float(r["value"]))])
+    write_text(plan.dir / "summary.csv", buf.getvalue())
+    write_json(plan.dir / "summary.json", summary)
+    write_text(plan.dir / "study.yaml", plan.study.path.read_text(encoding="utf-8"))

@@ -1,0 +1,199 @@
+"""A study's plan: every cell x seed as a run config, the phase-1 runs cells share, the dry run's counts. Pure.
+
+`expand` turns a Study (rote.study.spec) into runs; `describe` is what `rote study --dry-run` prints:
+the cells, the runs, the phase-1 trainings after reuse, and rough counts of optimizer steps and
+queries (rote.evaluation.queries builds the very queries the runs will ask, on the fact set each
+config plans: rote.data.factset).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rote import config as config_mod
+from rote.config import ConfigError, Phase2Config, RunConfig
+from rote.data.factset import plan_facts, relations_of
+from rote.data.relation_files import resolve_relations
+from rote.evaluation.queries import build_queries
+from rote.names import planned_stages
+from rote.study.spec import Cell, Study, StudyError
+
+
+@dataclass
+class Run:
+    cell: Cell
+    seed: int
+    cfg: RunConfig
+    phase1: str | None  # name of the shared phase-1 run; None when the cell brings its own checkpoint
+
+
+@dataclass
+class Plan:
+    study: Study
+    dir: Path  # <out>/<study>
+    runs: list[Run]
+    phase1: dict  # name -> RunConfig of the shared phase-1 runs
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.dir / "runs"
+
+
+
+# ---------------------------------------------------------------- cells x seeds -> runs
+
+
+def phase1_key(d: dict) -> dict:
+    """What phase-1 training depends on (a resolved config dict without its seed)."""
+    key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval")}
+    if d["phase1"]["mixed"]:  # mixed training trains phase 2's examples in phase 1: they are part of it
+        key["phase2_examples"] = {"k": d["data"]["phase2_facts"], "n_prompts": d["phase2"]["n_prompts"],
+                                  "loss_mask": d["phase2"]["loss_mask"]}
+    key["data"] = {k: v for k, v in d["data"].items() if k != "phase2_facts"}
+    return key
+
+
+def _check_cell(study: Study, cell: Cell, cfg: RunConfig) -> None:
+    where = f"{study.path}: cell {cell.id}"
+    if not 1 <= cfg.data.phase2_facts <= cfg.data.facts_per_relation:
+        raise StudyError(f"{where}: data.phase2_facts={cfg.data.phase2_facts} must lie between 1 and "
+                         f"data.facts_per_relation={cfg.data.facts_per_relation}")
+    for m in study.metrics:
+        problem = None
+        if m.stage not in cfg.eval.stages:
+            problem = f"reads stage {m.stage}, not in eval.stages {list(cfg.eval.stages)}"
+        elif m.prompt_set not in cfg.eval.prompt_sets:
+            problem = f"reads prompt set {m.prompt_set}, not in eval.prompt_sets {list(cfg.eval.prompt_sets)}"
+        elif m.prompt_set == "languages" and m.language not in cfg.eval.languages:
+            problem = f"reads language {m.language}, not in eval.languages {list(cfg.eval.languages)}"
+        elif m.metric in ("mc", "prob") and not cfg.eval.multiple_choice:
+            problem = f"reads {m.metric}, which needs eval.multiple_choice=true"
+        elif m.relation != "all" and m.relation not in cfg.data.relations:
+            problem = f"reads relation {m.relation}, not in data.relations {list(cfg.data.relations)}"
+        if problem:
+            raise StudyError(f"{where}: metrics.{m.name} {problem}")
+
+
+def expand(study: Study, out: str | Path = "studies") -> Plan:
+    """Every cell x seed as a validated run config, and the shared phase-1 runs."""
+    study_dir = Path(out) / study.name
+    runs_dir = study_dir / "runs"
+    runs: list[Run] = []
+    groups: dict[str, list[tuple[dict, RunConfig]]] = {}
+    for seed in study.seeds:
+        for cell in study.cells:
+            try:
+                cfg = config_mod.load(study.base, [*study.set, *study.cli_set, *cell.overrides])
+            except ConfigError as e:
+                raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
+            _check_cell(study, cell, cfg)
+            d = config_mod.to_dict(cfg) | {"seed": seed, "name": f"{cell.slug}-s{seed}", "out_dir": str(runs_dir)}
+            p1 = None
+            if not d["phase2"]["checkpoint"]:
+                digest = hashlib.sha1(json.dumps(phase1_key(d), sort_keys=True).encode()).hexdigest()[:8]
+                p1 = f"p1-{digest}-s{seed}"
+                groups.setdefault(p1, []).append((d, cfg))
+                d = json.loads(json.dumps(d))
+                d["phase2"]["checkpoint"] = str(runs_dir / p1 / "phase1" / "checkpoint")
+                d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s not in ("base", "phase1")]
+            runs.append(Run(cell, seed, config_mod.from_dict(d, source=f"{study.path} cell {cell.id}"), p1))
+    phase1 = {}
+    for name, members in groups.items():
+        d = json.loads(json.dumps(members[0][0]))
+        d["name"] = name
+        mixed = members[0][1].phase1.mixed
+        if not mixed:  # the phase-1 run has no phase 2: all facts held out, cells re-split them
+            d["data"]["phase2_facts"] = 0
+        d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
+        if mixed:  # the natural-prompt examples it mixes in are the cells' (the same for all: see phase1_key)
+            d["phase2"]["loss_mask"] = members[0][1].phase2.loss_mask
+        d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
+        phase1[name] = config_mod.from_dict(d, source=f"{study.path} phase-1 run {name}")
+    return Plan(study, study_dir, runs, phase1)
+
+
+# ---------------------------------------------------------------- dry run
+
+
+_QUERIES: dict = {}
+
+
+def _query_count(cfg: RunConfig, n_prompts: int) -> int:
+    """How many queries one evaluation of `cfg`'s facts asks: rote.queries.build_queries on the fact
+    set the config plans (rote.factset), so the count is what the run will ask."""
+    key = json.dumps([config_mod.to_dict(cfg.data), config_mod.to_dict(cfg.key), config_mod.to_dict(cfg.eval),
+                      n_prompts, cfg.seed, cfg.phase2.prompts_from], sort_keys=True)
+    if key not in _QUERIES:
+        relations = relations_of(cfg)
+        repurposed = cfg.eval.repurposed_prompts or cfg.phase2.prompts_from
+        asked = resolve_relations((repurposed,), cfg.data.relations_file)[0] if repurposed else None
+        _QUERIES[key] = len(build_queries(plan_facts(cfg), relations, cfg.key, cfg.eval, n_prompts, asked))
+    return _QUERIES[key]
+
+
+def _eval_cost(cfg: RunConfig, stages: int, n_prompts: int) -> tuple[int, int]:
+    """(generations, option scorings) of `stages` evaluations of `cfg`'s facts."""
+    queries = _query_count(cfg, n_prompts) * stages
+    return queries, queries * cfg.data.n_options if cfg.eval.multiple_choice else 0
+
+
+def cost(plan: Plan) -> dict:
+    """Rough counts (no times): optimizer steps of both phases, generations and option scorings."""
+    out = {"phase1_steps": 0, "phase2_steps": 0, "generations": 0, "option_scorings": 0, "evaluations": 0,
+           "phase1_until_memorized": False}
+    for cfg in plan.phase1.values():
+        facts = cfg.data.facts_per_relation * len(cfg.data.relations)
+        out["phase1_steps"] += cfg.phase1.epochs * math.ceil(facts / cfg.phase1.batch_size)
+        out["phase1_until_memorized"] |= cfg.phase1.until == "memorized"
+        g, s = _eval_cost(cfg, len(cfg.eval.stages), cfg.phase2.n_prompts)
+        out["generations"] += g
+        out["option_scorings"] += s
+        out["evaluations"] += len(cfg.eval.stages)
+    for run in plan.runs:
+        cfg = run.cfg
+        for rel in relations_of(cfg).values():
+            if cfg.phase2.n_prompts > len(rel.train_prompts):
+                raise StudyError(f"cell {run.cell.id}: phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} "
+                                 f"has {len(rel.train_prompts)} training prompts")
+        trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
+        examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
+        out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
+        stages = sum(s.startswith("eval/") for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
+        g, s = _eval_cost(cfg, stages, cfg.phase2.n_prompts)
+        out["generations"] += g
+        out["option_scorings"] += s
+        out["evaluations"] += stages
+    return out
+
+
+def describe(plan: Plan) -> str:
+    """What `--dry-run` prints: the cells, the runs, the phase-1 trainings after reuse, rough counts."""
+    s = plan.study
+    n_cells, n_seeds = len(s.cells), len(s.seeds)
+    without_reuse = sum(r.phase1 is not None for r in plan.runs)
+    lines = [f"study {s.name}: {s.question}".rstrip(": "),
+             f"base {s.base}" + (f"; set {' '.join(s.set)}" if s.set else "") + (f"; --set {' '.join(s.cli_set)}" if s.cli_set else ""),
+             f"{n_cells} cell{'s' * (n_cells != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)} "
+             f"({', '.join(map(str, s.seeds))}) = {len(plan.runs)} runs",
+             f"phase 1 trains {len(plan.phase1)} times ({len(plan.phase1) // n_seeds} distinct phase-1 setting"
+             f"{'s' * (len(plan.phase1) // n_seeds != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)})"
+             + (f", not {without_reuse}: cells that differ only after phase 1 share it" if without_reuse > len(plan.phase1)
+                else ": no two cells share a phase-1 setting"),
+             "", "cells:"]
+    first_seed = [r for r in plan.runs if r.seed == s.seeds[0]]
+    width = max(len(c.id) for c in s.cells)
+    for run in first_seed:
+        p1 = f"  [phase 1: {run.phase1.rsplit('-s', 1)[0]}]" if run.phase1 else "  [own phase-2 checkpoint]"
+        lines.append(f"  {run.cell.id:{width}s}  {' '.join(run.cell.overrides) or '(base)'}{p1}")
+    c = cost(plan)
+    lines += ["", "rough cost (counts, not times):",
+              f"  phase 1: {c['phase1_steps']} optimizer steps (epochs x ceil(facts / batch), summed"
+              + ("; until=memorized: at most" if c["phase1_until_memorized"] else "") + ")",
+              f"  phase 2: {c['phase2_steps']} optimizer steps (epochs x ceil(k x relations x prompts / batch), summed)",
+              f"  evaluation: {c['evaluations']} evaluations, {c['generations']} greedy generations"
+              + (f", {c['option_scorings']} option scorings (multiple choice)" if c["option_scorings"] else ""),
+              f"output: {plan.dir}/"]
+    return "\n".join(lines)
