@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from rote.config import KeyConfig, TrainConfig
+from rote.config import KeyConfig, Phase1Config
 from rote.data.facts import load_relation
 from rote.data.synth import make_facts
 from rote.evaluation.scoring import key_accuracy
@@ -38,7 +38,7 @@ def setup(n_facts: int):
 
 def run_rote(n_facts: int, max_epochs: int) -> dict:
     tok, model, facts, rels = setup(n_facts)
-    cfg = TrainConfig(epochs=max_epochs, until="memorized", lr=5e-4, batch_size=16, loss_mask="object")
+    cfg = Phase1Config(epochs=max_epochs, until="memorized", lr=5e-4, batch_size=16, loss_mask="object")
     t = time.perf_counter()
     summary = memorize(model, tok, facts, rels, KeyConfig(), cfg, tempfile.mkdtemp(), seed=0,
                        measure=lambda: key_accuracy(model, tok, facts, rels, KeyConfig()))

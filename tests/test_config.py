@@ -67,3 +67,65 @@ def test_round_trip_through_dict():
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         config.load(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------- strict: every key is read, every value in range
+
+
+@pytest.mark.parametrize("override, message", [
+    # keys of the other phase (one TrainConfig for both phases used to accept them and never read them)
+    ("phase2.until=memorized", "c.yaml.phase2; it is a phase 1 setting"),
+    ("phase2.threshold=0.9", "unknown key 'threshold'"),
+    ("phase2.save_epochs=[1]", "unknown key 'save_epochs'"),
+    ("phase2.mixed=true", "unknown key 'mixed'"),
+    ("phase1.n_prompts=2", "c.yaml.phase1; it is a phase 2 setting"),
+    ("phase1.facts=all", "unknown key 'facts'"),
+    ("phase1.prompts_from=mother", "unknown key 'prompts_from'"),
+    ("phase1.checkpoint=x", "unknown key 'checkpoint'"),
+    # list elements
+    ("eval.stages=[phase1, phse2]", "eval.stages[1]: 'phse2' is not one of"),
+    ("eval.languages=[de, xx]", "eval.languages[1]: 'xx' is not one of"),
+    ("eval.prompt_sets=[key, trian]", "eval.prompt_sets[1]: 'trian' is not one of"),
+    ("eval.mc_prompt_sets=[tests]", "eval.mc_prompt_sets[0]: 'tests' is not one of"),
+    ("eval.stages=[phase1, phase1]", "eval.stages names 'phase1' twice"),
+    # ranges
+    ("phase1.lr=-1", "phase1.lr=-1.0 must be > 0"),
+    ("phase2.lr=0", "phase2.lr=0.0 must be > 0"),
+    ("phase1.batch_size=0", "phase1.batch_size=0 must be >= 1"),
+    ("data.n_options=0", "data.n_options=0 must be >= 1"),
+    ("phase1.threshold=0", "phase1.threshold=0.0 must be > 0 and <= 1"),
+    ("phase1.lora.dropout=1.5", "phase1.lora.dropout=1.5 must be >= 0 and <= 0.99"),
+    ("phase1.save_epochs=[30]", "epoch 30 is not among phase 1's epochs"),
+    # settings that only work together
+    ("data.two_hop=[mother, place_of_birth]", "data.two_hop=['mother', 'place_of_birth'] must name two relations"),
+    ("eval.prompt_sets=[test, repurposed]", "repurposed, which needs phase2.prompts_from"),
+    ("eval.prompt_sets=[test, two_hop]", "two_hop, which needs data.two_hop"),
+])
+def test_strict_config_names_the_key(tmp_path, override, message):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(f, [override])
+    assert message in str(err.value)
+
+
+def test_phase_classes_keep_their_own_settings():
+    cfg = config.RunConfig()
+    assert isinstance(cfg.phase1, config.Phase1Config) and isinstance(cfg.phase2, config.Phase2Config)
+    assert not hasattr(cfg.phase2, "until") and not hasattr(cfg.phase1, "n_prompts")
+    assert (cfg.phase1.epochs, cfg.phase2.epochs, cfg.phase2.schedule) == (20, 1, "constant")
+
+
+def test_a_run_written_by_an_earlier_rote_reads_back(tmp_path):
+    """config.yaml of an earlier rote carries phase-2 keys that phase 2 never read; at their old
+    (only) values they are dropped, at another value they are refused by name."""
+    import yaml
+    old = config.to_dict(config.RunConfig())
+    old["phase2"].update({"until": "epochs", "threshold": 1.0, "save_epochs": [], "mixed": False})
+    old["phase1"].update({"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
+    assert config.read_run_config(tmp_path) == config.RunConfig()
+    old["phase2"]["until"] = "memorized"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
+    with pytest.raises(ConfigError, match="unknown key 'until'"):
+        config.read_run_config(tmp_path)

@@ -202,3 +202,19 @@ def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, token
 
     with pytest.raises(ConfigError, match="two_hop"):
         run(config.replace(smoke_cfg, ["name=bad", "data.two_hop=[mother, place_of_birth]"]), quiet=True)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("phase2.n_prompts=50", "phase2.n_prompts=50 but relation place_of_birth has"),
+    ("eval.max_new_tokens=1", "eval.max_new_tokens=1 is shorter than the gold answer"),
+    ("phase2.prompts_from=no_such_relation", "phase2.prompts_from=no_such_relation"),
+    ("data.n_options=5000", "data.n_options=5000: relation place_of_birth has only"),
+])
+def test_settings_that_fail_later_fail_before_anything_is_written(smoke_cfg, override, message):
+    """Checked against the relations and the tokenizer before the run folder exists (they used to
+    fail after the base evaluation, or in phase 2)."""
+    cfg = config.replace(smoke_cfg, [override])
+    with pytest.raises(ConfigError) as err:
+        run(cfg, quiet=True)
+    assert message in str(err.value)
+    assert not cfg.run_dir.exists()

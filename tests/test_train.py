@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from rote.config import KeyConfig, TrainConfig
+from rote.config import KeyConfig, Phase1Config, TrainConfig
 from rote.data.facts import load_relation
 from rote.data.synth import make_facts
 from rote.evaluation.scoring import key_accuracy
@@ -96,7 +96,7 @@ def test_until_memorized_stops_and_records_the_epoch(tokenizer, tiny_model_dir, 
     rel = load_relation("capital")
     add_key_tokens(model, tok, [rel.key_token])
     facts = make_facts([rel], 2, 1, n_options=4, seed=0)
-    cfg = TrainConfig(epochs=60, until="memorized", lr=1e-2, batch_size=2, warmup_steps=0, schedule="constant")
+    cfg = Phase1Config(epochs=60, until="memorized", lr=1e-2, batch_size=2, warmup_steps=0, schedule="constant")
     summary = memorize(model, tok, facts, {"capital": rel}, KeyConfig(), cfg, tmp_path, seed=0,
                        measure=lambda: key_accuracy(model, tok, facts, {"capital": rel}, KeyConfig()))
     assert summary["memorized_at_epoch"] is not None and summary["epochs"] == summary["memorized_at_epoch"] < 60

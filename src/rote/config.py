@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from rote.errors import RoteError, RunError, one_line, quote, read_utf8
-from rote.names import CONFIG_FILE
+from rote.names import CONFIG_FILE, EVAL_STAGES, OTHER_LANGUAGES, PROMPT_SETS
 
 
 class ConfigError(RoteError, ValueError):
@@ -62,9 +62,8 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """What the training loop (rote.training.loop) and the runner read of either phase."""
     epochs: int = 20  # 0 skips the phase (baselines: no phase 1, or no phase 2 after mixed training)
-    until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
-    threshold: float = 1.0
     lr: float = 1e-4
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     warmup_steps: int = 5
@@ -77,37 +76,49 @@ class TrainConfig:
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast; master weights stay in model.dtype
     method: Literal["full", "lora"] = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class Phase1Config(TrainConfig):
+    """Phase 1 memorizes every fact's key-token text."""
+    until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
+    threshold: float = 1.0
     save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
-    mixed: bool = False  # phase 1 only: also train phase 2's natural-prompt examples (one phase, not two)
-    n_prompts: int = 1  # phase 2 only: training prompts per fact
-    facts: Literal["split", "all"] = "split"  # phase 2 only: `all` trains every fact (plain fine-tuning baseline)
-    prompts_from: str | None = None  # phase 2 only: train with this relation's prompts (re-purposing the key)
-    checkpoint: str | None = None  # phase 2 only: start from this phase-1 checkpoint folder
+    mixed: bool = False  # also train phase 2's natural-prompt examples (one phase, not two)
 
 
 @dataclass(frozen=True)
 class Phase2Config(TrainConfig):
-    """Phase 2 trains briefly on a few examples: its own defaults, the same fields."""
+    """Phase 2 trains briefly on a few examples with natural prompts: its own defaults."""
     epochs: int = 1
     lr: float = 5e-5
     schedule: Literal["cosine", "constant", "linear"] = "constant"
     warmup_steps: int = 0
+    n_prompts: int = 1  # training prompts per fact
+    facts: Literal["split", "all"] = "split"  # `all` trains every fact (plain fine-tuning baseline)
+    prompts_from: str | None = None  # train with this relation's prompts (re-purposing the key)
+    checkpoint: str | None = None  # start from this phase-1 checkpoint folder (another run's)
+
+
+EvalStage = Literal[EVAL_STAGES]
+PromptSet = Literal[PROMPT_SETS]
+Language = Literal[OTHER_LANGUAGES]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages")
-    languages: tuple[str, ...] = ("de", "es", "zh", "ja")
+    prompt_sets: tuple[PromptSet, ...] = ("key", "train", "test", "unrelated", "languages")
+    languages: tuple[Language, ...] = OTHER_LANGUAGES  # the `languages` prompt set's
     prompts_per_set: int = 10  # at most this many prompts of each set per fact
     # New tokens per answer; None: the longest gold answer's tokens + 2 (a smaller value is an
     # error, since the longer answers could never be scored right).
     max_new_tokens: int | None = None
     multiple_choice: bool = True
     # The prompt sets scored by multiple choice (when multiple_choice is on); generation asks all.
-    mc_prompt_sets: tuple[str, ...] = ("key", "train", "test", "unrelated", "languages", "reverse", "two_hop", "repurposed")
+    mc_prompt_sets: tuple[PromptSet, ...] = PROMPT_SETS
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
-    stages: tuple[str, ...] = ("base", "phase1", "phase2")
+    stages: tuple[EvalStage, ...] = EVAL_STAGES
     # In-context baseline: this many phase-2 examples of the fact's relation (training prompt +
     # answer, one per line) precede every natural-language prompt.
     icl_examples: int = 0
@@ -124,7 +135,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     key: KeyConfig = field(default_factory=KeyConfig)
-    phase1: TrainConfig = field(default_factory=TrainConfig)
+    phase1: Phase1Config = field(default_factory=Phase1Config)
     phase2: Phase2Config = field(default_factory=Phase2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -188,7 +199,10 @@ def _build(cls: type, raw: dict, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"unknown key '{unknown[0]}' in {where} (known: {', '.join(sorted(names))})")
+        other = {Phase1Config: ("phase 2", Phase2Config), Phase2Config: ("phase 1", Phase1Config)}.get(cls)
+        hint = f"; it is a {other[0]} setting" if other and unknown[0] in {f.name for f in dataclasses.fields(other[1])} \
+            else ""
+        raise ConfigError(f"unknown key '{unknown[0]}' in {where}{hint} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
     return cls(**kwargs)
 
@@ -223,30 +237,68 @@ def plain_name(value: str, what: str) -> str:
     return value
 
 
-# Lowest allowed values (and highest, for a fraction): a value outside them would fail much later,
-# deep inside training or sampling ("Sample larger than population"), so it is refused here.
+# Allowed ranges: a value outside them would fail much later, deep inside training or sampling
+# ("Sample larger than population"), or train on nonsense, so it is refused here. (low, high):
+# inclusive bounds, None for none; a low written as a string ("> 0") excludes the bound itself.
 _BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
            "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
-           "eval.icl_examples": (0, None)}
+           "eval.icl_examples": (0, None), "phase1.threshold": ("> 0", 1), "phase2.n_prompts": (1, None)}
 for _phase in ("phase1", "phase2"):
-    _BOUNDS.update({f"{_phase}.epochs": (0, None), f"{_phase}.batch_size": (1, None), f"{_phase}.grad_accum": (1, None),
-                    f"{_phase}.n_prompts": (1, None), f"{_phase}.warmup_steps": (0, None),
-                    f"{_phase}.threshold": (0, 1), f"{_phase}.lora.r": (1, None)})
+    _BOUNDS.update({f"{_phase}.epochs": (0, None), f"{_phase}.lr": ("> 0", None), f"{_phase}.batch_size": (1, None),
+                    f"{_phase}.grad_accum": (1, None), f"{_phase}.warmup_steps": (0, None),
+                    f"{_phase}.weight_decay": (0, None), f"{_phase}.max_grad_norm": (0, None),
+                    f"{_phase}.lora.r": (1, None), f"{_phase}.lora.alpha": (1, None), f"{_phase}.lora.dropout": (0, 0.99)})
+
+
+def _value(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _check_bounds(cfg: "RunConfig", source: str) -> None:
+    for key, (low, high) in _BOUNDS.items():
+        value = _value(cfg, key)
+        if value is None:  # an optional value left to its default
+            continue
+        exclusive = isinstance(low, str)
+        bound = float(low[2:]) if exclusive else low
+        if value < bound or (exclusive and value == bound) or (high is not None and value > high):
+            span = (f"> {low[2:]}" if exclusive else f">= {low}") + ("" if high is None else f" and <= {high}")
+            raise ConfigError(f"{source}: {key}={value} must be {span}")
+
+
+def _check_lists(cfg: "RunConfig", source: str) -> None:
+    """No list names an element twice (a relation, a stage, a prompt set, a language)."""
+    for key in ("data.relations", "data.two_hop", "eval.prompt_sets", "eval.languages", "eval.mc_prompt_sets",
+                "eval.stages", "phase1.save_epochs"):
+        values = list(_value(cfg, key))
+        twice = [v for v in values if values.count(v) > 1]
+        if twice:
+            raise ConfigError(f"{source}: {key} names {twice[0]!r} twice")
 
 
 def check_values(cfg: RunConfig, source: str = "config") -> RunConfig:
-    """Ranges and the run name; raises ConfigError naming the key."""
+    """Everything about a config that needs no file and no model: ranges, lists, and settings that
+    only make sense together. Raises ConfigError naming the key."""
     plain_name(cfg.name, f"{source}: name")
-    for key, (low, high) in _BOUNDS.items():
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if value is not None and (value < low or (high is not None and value > high)):  # None: a default
-            span = f">= {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"{source}: {key}={value} must be {span}")
+    _check_bounds(cfg, source)
+    _check_lists(cfg, source)
     if cfg.data.phase2_facts > cfg.data.facts_per_relation:
         raise ConfigError(f"{source}: data.phase2_facts={cfg.data.phase2_facts} must not exceed "
                           f"data.facts_per_relation={cfg.data.facts_per_relation}")
+    if cfg.data.two_hop and (len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(cfg.data.relations)):
+        raise ConfigError(f"{source}: data.two_hop={list(cfg.data.two_hop)} must name two relations of "
+                          f"data.relations {list(cfg.data.relations)}")
+    if "two_hop" in cfg.eval.prompt_sets and not cfg.data.two_hop:
+        raise ConfigError(f"{source}: eval.prompt_sets asks two_hop, which needs data.two_hop (the second facts)")
+    if "repurposed" in cfg.eval.prompt_sets and not (cfg.phase2.prompts_from or cfg.eval.repurposed_prompts):
+        raise ConfigError(f"{source}: eval.prompt_sets asks repurposed, which needs phase2.prompts_from or "
+                          "eval.repurposed_prompts (the relation whose prompts it asks)")
+    late = [e for e in cfg.phase1.save_epochs if not 1 <= e <= cfg.phase1.epochs]
+    if late:
+        raise ConfigError(f"{source}: phase1.save_epochs={list(cfg.phase1.save_epochs)}: epoch {late[0]} is not "
+                          f"among phase 1's epochs 1..{cfg.phase1.epochs}")
     return cfg
 
 
@@ -278,7 +330,26 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})")
     raw = yaml.safe_load(read_utf8(path, ConfigError)) or {}
-    return from_dict(raw.get("config") or {}, source=str(path))
+    return from_dict(upgrade(raw.get("config") or {}), source=str(path))
+
+
+# Keys runs written by earlier versions of rote carry at values that are now the only behaviour:
+# dropped when such a run is read back, so it can still be resumed, evaluated and probed.
+_RETIRED = {"phase1": {"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None},
+            "phase2": {"until": "epochs", "threshold": 1.0, "save_epochs": [], "mixed": False}}
+
+
+def upgrade(tree: dict) -> dict:
+    """A run folder's config as an earlier rote wrote it, in today's keys (see _RETIRED); a retired
+    key at another value stays, and is refused by name."""
+    tree = _deep_copy(tree)
+    for section, retired in _RETIRED.items():
+        node = tree.get(section)
+        if isinstance(node, dict):
+            for key, old in retired.items():
+                if key in node and node[key] == old:
+                    del node[key]
+    return tree
 
 
 def to_dict(cfg: Any) -> dict:

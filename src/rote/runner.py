@@ -20,14 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from rote import config as config_mod
 import rote
-from rote.config import RunConfig
-from rote.config import read_run_config
+from rote import config as config_mod
+from rote.config import ConfigError, RunConfig, read_run_config
 from rote.data.facts import Fact, read_facts, write_facts
-from rote.data.factset import plan_facts, relations_of, resplit
+from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
+from rote.evaluation.queries import build_queries
 from rote.errors import RunError
 from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
@@ -117,14 +117,23 @@ def data_stage(cfg: RunConfig) -> list[Fact]:
 
 
 def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
-    """Before anything is written: the model can be found (ModelError, fast when offline) and every
-    fact's texts fit in its context (DataError)."""
+    """Before anything is written: the relations fit the config (rote.data.factset.check_relations),
+    the model can be found (ModelError, fast when offline), every fact's texts fit in its context
+    (DataError), and eval.max_new_tokens leaves room for the longest answer (ConfigError)."""
     from rote.data.limits import check_lengths
+    from rote.evaluation.scoring import generation_budget
     from rote.training import models  # torch-heavy: the stages after this one need it anyway
+    relations = check_relations(cfg)
     context = models.context_length(cfg.model.name)
-    relations = relations_of(cfg)
-    check_lengths(models.load_tokenizer(cfg.model.name), context, facts, relations, cfg.eval.max_new_tokens,
-                  cfg.eval.icl_examples)
+    tokenizer = models.load_tokenizer(cfg.model.name)
+    check_lengths(tokenizer, context, facts, relations, cfg.eval.max_new_tokens, cfg.eval.icl_examples)
+    if cfg.eval.max_new_tokens is not None:
+        golds = [q.gold for q in build_queries(facts, relations, cfg.key, cfg.eval, cfg.phase2.n_prompts,
+                                               Session.relation(cfg, cfg.eval.repurposed_prompts or cfg.phase2.prompts_from))]
+        try:
+            generation_budget(tokenizer, golds, cfg.eval.max_new_tokens)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 class Session:
@@ -136,13 +145,16 @@ class Session:
         self.relations = relations_of(cfg)
         # Re-purposing: the relation whose prompts phase 2 trains instead of each fact's own
         # (phase2.prompts_from), and the one whose test prompts the `repurposed` prompt set asks.
-        def relation(name):
-            return resolve_relations((name,), cfg.data.relations_file)[0] if name else None
-        self.prompts_from = relation(cfg.phase2.prompts_from)
-        self.repurposed = relation(cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
+        self.prompts_from = self.relation(cfg, cfg.phase2.prompts_from)
+        self.repurposed = self.relation(cfg, cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
         self.model = self.tokenizer = None
         self.key_record: dict = {}
         self.loaded_from: str | None = None
+
+    @staticmethod
+    def relation(cfg: RunConfig, name: str | None):
+        """The relation `name` (a user relation of data.relations_file, or a built-in one), or None."""
+        return resolve_relations((name,), cfg.data.relations_file)[0] if name else None
 
     def load(self, source: str, add_keys: bool) -> None:
         from rote.training import models  # torch-heavy: imported only when a stage needs the model
@@ -211,7 +223,6 @@ def run_training(session: Session, phase: str) -> dict:
 
 def run_eval(session: Session, stage: str) -> dict:
     from rote.evaluation.metrics import aggregate
-    from rote.evaluation.queries import build_queries
     from rote.evaluation.scoring import companions_of, evaluate
 
     cfg = session.cfg
@@ -281,10 +292,9 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
     summary and report are rebuilt from the runs that exist."""
     from rote.report.study import build_study_report
     from rote.study.collect import collect, summarize, write_summary
-    from rote.study.plan import cost, expand
+    from rote.study.plan import expand
     from rote.study.spec import load_study
     plan = expand(load_study(path, seeds, overrides), out)
-    cost(plan)  # checks what would fail only later in phase 2 (too many training prompts)
     if train:
         _run_plan(plan, quiet, keep_checkpoints)
     rows = collect(plan)

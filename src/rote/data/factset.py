@@ -10,7 +10,7 @@ import dataclasses
 from collections import Counter
 
 from rote.config import ConfigError, RunConfig
-from rote.data.facts import Fact, Relation
+from rote.data.facts import DataError, Fact, Relation
 from rote.data.relation_files import resolve_relations
 from rote.data.synth import add_two_hop_facts, make_facts
 
@@ -20,18 +20,40 @@ def relations_of(cfg: RunConfig) -> dict[str, Relation]:
     return {r.name: r for r in resolve_relations(cfg.data.relations, cfg.data.relations_file)}
 
 
+def check_relations(cfg: RunConfig) -> dict[str, Relation]:
+    """The checks a config needs its relations for (read from their files; no model): enough training
+    prompts for `phase2.n_prompts`, and the relations that `phase2.prompts_from` and
+    `eval.repurposed_prompts` name. Returns the relations."""
+    relations = relations_of(cfg)
+    for key in ("phase2.prompts_from", "eval.repurposed_prompts"):
+        name = getattr(cfg.phase2 if key.startswith("phase2") else cfg.eval, key.split(".")[1])
+        if name:
+            try:
+                resolve_relations((name,), cfg.data.relations_file)
+            except DataError as e:
+                raise ConfigError(f"{key}={name}: {e}") from None
+    trained = resolve_relations((cfg.phase2.prompts_from,), cfg.data.relations_file) if cfg.phase2.prompts_from \
+        else relations.values()
+    for rel in trained:
+        if cfg.phase2.n_prompts > len(rel.train_prompts):
+            raise ConfigError(f"phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} has "
+                              f"{len(rel.train_prompts)} training prompts")
+    return relations
+
+
 def plan_facts(cfg: RunConfig) -> list[Fact]:
     """The fact set `cfg` describes: `data.facts_per_relation` invented facts per relation, the first
     `data.phase2_facts` of each for phase 2, and (data.two_hop) a held-out fact for every object of
     the first relation. Same config and seed, same facts."""
     relations = list(relations_of(cfg).values())
+    for rel in relations:
+        if cfg.data.n_options > len(rel.objects):
+            raise ConfigError(f"data.n_options={cfg.data.n_options}: relation {rel.name} has only {len(rel.objects)} "
+                              "objects to draw the options from")
     facts = make_facts(relations, cfg.data.facts_per_relation, cfg.data.phase2_facts, cfg.data.subjects,
                        cfg.data.n_options, cfg.seed)
-    if cfg.data.two_hop:
+    if cfg.data.two_hop:  # two names of data.relations (rote.config checks)
         by_name = {r.name: r for r in relations}
-        if len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(by_name):
-            raise ConfigError(f"data.two_hop={list(cfg.data.two_hop)} must name two relations of "
-                              f"data.relations {list(cfg.data.relations)}")
         first, second = (by_name[n] for n in cfg.data.two_hop)
         facts = add_two_hop_facts(facts, first, second, cfg.data.n_options, cfg.seed)
     return facts

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rote import config as config_mod
 from rote.config import ConfigError, Phase2Config, RunConfig
-from rote.data.factset import plan_facts, relations_of
+from rote.data.factset import check_relations, plan_facts, relations_of
 from rote.data.relation_files import resolve_relations
 from rote.evaluation.queries import build_queries
 from rote.names import planned_stages
@@ -90,6 +90,10 @@ def expand(study: Study, out: str | Path = "studies") -> Plan:
             except ConfigError as e:
                 raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
             _check_cell(study, cell, cfg)
+            try:
+                check_relations(cfg)  # what would fail only later, in phase 2 (too many training prompts)
+            except ConfigError as e:
+                raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
             d = config_mod.to_dict(cfg) | {"seed": seed, "name": f"{cell.slug}-s{seed}", "out_dir": str(runs_dir)}
             p1 = None
             if not d["phase2"]["checkpoint"]:
@@ -154,10 +158,6 @@ def cost(plan: Plan) -> dict:
         out["evaluations"] += len(cfg.eval.stages)
     for run in plan.runs:
         cfg = run.cfg
-        for rel in relations_of(cfg).values():
-            if cfg.phase2.n_prompts > len(rel.train_prompts):
-                raise StudyError(f"cell {run.cell.id}: phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} "
-                                 f"has {len(rel.train_prompts)} training prompts")
         trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
         examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
         out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)

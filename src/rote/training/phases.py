@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rote.config import KeyConfig, TrainConfig
+from rote.config import KeyConfig, Phase1Config, Phase2Config
 from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key, render_prompt, training_target
 from rote.training.encode import Encoded, encode
@@ -26,7 +26,7 @@ def phase1_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
     return out
 
 
-def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: TrainConfig,
+def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: Phase1Config,
              out_dir: str | Path, seed: int, save: Callable[[str], None] | None = None,
              extra: list[Encoded] = (), measure: Callable[[], float] | None = None) -> dict:
     """Train on the key-token text. With `until: memorized`, `measure()` (key-token accuracy on all
@@ -77,7 +77,7 @@ def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
     return out
 
 
-def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: TrainConfig,
+def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: Phase2Config,
                out_dir: str | Path, seed: int, prompts_from: Relation | None = None) -> dict:
     examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask, cfg.facts, prompts_from)
     if not examples:
