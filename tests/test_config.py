@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from rote import config
-from rote.config import ConfigError
+from rote.errors import ConfigError
 
 # Run configs; the study files under configs/studies/ are loaded by tests/test_study.py.
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rote import config, lock
+from rote import lock
 from rote.cli import main
 from rote.data.facts import DataError
-from rote.data.relation_files import load_relations_file
-from rote.data.relation_files import read_relations_file
+from rote.data.relation_files import load_relations_file, read_relations_file
 from rote.data.userdata import load_input
-from rote.errors import LockedError, quote
+from rote.errors import ConfigError, LockedError, quote
 from rote.injection import InjectError, clear_out
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
@@ -101,7 +100,7 @@ def test_probe_error_exits_2(capsys, tmp_path):
 
 
 def test_debug_shows_the_traceback(capsys):
-    with pytest.raises(config.ConfigError):
+    with pytest.raises(ConfigError):
         main(["--debug", "run", str(SMOKE), "--set", "data.n_options=0"])
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import rote
 from rote.cli import main
@@ -13,7 +14,8 @@ from rote.data.userdata import build_facts, load_input, phase2_count
 from rote.evaluation import metrics
 from rote.evaluation.locality import load_paragraphs, load_probes
 from rote.evaluation.metrics import locality_summary
-from rote.injection import InjectError, budgeted, check_out, clear_out, supervised_tokens
+from rote.injection import InjectError, check_out, clear_out
+from rote.training.phases import budgeted, supervised_tokens
 from rote.report.card import build_card, conflict_metrics, format_card, stage_metrics
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -312,9 +314,9 @@ def test_card_from_a_hand_made_run_directory(tmp_path):
     write_jsonl(run / "eval/phase2/predictions.jsonl", records)
     write_json(run / "eval/phase2/summary.json", {"rows": metrics.aggregate(records)})
     worse = [{**r, "hit_prefix": False} for r in records]
-    write_jsonl(run / "baseline/eval/predictions.jsonl", worse)
-    write_json(run / "baseline/eval/summary.json", {"rows": metrics.aggregate(worse)})
-    write_json(run / "baseline" / "summary.json", {"steps": 4, "examples": 30, "distinct_examples": 5,
+    write_jsonl(run / "baseline/eval/phase1/predictions.jsonl", worse)
+    write_json(run / "baseline/eval/phase1/summary.json", {"rows": metrics.aggregate(worse)})
+    write_json(run / "baseline/phase1/summary.json", {"steps": 4, "examples": 30, "distinct_examples": 5,
                                                    "equivalent_epochs": 6.0, "supervised_tokens": 121, "budget": 120,
                                                    "max_batch_tokens": 32, "seconds": 2.0})
     probes = [{"prompt": f"p{i}", "answer": "x", "generation": " x", "correct": True} for i in range(4)]
@@ -431,11 +433,14 @@ def test_card_of_the_injection(injected):
 
 def test_baseline_trains_on_the_methods_token_budget(injected):
     run = injected / "run"
-    p1, p2, b = (json.loads((run / p / "summary.json").read_text()) for p in ("phase1", "phase2", "baseline"))
+    p1, p2, b = (json.loads((run / p / "summary.json").read_text()) for p in ("phase1", "phase2", "baseline/phase1"))
     method = p1["supervised_tokens"] + p2["supervised_tokens"]
-    assert b["budget"] == method
+    assert b["budget"] == method and b["budget_from"] == "given (budget_tokens)"
     assert 0 <= b["supervised_tokens"] - method < b["max_batch_tokens"]
-    steps = [json.loads(line) for line in (run / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    # the baseline is a run of arm plain_finetune, with the method's facts
+    assert yaml.safe_load((run / "baseline" / "config.yaml").read_text())["config"]["arm"] == "plain_finetune"
+    assert (run / "baseline" / "facts.jsonl").read_bytes() == (run / "facts.jsonl").read_bytes()
+    steps = [json.loads(line) for line in (run / "baseline" / "phase1" / "metrics.jsonl").read_text().splitlines()]
     assert sum(s["supervised_tokens"] for s in steps) == b["supervised_tokens"]
     assert all(s["supervised_tokens"] <= b["max_batch_tokens"] for s in steps)
 

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rote import config
-from rote.config import ConfigError
 from rote.data.facts import DataError, builtin_relation_names
 from rote.data.relation_files import read_relations_file
 from rote.data.userdata import load_input
+from rote.errors import ConfigError
 
 # ROTE_PROPERTY_EXAMPLES raises the count for a longer search (LOG.md records one with 2,000 per test).
 SETTINGS = settings(max_examples=int(os.environ.get("ROTE_PROPERTY_EXAMPLES", "75")), deadline=None,
@@ -128,7 +128,8 @@ def test_relation_yaml(source):
 
 
 keys = st.one_of(st.sampled_from(["name", "seed", "phase1.lr", "phase1.epochs", "data.relations", "data.n_options",
-                                  "eval.stages", "phase1", "phase1.lora.r", "model.dtype", "key.style", "phase1..lr",
+                                  "eval.stages", "phase1", "phase1.lora.r", "model.dtype", "key.style", "phase1..lr", "arm",
+                                  "budget_tokens",
                                   "nope.x", ""]), text)
 values = st.one_of(st.sampled_from(["3e-4", "[a, b]", "[", "true", "null", "2020-01-01", "{a: 1}", "0", "-1", "x",
                                     "!!python/name:os.system", "&a [*a]", "'unclosed", "1e400", ".nan"]), text)

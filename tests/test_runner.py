@@ -9,8 +9,7 @@ import pytest
 
 from rote import config
 from rote.cli import main
-from rote.config import ConfigError
-from rote.errors import RunError
+from rote.errors import ConfigError, RunError
 from rote.fileio import is_done
 from rote.names import RUN_STAGES
 from rote.runner import run
@@ -147,41 +146,65 @@ def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
     assert main(["report", str(run_dir)]) == 0
 
 
-def test_baselines_skip_a_phase_or_mix_them(smoke_cfg):
-    """epochs=0 skips a phase (plain fine-tuning without phase 1); mixed trains both kinds of
-    example in phase 1 (and phase 2 may then be skipped)."""
-    plain = run(config.replace(smoke_cfg, ["name=plain", "phase1.epochs=0"]), quiet=True)
-    assert json.loads((plain / "phase1" / "summary.json").read_text())["skipped"]
-    assert not (plain / "phase1" / "metrics.jsonl").exists() and is_done(plain, "eval/phase2")
-    mixed = run(config.replace(smoke_cfg, ["name=mixed", "phase1.mixed=true", "phase2.epochs=0"]), quiet=True)
+def test_arms_train_what_the_registry_says(smoke_cfg):
+    """mixed trains both kinds of example in phase 1 and skips phase 2; the plain arm trains every
+    fact's natural prompts in one phase, without key tokens, for the method's token budget, which
+    its summary states; in_context shows k examples before every question and skips phase 2."""
+    mixed = run(config.with_arm(smoke_cfg, "mixed", ["name=mixed", "budget=epochs"]), quiet=True)
     p1 = json.loads((mixed / "phase1" / "summary.json").read_text())
     assert p1["mixed_examples"] == 6 and p1["examples"] == 12 + 6  # 12 key-token facts + 6 natural prompts
     assert json.loads((mixed / "phase2" / "summary.json").read_text())["skipped"]
+
+    plain = run(config.with_arm(smoke_cfg, "plain_finetune", ["name=plain", "eval.stages=[phase1]",
+                                                              "eval.multiple_choice=false"]), quiet=True)
+    p1 = json.loads((plain / "phase1" / "summary.json").read_text())
+    method = run(config.replace(smoke_cfg, ["name=method", "eval.stages=[phase1]", "eval.multiple_choice=false"]),
+                 quiet=True, stop_after="phase2")
+    spent = sum(json.loads((method / p / "summary.json").read_text())["supervised_tokens"] for p in ("phase1", "phase2"))
+    assert p1["budget"] == spent and "the method's supervised tokens" in p1["budget_from"]
+    assert spent <= p1["supervised_tokens"] < spent + p1["max_batch_tokens"] and p1["distinct_examples"] == 12
+    assert json.loads((plain / "key_tokens.json").read_text())["tokens"] == {}
+    records = [json.loads(l) for l in (plain / "eval/phase1/predictions.jsonl").read_text().splitlines()]
+    assert records and "key" not in {r["prompt_set"] for r in records}
+    assert json.loads((plain / "phase2" / "summary.json").read_text())["skipped"]
+
+    icl = run(config.with_arm(smoke_cfg, "in_context", ["name=icl", "eval.stages=[phase2]", "eval.multiple_choice=false",
+                                                        "eval.prompt_sets=[test]"]), quiet=True)
+    prompts = [json.loads(l)["prompt"] for l in (icl / "eval/phase2/predictions.jsonl").read_text().splitlines()]
+    assert all(p.count("\n") in (2, 3) for p in prompts)  # k = 3 examples, the fact itself left out
+
+
+def test_a_key_the_arm_does_not_read_is_an_error(smoke_cfg):
+    with pytest.raises(ConfigError, match="phase2.lr is not read by arm mixed"):
+        config.load(SMOKE, ["arm=mixed"])  # smoke.yaml sets phase 2's lr: mixed has no phase 2
+    with pytest.raises(ConfigError, match="eval.icl_examples is not read by arm method"):
+        config.replace(smoke_cfg, ["eval.icl_examples=3"])
+    with pytest.raises(ConfigError, match="key.style is set by the arm"):
+        config.replace(smoke_cfg, ["key.style=word"])
+    with pytest.raises(ConfigError, match="phase1.until=epochs"):  # a matched budget needs the method's epochs
+        config.with_arm(smoke_cfg, "plain_finetune", ["phase1.until=memorized"])
 
 
 def test_resume_accepts_a_run_written_before_a_new_config_key(smoke_cfg):
     import yaml
     run_dir = run(smoke_cfg, quiet=True, stop_after="data")
     stored = yaml.safe_load((run_dir / "config.yaml").read_text())
-    del stored["config"]["phase1"]["mixed"]  # as written by an older rote
+    del stored["config"]["arm"]  # as written by an older rote
+    stored["config"]["key"]["style"] = "token"
+    stored["config"]["phase1"]["mixed"] = False
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
     run(smoke_cfg, quiet=True, stop_after="data")  # same settings: resumes
-    with pytest.raises(RunError, match="phase1.mixed: False -> True"):
-        run(config.replace(smoke_cfg, ["phase1.mixed=true"]), quiet=True)
+    with pytest.raises(RunError, match="phase1.lr: 0.001 -> 0.5"):
+        run(config.replace(smoke_cfg, ["phase1.lr=0.5"]), quiet=True)
 
 
 ROOT_CONFIGS = Path(__file__).parent.parent / "configs"
 
 
-def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, tokenizer):
+def test_repurposing_and_two_hop(smoke_cfg, tokenizer):
     from rote.data.facts import read_facts
     from rote.data.relation_files import resolve_relations
-    from rote.training.phases import phase2_examples
-    # phase2.facts=all: the plain fine-tuning baseline trains the natural prompts of every fact
-    plain = run(config.replace(smoke_cfg, ["name=plain_all", "phase1.epochs=0", "phase2.facts=all",
-                                           "eval.stages=[phase2]", "eval.multiple_choice=false"]), quiet=True)
-    assert json.loads((plain / "phase2" / "summary.json").read_text())["examples"] == 12
-
+    from rote.training.phases import natural_examples, phase2_facts
     # re-purposing: phase 2 trains the mother facts with another relation's prompts, and the
     # two-hop facts give each mother a birthplace
     cfg = config.replace(smoke_cfg, [
@@ -196,7 +219,7 @@ def test_plain_fine_tuning_on_all_facts_repurposing_and_two_hop(smoke_cfg, token
     assert by_set == {"test": 18 * 2, "two_hop": 6 * 2, "repurposed": 18 * 2}
     rels = {r.name: r for r in resolve_relations(cfg.data.relations)}
     rival = resolve_relations(("sworn_rival",), cfg.data.relations_file)[0]
-    examples = phase2_examples(tokenizer, facts, rels, 1, prompts_from=rival)
+    examples = natural_examples(tokenizer, phase2_facts(facts), rels, 1, prompts_from=rival)
     texts = [tokenizer.decode(e.input_ids[: e.target_start]) for e in examples]
     assert len(texts) == 6 and all("sworn rival" in t for t in texts)
 

@@ -66,11 +66,14 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
     assert len({r.cfg.name for r in plan.runs}) == len(plan.runs)  # every run its own folder
     for run in plan.runs:
         assert run.cfg.out_dir == str(tmp_path / study.name / "runs") and run.cfg.seed == run.seed
+        if run.cfg.arm.startswith("plain_finetune"):  # trains its own phase 1: nothing to share
+            assert run.phase1 is None and not run.cfg.phase2.checkpoint and "phase1" in run.cfg.eval.stages
+            continue
         assert run.phase1 in plan.phase1 and run.cfg.phase2.checkpoint.startswith(str(plan.runs_dir / run.phase1))
         assert not {"base", "phase1"} & set(run.cfg.eval.stages)
     for cfg in plan.phase1.values():
         # all facts held out, except a mixed phase 1, which trains its cells' phase-2 examples too
-        assert (cfg.data.phase2_facts > 0) == cfg.phase1.mixed and cfg.phase2.checkpoint is None
+        assert (cfg.data.phase2_facts > 0) == (cfg.arm == "mixed") and cfg.phase2.checkpoint is None
     text = describe(plan)  # also checks every cell's phase-2 prompts exist (cost)
     assert f"= {len(plan.runs)} runs" in text and "phase 1 trains" in text
     # Paper-size documentation: every shipped study says how to run it on a GPU.
@@ -91,10 +94,14 @@ def test_every_shipped_study_runs_in_smoke_form(path, tiny_model_dir, tmp_path):
     study_dir = run_study(path, out=tmp_path, seeds=[0], overrides=[f"model.name={tiny_model_dir}", *smoke], quiet=True)
     summary = json.loads((study_dir / "summary.json").read_text())
     assert summary["runs"]["finished"] == summary["runs"]["total"] == len(study.cells)
-    missing = [(c["cell"], name) for c in summary["cells"] for name, m in c["metrics"].items() if m["n"] != 1]
+    missing = [(c["cell"], name) for c in summary["cells"] for name, m in c["metrics"].items() if m["n"] != 1
+               and not (summary["metrics"][name]["prompt_set"] == "key" and c["arm"].startswith("plain_finetune"))]
     # every metric of every cell was measured (another relation's object too: 0 with separate subjects), except
-    # those of one prompt form, which the smoke form's single prompt per set may not have
+    # those of one prompt form, which the smoke form's single prompt per set may not have, and the key
+    # prompts of the plain arms, which have no key (n/a)
     assert all(summary["metrics"][name]["form"] != "all" for cell, name in missing), missing
+    for c in summary["cells"]:  # a one-phase baseline says what budget it trained to
+        assert (c["budget"] is not None) == (c["arm"] in ("mixed", "plain_finetune", "plain_finetune_k")), c
     assert all(c["training_tokens"] for c in summary["cells"])
     assert (study_dir / "report.html").is_file()
 
@@ -335,15 +342,29 @@ def test_report_draws_every_figure_kind(figure, axes, means, tmp_path):
     assert "Q?" in format_summary(summary)
 
 
-def test_mixed_training_keeps_its_phase2_examples_in_the_shared_phase1_run(tmp_path):
+def test_arms_share_the_phase1_they_train(tmp_path):
     study_file = tmp_path / "mixed.yaml"
     study_file.write_text(
         f"study: mixed\nquestion: q\nbase: {SMOKE}\nseeds: [0]\n"
-        "grid:\n  kind:\n    method: []\n    mixed: [phase1.mixed=true, phase2.epochs=0]\n"
+        "grid:\n  kind:\n    method: []\n    mixed: [arm=mixed]\n    icl: [arm=in_context]\n"
         "metrics:\n  t: {stage: phase2, split: heldout, prompt_set: test, metric: prefix}\n")
     plan = expand(load_study(study_file), tmp_path / "out")
     by_cell = {r.cell.id: r for r in plan.runs}
     mixed_p1 = plan.phase1[by_cell["kind=mixed"].phase1]
     method_p1 = plan.phase1[by_cell["kind=method"].phase1]
-    assert mixed_p1.phase1.mixed and mixed_p1.data.phase2_facts == by_cell["kind=mixed"].cfg.data.phase2_facts > 0
+    assert mixed_p1.arm == "mixed" and mixed_p1.data.phase2_facts == by_cell["kind=mixed"].cfg.data.phase2_facts > 0
     assert method_p1.data.phase2_facts == 0 and by_cell["kind=mixed"].phase1 != by_cell["kind=method"].phase1
+    # in_context memorizes as the method does: it shares the method's phase-1 run
+    assert by_cell["kind=icl"].phase1 == by_cell["kind=method"].phase1 and method_p1.arm == "method"
+    # smoke.yaml sets phase 2's lr, which mixed does not read: the cell leaves it out and says so
+    assert "phase2.lr" in by_cell["kind=mixed"].dropped and "phase2.lr" in describe(plan)
+
+
+def test_a_cell_override_its_arm_does_not_read_is_an_error(tmp_path):
+    study_file = tmp_path / "bad.yaml"
+    study_file.write_text(
+        f"study: bad\nquestion: q\nbase: {SMOKE}\nseeds: [0]\n"
+        "grid:\n  kind:\n    mixed: [arm=mixed, phase2.lr=0.1]\n"
+        "metrics:\n  t: {stage: phase2, split: heldout, prompt_set: test, metric: prefix}\n")
+    with pytest.raises(StudyError, match="cell kind=mixed: the cell: phase2.lr is not read by arm mixed"):
+        expand(load_study(study_file), tmp_path / "out")

@@ -15,8 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rote.config import ConfigError
-from rote.errors import RoteError, one_line, quote
+from rote.errors import ConfigError, RoteError, one_line, quote
 
 
 def _config(args):
@@ -71,8 +70,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rote.config import plain_name
     from rote.config import read_run_config
+    from rote.config_checks import plain_name
     from rote.data.facts import read_facts
     from rote.lock import hold
     from rote.report.headline import format_headline

@@ -14,13 +14,10 @@ from typing import Any, Literal
 
 import yaml
 
-from rote.errors import RoteError, RunError, one_line, quote, read_utf8
+from rote.arms import ARM_NAMES, ARMS, BUDGETS, unread
+from rote.config_checks import check_values
+from rote.errors import ConfigError, RunError, one_line, quote, read_utf8
 from rote.names import CONFIG_FILE, EVAL_STAGES, OTHER_LANGUAGES, PROMPT_SETS
-
-
-class ConfigError(RoteError, ValueError):
-    """A config file or override that cannot be used; the message names the key."""
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -48,8 +45,9 @@ class KeyConfig:
     position: Literal["middle", "first"] = "middle"  # `{subject} {key} {object}` or `{key} {subject} {object}`
     init: Literal["mean", "random"] = "mean"
     suffix: Literal["none", "period", "eos"] = "eos"  # what follows the object in phase-1 text
-    style: Literal["token", "none", "word"] = "token"  # added token; no key (baseline); a nonsense word
-    word: str = "blicket"  # used when style == "word"
+    word: str = "blicket"  # arm word_key: the plain word (with the relation's id) that stands for the relation
+    # Set by the arm (rote.arms), not in a config file: an added token, a plain word, or no key.
+    style: Literal["token", "word", "none"] = "token"
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class LoraConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """What the training loop (rote.training.loop) and the runner read of either phase."""
-    epochs: int = 20  # 0 skips the phase (baselines: no phase 1, or no phase 2 after mixed training)
+    epochs: int = 20
     lr: float = 1e-4
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     warmup_steps: int = 5
@@ -84,7 +82,6 @@ class Phase1Config(TrainConfig):
     until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
     threshold: float = 1.0
     save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
-    mixed: bool = False  # also train phase 2's natural-prompt examples (one phase, not two)
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,7 @@ class Phase2Config(TrainConfig):
     lr: float = 5e-5
     schedule: Literal["cosine", "constant", "linear"] = "constant"
     warmup_steps: int = 0
-    n_prompts: int = 1  # training prompts per fact
-    facts: Literal["split", "all"] = "split"  # `all` trains every fact (plain fine-tuning baseline)
+    n_prompts: int = 1  # training prompts per fact (also the plain arms' and in_context's)
     prompts_from: str | None = None  # train with this relation's prompts (re-purposing the key)
     checkpoint: str | None = None  # start from this phase-1 checkpoint folder (another run's)
 
@@ -119,9 +115,9 @@ class EvalConfig:
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
     stages: tuple[EvalStage, ...] = EVAL_STAGES
-    # In-context baseline: this many phase-2 examples of the fact's relation (training prompt +
-    # answer, one per line) precede every natural-language prompt.
-    icl_examples: int = 0
+    # Arm in_context: this many phase-2 examples of the fact's relation (training prompt + answer,
+    # one per line) precede every natural-language prompt; default k (data.phase2_facts).
+    icl_examples: int | None = None
     # The relation whose test prompts the `repurposed` prompt set asks (default: phase2.prompts_from);
     # set it without prompts_from to ask a control run the same questions.
     repurposed_prompts: str | None = None
@@ -132,6 +128,12 @@ class RunConfig:
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs"
+    arm: Literal[ARM_NAMES] = "method"  # what the run is: the method or a baseline (rote.arms)
+    # One-phase arms (mixed, plain_finetune, plain_finetune_k): train to the method's supervised
+    # tokens with the same settings (`matched`), or for phase 1's epochs (`epochs`); budget_tokens
+    # gives the budget directly.
+    budget: Literal[BUDGETS] = "matched"
+    budget_tokens: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     key: KeyConfig = field(default_factory=KeyConfig)
@@ -230,88 +232,59 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {quote(text)}: the value is not valid YAML ({one_line(getattr(e, 'problem', e))})") from None
 
 
-def plain_name(value: str, what: str) -> str:
-    """A run or stage name becomes a folder name: a plain name, so it can never point outside its parent."""
-    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or value != value.strip():
-        raise ConfigError(f"{what} {quote(value)} must be a plain name (no '/', '\\', '..' or surrounding spaces)")
-    return value
-
-
-# Allowed ranges: a value outside them would fail much later, deep inside training or sampling
-# ("Sample larger than population"), or train on nonsense, so it is refused here. (low, high):
-# inclusive bounds, None for none; a low written as a string ("> 0") excludes the bound itself.
-_BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
-           "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
-           "eval.icl_examples": (0, None), "phase1.threshold": ("> 0", 1), "phase2.n_prompts": (1, None)}
-for _phase in ("phase1", "phase2"):
-    _BOUNDS.update({f"{_phase}.epochs": (0, None), f"{_phase}.lr": ("> 0", None), f"{_phase}.batch_size": (1, None),
-                    f"{_phase}.grad_accum": (1, None), f"{_phase}.warmup_steps": (0, None),
-                    f"{_phase}.weight_decay": (0, None), f"{_phase}.max_grad_norm": (0, None),
-                    f"{_phase}.lora.r": (1, None), f"{_phase}.lora.alpha": (1, None), f"{_phase}.lora.dropout": (0, 0.99)})
-
-
-def _value(cfg, dotted: str):
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _check_bounds(cfg: "RunConfig", source: str) -> None:
-    for key, (low, high) in _BOUNDS.items():
-        value = _value(cfg, key)
-        if value is None:  # an optional value left to its default
-            continue
-        exclusive = isinstance(low, str)
-        bound = float(low[2:]) if exclusive else low
-        if value < bound or (exclusive and value == bound) or (high is not None and value > high):
-            span = (f"> {low[2:]}" if exclusive else f">= {low}") + ("" if high is None else f" and <= {high}")
-            raise ConfigError(f"{source}: {key}={value} must be {span}")
-
-
-def _check_lists(cfg: "RunConfig", source: str) -> None:
-    """No list names an element twice (a relation, a stage, a prompt set, a language)."""
-    for key in ("data.relations", "data.two_hop", "eval.prompt_sets", "eval.languages", "eval.mc_prompt_sets",
-                "eval.stages", "phase1.save_epochs"):
-        values = list(_value(cfg, key))
-        twice = [v for v in values if values.count(v) > 1]
-        if twice:
-            raise ConfigError(f"{source}: {key} names {twice[0]!r} twice")
-
-
-def check_values(cfg: RunConfig, source: str = "config") -> RunConfig:
-    """Everything about a config that needs no file and no model: ranges, lists, and settings that
-    only make sense together. Raises ConfigError naming the key."""
-    plain_name(cfg.name, f"{source}: name")
-    _check_bounds(cfg, source)
-    _check_lists(cfg, source)
-    if cfg.data.phase2_facts > cfg.data.facts_per_relation:
-        raise ConfigError(f"{source}: data.phase2_facts={cfg.data.phase2_facts} must not exceed "
-                          f"data.facts_per_relation={cfg.data.facts_per_relation}")
-    if cfg.data.two_hop and (len(cfg.data.two_hop) != 2 or not set(cfg.data.two_hop) <= set(cfg.data.relations)):
-        raise ConfigError(f"{source}: data.two_hop={list(cfg.data.two_hop)} must name two relations of "
-                          f"data.relations {list(cfg.data.relations)}")
-    if "two_hop" in cfg.eval.prompt_sets and not cfg.data.two_hop:
-        raise ConfigError(f"{source}: eval.prompt_sets asks two_hop, which needs data.two_hop (the second facts)")
-    if "repurposed" in cfg.eval.prompt_sets and not (cfg.phase2.prompts_from or cfg.eval.repurposed_prompts):
-        raise ConfigError(f"{source}: eval.prompt_sets asks repurposed, which needs phase2.prompts_from or "
-                          "eval.repurposed_prompts (the relation whose prompts it asks)")
-    late = [e for e in cfg.phase1.save_epochs if not 1 <= e <= cfg.phase1.epochs]
-    if late:
-        raise ConfigError(f"{source}: phase1.save_epochs={list(cfg.phase1.save_epochs)}: epoch {late[0]} is not "
-                          f"among phase 1's epochs 1..{cfg.phase1.epochs}")
-    return cfg
-
-
-def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> RunConfig:
+def apply_overrides(raw: dict, overrides: list[str] = ()) -> dict:
+    """A copy of a config tree with `a.b=value` overrides applied."""
     tree = _deep_copy(raw)
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value, f"--set {text}")
-    return check_values(_build(RunConfig, tree, source), source)
+    return tree
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config file; `overrides` are `a.b=value` strings applied on top."""
+def _arm_of(tree: dict, source: str) -> tuple[str, str]:
+    arm, budget = tree.get("arm", "method"), tree.get("budget", "matched")
+    _coerce(arm, Literal[ARM_NAMES], f"{source}.arm")
+    _coerce(budget, Literal[BUDGETS], f"{source}.budget")
+    return arm, budget
+
+
+def drop_unread(tree: dict, keep: set[str] = frozenset(), source: str = "config") -> tuple[dict, list[str]]:
+    """The tree without the keys its arm does not read, and those keys; a key in `keep` (or below one)
+    that the arm does not read is an error instead. A study gives each cell its base config and `set`
+    this way, keeping the cell's own overrides; rote inject derives its baseline run this way."""
+    arm, budget = _arm_of(tree, source)
+    dropped = unread(arm, tree, budget)
+    kept = [k for k in dropped if any(k == x or k.startswith(x + ".") for x in keep)]
+    if kept:
+        raise ConfigError(f"{source}: {kept[0]} is not read by arm {arm} ({ARMS[arm].about})")
+    tree = _deep_copy(tree)
+    for key in dropped:
+        *parents, leaf = key.split(".")
+        node = tree
+        for p in parents:
+            node = node[p]
+        del node[leaf]
+    return tree, dropped
+
+
+def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> RunConfig:
+    """A checked RunConfig from a config tree and `a.b=value` overrides. A key the tree sets that its
+    arm does not read is an error naming it (rote.arms)."""
+    tree = apply_overrides(raw, overrides)
+    if isinstance(tree.get("key"), dict) and "style" in tree["key"]:
+        raise ConfigError(f"{source}: key.style is set by the arm: `arm: word_key` (a plain word) or "
+                          "`arm: no_key` (no key) instead of key.style")
+    arm, budget = _arm_of(tree, source)
+    wrong = unread(arm, tree, budget)
+    if wrong:
+        raise ConfigError(f"{source}: {wrong[0]} is not read by arm {arm} ({ARMS[arm].about}); remove it")
+    cfg = _build(RunConfig, tree, source)
+    style = ARMS[arm].key_style or "none"
+    return check_values(dataclasses.replace(cfg, key=dataclasses.replace(cfg.key, style=style)), source)
+
+
+def load_tree(path: str | Path) -> dict:
+    """A YAML config file as nested dicts, unchecked (from_dict checks it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -321,7 +294,12 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return from_dict(raw, overrides, source=str(path))
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file; `overrides` are `a.b=value` strings applied on top."""
+    return from_dict(load_tree(path), overrides, source=str(path))
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -335,14 +313,20 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
 
 # Keys runs written by earlier versions of rote carry at values that are now the only behaviour:
 # dropped when such a run is read back, so it can still be resumed, evaluated and probed.
-_RETIRED = {"phase1": {"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None},
-            "phase2": {"until": "epochs", "threshold": 1.0, "save_epochs": [], "mixed": False}}
+_RETIRED = {"phase1": {"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None, "mixed": False},
+            "phase2": {"until": "epochs", "threshold": 1.0, "save_epochs": [], "mixed": False, "facts": "split"},
+            "eval": {"icl_examples": 0}}
 
 
 def upgrade(tree: dict) -> dict:
-    """A run folder's config as an earlier rote wrote it, in today's keys (see _RETIRED); a retired
-    key at another value stays, and is refused by name."""
+    """A run folder's config as an earlier rote wrote it, in today's keys (see _RETIRED; key.style
+    becomes the arm); a retired key at another value stays, and is refused by name."""
     tree = _deep_copy(tree)
+    style = (tree.get("key") or {}).pop("style", None) if isinstance(tree.get("key"), dict) else None
+    if style in ("word", "none") and "arm" not in tree:
+        tree["arm"] = {"word": "word_key", "none": "no_key"}[style]
+    elif style not in (None, "token"):
+        tree.setdefault("key", {})["style"] = style
     for section, retired in _RETIRED.items():
         node = tree.get(section)
         if isinstance(node, dict):
@@ -353,19 +337,32 @@ def upgrade(tree: dict) -> dict:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+    """Plain nested dict (tuples as lists) for YAML/JSON output. Of a RunConfig: the keys its arm
+    reads (key.style, set by the arm, left out), so the dict loads back as the same config."""
     def plain(v):
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
         return v
-    return plain(cfg)
+    tree = plain(cfg)
+    if isinstance(cfg, RunConfig):
+        del tree["key"]["style"]
+        tree, _ = drop_unread(tree)
+    return tree
 
 
 def replace(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """A new config with dotted overrides applied (validated like a file)."""
     return from_dict(to_dict(cfg), overrides, source="config")
+
+
+def with_arm(cfg: RunConfig, arm: str, overrides: list[str] = ()) -> RunConfig:
+    """`cfg` as a run of another arm: the settings the new arm does not read are dropped, then
+    `overrides` are applied (one the arm does not read is an error)."""
+    tree = apply_overrides(to_dict(cfg) | {"arm": arm}, overrides)
+    tree, _ = drop_unread(tree, keep={parse_override(o)[0] for o in overrides}, source=f"arm {arm}")
+    return from_dict(tree, source=f"arm {arm}")
 
 
 def _deep_copy(tree: Any) -> Any:

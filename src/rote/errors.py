@@ -24,6 +24,11 @@ class RoteError(Exception):
     exit_code = 1
 
 
+class ConfigError(RoteError, ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+    exit_code = 2
+
+
 class RunError(RoteError, RuntimeError):
     """A run folder that cannot be used as asked (not a run folder, started with another config)."""
     exit_code = 3

@@ -8,21 +8,21 @@
     rote.inject("my_facts.jsonl", model="smollm2-135m", out="injected/")  # -> the card's summary
 
 Steps, each resumable (the same command continues an interrupted injection):
-1. read and check the input (`rote.userdata`): any bad row or relation stops here, naming the
+1. read and check the input (`rote.data.userdata`): any bad row or relation stops here, naming the
    file, line and value, before a model is loaded or anything is written;
 2. write the facts (seeded phase-2 split: about 10% per relation, at least 1) into `<out>/run/`
    and drive `rote.runner`: phase 1 memorizes every fact with key tokens until key-token
    accuracy reaches 1.0, phase 2 trains the phase-2 facts with the relations' training prompts,
    evaluation asks about every fact (training, unseen and other-language prompts);
 3. locality probes and held-out perplexity of the base model, of the model after phase 1 alone
-   and of the injected model (`rote.locality`);
-4. the baseline: plain fine-tuning of the base model on all facts with the same training
-   prompts (object-only loss) for the same number of supervised tokens, evaluated the same way;
+   and of the injected model (`rote.evaluation.locality`);
+4. the baseline: a run of arm `plain_finetune` (rote.arms) in `<out>/run/baseline/`: plain
+   fine-tuning of the base model on all facts with the same training prompts, for the method
+   run's supervised tokens, evaluated the same way;
 5. export `<out>/`: the phase-2 checkpoint as a plain Hugging Face folder, `card.md`, `card.json`.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -33,14 +33,16 @@ from pathlib import Path
 
 import yaml
 
+import rote
 from rote import config as config_mod
 from rote import runner
-import rote
-from rote.config import ConfigError, RunConfig
-from rote.data.facts import DataError, Fact, Relation, write_facts
+from rote.arms import eval_config
+from rote.config import RunConfig
+from rote.data.facts import DataError, Fact
 from rote.data.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
-from rote.errors import RoteError, quote
-from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary
+from rote.errors import ConfigError, RoteError, quote
+from rote.fileio import is_done, mark_done, read_json, write_json, write_jsonl, write_text
+from rote.names import CHECKPOINT_DIR, SPLITS_FILE, SUMMARY_FILE
 from rote.lock import LOCK_FILE, hold
 from rote.report.card import build_card, format_card, summary
 
@@ -60,7 +62,7 @@ DEFAULTS = {
 PHASE2_PROMPTS = 5  # training prompts per phase-2 fact (fewer if a relation has fewer)
 # Keys `rote inject` sets from its input and flags; `--set` may not change them.
 DERIVED = ("name", "out_dir", "model.name", "data.relations", "data.relations_file", "data.subjects",
-           "data.facts_per_relation", "data.phase2_facts", "phase2.checkpoint")
+           "data.facts_per_relation", "data.phase2_facts", "phase2.checkpoint", "arm")
 RUN = "run"  # the run directory inside --out
 CARD_FILES = ("card.md", "card.json")
 
@@ -205,7 +207,7 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     from rote.data.limits import check_lengths
     where = {f.id: row.where for f, row in zip(facts, inp.rows)}
     check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,
-                  cfg.eval.icl_examples, where=lambda f: where[f.id])
+                  eval_config(cfg).icl_examples, where=lambda f: where[f.id])
     for fact, row in zip(facts, inp.rows):
         rel = inp.relations[fact.relation]
         key = render_key(fact, rel, cfg.key)
@@ -221,114 +223,68 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
                             f"encoded faithfully for training: {quote(str(e))}") from None
 
 
-def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str]) -> None:
-    """The data stage, done by inject instead of the runner: facts, splits, the input as read."""
+def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str], relations_file: bool = True) -> None:
+    """The data stage, done by inject instead of the runner: facts, splits (conflicts marked), the
+    input as read and (`relations_file`) the user relations."""
     run_dir = cfg.run_dir
-    if inp.user_relations:
-        path = Path(cfg.data.relations_file)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump({"relations": list(inp.user_relations.values())}, sort_keys=False,
-                                      allow_unicode=True), encoding="utf-8")
-        os.replace(tmp, path)
+    if inp.user_relations and relations_file:
+        write_text(cfg.data.relations_file, yaml.safe_dump({"relations": list(inp.user_relations.values())},
+                                                           sort_keys=False, allow_unicode=True))
     write_jsonl(run_dir / "input.jsonl", [{**r.key(), "where": r.where} for r in inp.rows])
-    write_facts(facts, run_dir / "facts.jsonl")
-    splits = {s: [f.id for f in facts if f.split == s] for s in ("phase2", "heldout")}
-    write_json(run_dir / "splits.json", {**splits, "conflict": conflict_ids})
+    runner.write_data(facts, run_dir)
+    write_json(run_dir / SPLITS_FILE, {**read_json(run_dir / SPLITS_FILE), "conflict": conflict_ids})
     mark_done(run_dir, "data", {"facts": len(facts)})
 
 
 # ---------------------------------------------------------------- stages after the runner
 
 
-def _general(run_dir: Path, name: str, model, tokenizer, precision: str, say) -> None:
+def _general(run_dir: Path, name: str, source: str, cfg: RunConfig, say) -> None:
+    """Locality probes and held-out perplexity of the model at `source` (rote.evaluation.locality),
+    into run/general/<name>.json, unless it is there already (written atomically: done)."""
     from rote.evaluation.locality import general_ability
+    from rote.training import models
     path = run_dir / "general" / f"{name}.json"
-    if path.is_file():  # written atomically: its presence means done
+    if path.is_file():
         return
     started = time.perf_counter()
-    write_json(path, general_ability(model, tokenizer, precision))
+    model, tokenizer = models.load_model(source, cfg.model.dtype), models.load_tokenizer(source)
+    write_json(path, general_ability(model, tokenizer, cfg.eval.precision))
     say(f"[rote inject] locality and perplexity of the {name} model in {time.perf_counter() - started:.0f} s")
-
-
-def supervised_tokens(example) -> int:
-    """Supervised tokens of one encoded example, counted as the training loop counts them."""
-    from rote.training.encode import IGNORE
-    return sum(1 for x in example.labels[1:] if x != IGNORE)
-
-
-def budgeted(examples: list, budget: int, seed: int) -> list:
-    """Copies of `examples`, each copy in a seeded order, cut as soon as their supervised tokens
-    reach `budget`: the total overshoots by less than one example."""
-    from rote.training.loop import epoch_order
-    if budget <= 0 or not examples:
-        raise ValueError(f"cannot build a baseline of {budget} tokens from {len(examples)} examples")
-    out, total, copy = [], 0, 0
-    while total < budget:
-        for i in epoch_order(len(examples), seed, 10_000 + copy):
-            if total >= budget:
-                break
-            out.append(examples[i])
-            total += supervised_tokens(examples[i])
-        copy += 1
-    return out
 
 
 def method_tokens(run_dir: Path) -> int:
     """Supervised tokens phase 1 and phase 2 trained on: the baseline's budget."""
-    return sum(json.loads((run_dir / p / "summary.json").read_text())["supervised_tokens"] for p in ("phase1", "phase2"))
+    return sum(read_json(run_dir / p / SUMMARY_FILE)["supervised_tokens"] for p in ("phase1", "phase2"))
 
 
-def run_baseline(cfg: RunConfig, facts: list[Fact], relations: dict[str, Relation], model, tokenizer, say):
-    """Plain fine-tuning on all facts with the relations' first n_prompts training prompts (object-only
-    loss), phase 1's optimizer settings, one pass over a budgeted list of examples; then the same
-    evaluation as the method (without the key-token prompts, which mean nothing here). Returns the
-    trained model."""
-    from rote.evaluation.metrics import aggregate
-    from rote.evaluation.queries import build_queries
-    from rote.evaluation.scoring import companions_of, evaluate
-    from rote.training.loop import train
-    from rote.training.lora import apply_lora, merge_lora
-    from rote.training.phases import phase2_examples
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The baseline, a run of arm plain_finetune (rote.arms) in run/baseline: every fact's natural
+    prompts (phase2.n_prompts each), phase 1's optimizer settings, for the method run's supervised
+    tokens (budget_tokens), evaluated like phase 1 (the key prompts, meaningless here, left out)."""
+    return config_mod.with_arm(cfg, "plain_finetune", ["name=baseline", f"out_dir={cfg.run_dir}", "eval.stages=[phase1]",
+                                                       f"budget_tokens={method_tokens(cfg.run_dir)}"])
 
-    run_dir, out = cfg.run_dir, cfg.run_dir / "baseline"
-    (out / "metrics.jsonl").unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
-    every = [dataclasses.replace(f, split="phase2") for f in facts]  # phase2_examples takes the phase-2 split
-    examples = phase2_examples(tokenizer, every, relations, cfg.phase2.n_prompts, "object")
-    budget = method_tokens(run_dir)
-    chosen = budgeted(examples, budget, cfg.seed)
-    tcfg = dataclasses.replace(cfg.phase1, epochs=1, until="epochs", loss_mask="object", save_epochs=())
-    if tcfg.method == "lora":
-        model = apply_lora(model, tcfg.lora, [])
-    result = train(model, chosen, tcfg, tokenizer.pad_token_id, out, cfg.seed, desc="baseline")
-    model = merge_lora(model) if tcfg.method == "lora" else model
-    result.update({"budget": budget, "examples": len(chosen), "distinct_examples": len(examples),
-                   "equivalent_epochs": round(len(chosen) / len(examples), 3),
-                   "max_batch_tokens": tcfg.batch_size * max(supervised_tokens(e) for e in examples)})
-    write_summary(out, result)
-    ecfg = dataclasses.replace(cfg.eval, prompt_sets=tuple(s for s in cfg.eval.prompt_sets if s != "key"))
-    queries = build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts)
-    companions = companions_of(facts)
-    records = evaluate(model, tokenizer, queries, ecfg, companions)
-    write_jsonl(out / "eval" / "predictions.jsonl", records)
-    write_json(out / "eval" / "summary.json", {"stage": "baseline", "rows": aggregate(records)})
-    say(f"[rote inject] baseline: {len(chosen)} examples, {result['supervised_tokens']} supervised tokens "
-        f"(budget {budget}), {result['seconds']:.0f} s")
-    return model
+
+def run_baseline(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str], quiet: bool) -> Path:
+    """Run (or resume) the baseline run on the same facts (its data stage written as the method's is)."""
+    bcfg = baseline_config(cfg)
+    runner.write_config(bcfg, bcfg.run_dir)
+    if not is_done(bcfg.run_dir, "data"):
+        write_data(bcfg, inp, facts, conflict_ids, relations_file=False)
+    return runner.run(bcfg, quiet=quiet)
 
 
 def export(run_dir: Path, out: Path) -> None:
-    """Put the phase-2 checkpoint's files into `out` (each via a temporary name): hard links where
-    the file system allows (the weights are not stored twice; checkpoints are only ever replaced,
-    never written in place), else copies."""
-    source = run_dir / "phase2" / "checkpoint"
+    """Put the phase-2 checkpoint's files into `out`, each via a temporary name (hard links where the
+    file system allows: rote.training.checkpoint.link_or_copy)."""
+    from rote.training.checkpoint import link_or_copy
+    source = run_dir / "phase2" / CHECKPOINT_DIR
     names = sorted(p.name for p in source.iterdir() if p.is_file())
     for name in names:
         tmp = out / f".{name}.tmp"
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(source / name, tmp)
-        except OSError:
-            shutil.copyfile(source / name, tmp)
+        link_or_copy(source / name, tmp)
         os.replace(tmp, out / name)
     write_json(run_dir / "export.json", {"files": names, "from": str(source)})
 
@@ -379,20 +335,13 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
         write_data(cfg, inp, fact_list, conflict_ids)
     runner.run(cfg, quiet=quiet)
 
-    from rote.training import models  # torch from here on
     for stage in ("phase1", "phase2"):  # phase 1 alone is the control: which phase costs locality
-        ckpt = run_dir / stage / "checkpoint"
-        if ckpt.is_dir() and not (run_dir / "general" / f"{stage}.json").is_file():
-            _general(run_dir, stage, models.load_model(str(ckpt), cfg.model.dtype), models.load_tokenizer(str(ckpt)),
-                     cfg.eval.precision, say)
-    if not (run_dir / "general" / "base.json").is_file() or (baseline and not is_done(run_dir, "baseline")):
-        base_model, tokenizer = models.load_model(cfg.model.name, cfg.model.dtype), models.load_tokenizer(cfg.model.name)
-        _general(run_dir, "base", base_model, tokenizer, cfg.eval.precision, say)
-        if baseline and not is_done(run_dir, "baseline"):
-            (run_dir / "general" / "baseline.json").unlink(missing_ok=True)
-            tuned = run_baseline(cfg, fact_list, inp.relations, base_model, tokenizer, say)
-            _general(run_dir, "baseline", tuned, tokenizer, cfg.eval.precision, say)
-            mark_done(run_dir, "baseline")
+        if (run_dir / stage / CHECKPOINT_DIR).is_dir():
+            _general(run_dir, stage, str(run_dir / stage / CHECKPOINT_DIR), cfg, say)
+    _general(run_dir, "base", cfg.model.name, cfg, say)
+    if baseline:
+        _general(run_dir, "baseline", str(run_baseline(cfg, inp, fact_list, conflict_ids, quiet) / "phase1" / CHECKPOINT_DIR),
+                 cfg, say)
     if not (run_dir / "export.json").is_file():
         export(run_dir, out)
     card = build_card(run_dir)

@@ -11,6 +11,7 @@ are checked before anything is written, and one process at a time writes a run f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,15 +21,16 @@ from pathlib import Path
 
 import yaml
 
-import rote
 from rote import config as config_mod
-from rote.config import ConfigError, RunConfig, read_run_config
+import rote
+from rote.arms import ARMS, eval_config
+from rote.config import RunConfig, read_run_config
 from rote.data.facts import Fact, read_facts, write_facts
 from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
+from rote.errors import ConfigError, RunError
 from rote.evaluation.queries import build_queries
-from rote.errors import RunError
 from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
@@ -126,9 +128,10 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     relations = check_relations(cfg)
     context = models.context_length(cfg.model.name)
     tokenizer = models.load_tokenizer(cfg.model.name)
-    check_lengths(tokenizer, context, facts, relations, cfg.eval.max_new_tokens, cfg.eval.icl_examples)
+    ecfg = eval_config(cfg)
+    check_lengths(tokenizer, context, facts, relations, ecfg.max_new_tokens, ecfg.icl_examples)
     if cfg.eval.max_new_tokens is not None:
-        golds = [q.gold for q in build_queries(facts, relations, cfg.key, cfg.eval, cfg.phase2.n_prompts,
+        golds = [q.gold for q in build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts,
                                                Session.relation(cfg, cfg.eval.repurposed_prompts or cfg.phase2.prompts_from))]
         try:
             generation_budget(tokenizer, golds, cfg.eval.max_new_tokens)
@@ -183,11 +186,15 @@ class Session:
 
 
 def run_training(session: Session, phase: str) -> dict:
+    """Train `phase` as the run's arm says (rote.arms): phase 1 memorizes the key text (for `mixed`,
+    with the k facts' natural prompts) or, for the plain arms, fine-tunes on natural prompts; phase 2
+    trains the k facts' natural prompts. The one-phase arms train to a token budget."""
     from rote.evaluation.scoring import key_accuracy
+    from rote.training import phases
     from rote.training.lora import apply_lora, merge_lora
-    from rote.training.phases import generalize, memorize, phase2_examples
 
-    cfg = session.cfg
+    cfg, arm = session.cfg, ARMS[session.cfg.arm]
+    trains = arm.phase1 if phase == "phase1" else arm.phase2
     tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
     out = session.run_dir / phase
     (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
@@ -200,19 +207,37 @@ def run_training(session: Session, phase: str) -> dict:
         model = merge_lora(copy.deepcopy(session.model)) if tcfg.method == "lora" else session.model
         save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
 
-    if tcfg.epochs == 0:  # a baseline without this phase: the checkpoint is the model as it came in
-        summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
-    elif phase == "phase1":
-        extra = phase2_examples(session.tokenizer, session.facts, session.relations, cfg.phase2.n_prompts,
-                                cfg.phase2.loss_mask, cfg.phase2.facts, session.prompts_from) if tcfg.mixed else []
-        def measure() -> float:  # phase1.until: memorized
-            return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key)
-        summary = memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg, out,
-                           cfg.seed, save_epoch, extra, measure)
+    def measure() -> float:  # phase1.until: memorized
+        return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key)
+
+    def natural(facts: list[Fact], mask: str) -> list:  # `facts` with their natural training prompts
+        return phases.natural_examples(session.tokenizer, facts, session.relations, cfg.phase2.n_prompts, mask,
+                                       session.prompts_from)
+
+    k_facts = phases.phase2_facts(session.facts)
+    if trains == "natural_k" and phase == "phase2":
+        summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
+                                    cfg.seed, session.prompts_from)
+    elif trains == "key_text" or (trains == "mixed" and cfg.budget == "epochs"):
+        extra = natural(k_facts, cfg.phase2.loss_mask) if trains == "mixed" else []
+        summary = phases.memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg,
+                                  out, cfg.seed, save_epoch, extra, measure)
         summary["mixed_examples"] = len(extra)
-    else:
-        summary = generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out, cfg.seed,
-                             session.prompts_from)
+    else:  # one phase of natural prompts (every fact's, or the k facts'), or mixed to a budget
+        if trains == "mixed":
+            examples = phases.phase1_examples(session.tokenizer, session.facts, session.relations, cfg.key,
+                                              tcfg.loss_mask) + natural(k_facts, cfg.phase2.loss_mask)
+        else:
+            examples = natural(session.facts if trains == "natural_all" else k_facts, tcfg.loss_mask)
+        if not examples:
+            raise ConfigError(f"arm {cfg.arm} has nothing to train: data.phase2_facts is 0")
+        if cfg.budget == "epochs":
+            summary = phases.train_epochs(session.model, session.tokenizer, examples, tcfg, out, cfg.seed, phase)
+        else:
+            budget = training_budget(session)
+            summary = phases.train_to_budget(session.model, session.tokenizer, examples, tcfg, budget["tokens"], out,
+                                             cfg.seed, phase)
+            summary.update({"budget": budget["tokens"], "budget_from": budget["from"]})
     if tcfg.method == "lora":
         session.model = merge_lora(session.model)
     session.save(out / CHECKPOINT_DIR)
@@ -221,21 +246,49 @@ def run_training(session: Session, phase: str) -> dict:
     return summary
 
 
+def training_budget(session: Session) -> dict:
+    """A one-phase arm's budget of supervised tokens: `budget_tokens` when given, else the method's
+    with the same settings (rote.training.phases.method_tokens)."""
+    from rote.training.phases import method_tokens
+    cfg = session.cfg
+    if cfg.budget_tokens is not None:
+        return {"tokens": cfg.budget_tokens, "from": "given (budget_tokens)"}
+    tokens = key_tokens(session.relations.values(), dataclasses.replace(cfg.key, style="token"))
+    return method_tokens(session.tokenizer, session.facts, session.relations, cfg.key, tokens, cfg.phase1, cfg.phase2)
+
+
+def skip_phase(run_dir: Path, phase: str, source: str) -> dict:
+    """A phase the arm does not train: its checkpoint is the model as it came in (the files of
+    `source`, hard-linked where the file system allows), its summary says it was skipped."""
+    from rote.training.checkpoint import link_checkpoint
+    link_checkpoint(source, run_dir / phase / CHECKPOINT_DIR)
+    summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
+    write_summary(run_dir / phase, summary)
+    return summary
+
+
 def run_eval(session: Session, stage: str) -> dict:
     from rote.evaluation.metrics import aggregate
     from rote.evaluation.scoring import companions_of, evaluate
 
     cfg = session.cfg
-    queries = build_queries(session.facts, session.relations, cfg.key, cfg.eval, cfg.phase2.n_prompts, session.repurposed)
+    ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
+    queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts, session.repurposed)
     companions = companions_of(session.facts)
     started = time.perf_counter()
-    records = evaluate(session.model, session.tokenizer, queries, cfg.eval, companions)
+    records = evaluate(session.model, session.tokenizer, queries, ecfg, companions)
     seconds = time.perf_counter() - started
     out = session.run_dir / stage
     write_jsonl(out / PREDICTIONS_FILE, records)
     rows = aggregate(records)
     write_summary(out, {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
     return {"records": len(records), "seconds": round(seconds, 2)}
+
+
+def _stages(cfg: RunConfig, stop_after: str | None) -> tuple[str, ...]:
+    """The stages this run goes through (rote.names.planned_stages), up to `stop_after`."""
+    last = RUN_STAGES.index(stop_after) if stop_after else len(RUN_STAGES)
+    return tuple(s for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)) if RUN_STAGES.index(s) <= last)
 
 
 def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> Path:
@@ -245,6 +298,11 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
     anything is written, so a failed start leaves no folder behind. The folder is then locked
     (rote.lock): a second writer stops at once with a LockedError."""
     run_dir = cfg.run_dir
+    stages = _stages(cfg, stop_after)
+    arm = ARMS[cfg.arm]
+    if cfg.data.phase2_facts == 0 and (("phase2" in stages and arm.phase2 == "natural_k") or
+                                       ("phase1" in stages and arm.phase1 == "natural_k") or arm.in_context):
+        raise ConfigError(f"arm {cfg.arm} trains or shows the k phase-2 facts: data.phase2_facts must be >= 1")
     planned = None if is_done(run_dir, "data") else plan_data(cfg)
     check_inputs(cfg, planned or read_facts(run_dir / FACTS_FILE))
     with hold(run_dir):
@@ -262,17 +320,16 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
         mark_done(run_dir, "data", {"facts": len(facts)})
     say(f"[rote] {run_dir}: {len(facts)} facts, {sum(f.split == 'phase2' for f in facts)} for phase 2")
     session = Session(cfg, run_dir, facts)
-    stages = planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint))
-    for stage in RUN_STAGES[1:]:
-        if stop_after and RUN_STAGES.index(stage) > RUN_STAGES.index(stop_after):
-            break
-        if stage not in stages or is_done(run_dir, stage):
+    for stage in _stages(cfg, stop_after)[1:]:
+        if is_done(run_dir, stage):
             continue
         started = time.perf_counter()
         if stage == "report":
             from rote.report.run import build_report
             build_report(run_dir)
             info = {}
+        elif stage == "phase2" and ARMS[cfg.arm].phase2 is None:
+            info = skip_phase(run_dir, stage, cfg.phase2.checkpoint or str(run_dir / "phase1" / CHECKPOINT_DIR))
         else:
             session.model_for(stage)
             info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from rote.config import ConfigError, RunConfig
+from rote.config import RunConfig
 from rote.data.facts import DataError, Fact, Relation
 from rote.data.relation_files import resolve_relations
 from rote.data.synth import add_two_hop_facts, make_facts
+from rote.errors import ConfigError
 
 
 def relations_of(cfg: RunConfig) -> dict[str, Relation]:

@@ -12,14 +12,14 @@ answer starts with the object) taken from the eval summary rows (`rote.metrics.p
   (also after phase 1 alone, to tell which phase costs it);
 - perplexity on held-out paragraphs before and after;
 - the baseline: plain fine-tuning on all facts with the same training prompts, at the same number
-  of supervised tokens.
+  of supervised tokens (a run of arm plain_finetune in `run/baseline/`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from rote.evaluation.metrics import aggregate, locality_summary, pick
-from rote.fileio import read_json, read_jsonl
+from rote.fileio import read_json, read_jsonl, read_summary
 from rote.names import LANGUAGES, SUMMARY_SPLITS
 from rote.report.html import fmt
 
@@ -107,8 +107,8 @@ def build_card(run_dir: str | Path) -> dict:
         return out
 
     # Wall-clock seconds live in timing.json (summaries hold only what a resumed run reproduces).
-    phase1, phase2, baseline = (s and {**s, **(read_json(run_dir / p / "timing.json") or {})}
-                                for p, s in ((p, read_json(run_dir / p / "summary.json")) for p in ("phase1", "phase2", "baseline")))
+    # The baseline is a run of its own in run/baseline (arm plain_finetune: it trains in its phase 1).
+    phase1, phase2, baseline = (read_summary(run_dir / p) for p in ("phase1", "phase2", "baseline/phase1"))
     history = (phase1 or {}).get("key_accuracy_by_epoch") or []
     training = {
         "phase1": phase1 and {"epochs": phase1["epochs"], "memorized_at_epoch": phase1.get("memorized_at_epoch"),
@@ -131,8 +131,8 @@ def build_card(run_dir: str | Path) -> dict:
             "rote": stage(run_dir / "eval/phase2/summary.json", run_dir / "eval/phase2/predictions.jsonl", "phase2"),
             "phase1_only": stage(run_dir / "eval/phase1/summary.json", run_dir / "eval/phase1/predictions.jsonl",
                                  "phase1"),
-            "baseline": stage(run_dir / "baseline/eval/summary.json", run_dir / "baseline/eval/predictions.jsonl",
-                              "baseline"),
+            "baseline": stage(run_dir / "baseline/eval/phase1/summary.json",
+                              run_dir / "baseline/eval/phase1/predictions.jsonl", "baseline"),
             "base": base and {"perplexity": base["perplexity"]["perplexity"],
                               "locality_correct": sum(r["correct"] for r in base["locality"]),
                               "locality_probes": len(base["locality"])},

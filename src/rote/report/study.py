@@ -200,9 +200,13 @@ def _results_table(summary: dict) -> str:
     for n in names:
         head += [n] + ([f"{n}: paper"] if n in with_paper else [])
     head += ["training tokens (phase 1 + phase 2)"]
+    arms = len({c.get("arm", "method") for c in summary["cells"]}) > 1  # a baselines grid: say what each cell is
+    head = head[:len(axes or ["cell"])] + (["arm"] if arms else []) + head[len(axes or ["cell"]):]
     body = []
     for c in summary["cells"]:
         row = [e(c["labels"][a]) for a in axes] if axes else [e(c["cell"])]
+        if arms:
+            row.append(e(c.get("arm", "method")) + (f'<br><span class="note">{e(c["budget"])}</span>' if c.get("budget") else ""))
         for n in names:
             s = c["metrics"][n]
             row.append(e(fmt(s)))

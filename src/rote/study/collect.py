@@ -8,11 +8,12 @@ import dataclasses
 import io
 import statistics
 import time
+from pathlib import Path
 
 from rote.data.facts import read_facts
 from rote.evaluation.metrics import aggregate, pick
 from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
-from rote.names import PREDICTIONS_FILE
+from rote.names import PREDICTIONS_FILE, SUMMARY_FILE
 from rote.study.plan import Plan, Run
 
 
@@ -51,9 +52,14 @@ def collect(plan: Plan) -> list[dict]:
     return rows
 
 
+def _phase1_dir(plan: Plan, run: Run) -> Path:
+    """The run folder that trained this cell x seed's phase 1: the shared phase-1 run, or its own."""
+    return plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
+
+
 def training_tokens(plan: Plan, run: Run) -> dict | None:
     """Supervised tokens trained by this cell x seed: its phase 1 (shared or its own) and its phase 2."""
-    p1_dir = plan.runs_dir / run.phase1 if run.phase1 else run.cfg.run_dir
+    p1_dir = _phase1_dir(plan, run)
     p1, p2 = read_json(p1_dir / "phase1" / "summary.json"), read_json(run.cfg.run_dir / "phase2" / "summary.json")
     if p1 is None or p2 is None:
         return None
@@ -83,6 +89,12 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
         spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
         entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
             if spent else None
+        # What the cell is (rote.arms) and, for a one-phase arm, the token budget it trained to.
+        runs = [r for r in plan.runs if r.cell.id == cell.id]
+        entry["arm"] = runs[0].cfg.arm
+        budgets = [b for b in ((read_json(_phase1_dir(plan, r) / "phase1" / SUMMARY_FILE) or {}).get("budget_from")
+                               for r in runs) if b]
+        entry["budget"] = budgets[0] if budgets else None
         cells.append(entry)
     finished = sum(is_done(r.cfg.run_dir, "report") for r in plan.runs)
     return {

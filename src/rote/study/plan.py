@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rote import config as config_mod
-from rote.config import ConfigError, Phase2Config, RunConfig
+from rote.arms import ARMS, eval_config
+from rote.config import Phase2Config, RunConfig
 from rote.data.factset import check_relations, plan_facts, relations_of
 from rote.data.relation_files import resolve_relations
+from rote.errors import ConfigError
 from rote.evaluation.queries import build_queries
 from rote.names import planned_stages
-from rote.study.spec import Cell, Study, StudyError
+from rote.study.spec import Cell, Study, StudyError, override_keys
 
 
 @dataclass
@@ -27,7 +29,8 @@ class Run:
     cell: Cell
     seed: int
     cfg: RunConfig
-    phase1: str | None  # name of the shared phase-1 run; None when the cell brings its own checkpoint
+    phase1: str | None  # name of the shared phase-1 run; None when the cell trains its own (or brings a checkpoint)
+    dropped: tuple[str, ...] = ()  # keys of the base config and `set` that the cell's arm does not read
 
 
 @dataclass
@@ -47,13 +50,35 @@ class Plan:
 
 
 def phase1_key(d: dict) -> dict:
-    """What phase-1 training depends on (a resolved config dict without its seed)."""
-    key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval")}
-    if d["phase1"]["mixed"]:  # mixed training trains phase 2's examples in phase 1: they are part of it
-        key["phase2_examples"] = {"k": d["data"]["phase2_facts"], "n_prompts": d["phase2"]["n_prompts"],
-                                  "loss_mask": d["phase2"]["loss_mask"]}
+    """What phase-1 training depends on (a resolved config dict without its seed): the phase 1 the
+    arm trains (in_context memorizes as the method does), the model, the data (not k: it only splits
+    the same facts), the key and the phase1 section; for mixed, also its phase-2 examples and budget."""
+    arm = ARMS[d["arm"]]
+    key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval", "arm")}
+    key["arm"] = arm.shares_phase1_with
+    if arm.phase1 == "mixed":  # it trains the k facts' natural prompts in phase 1: they are part of it
+        key["phase2"] = {k: v for k, v in d["phase2"].items() if k != "checkpoint"}
+        key["k"] = d["data"]["phase2_facts"]
     key["data"] = {k: v for k, v in d["data"].items() if k != "phase2_facts"}
     return key
+
+
+def _phase1_run(members: list[tuple[dict, RunConfig]], name: str, where: str) -> RunConfig:
+    """The shared phase-1 run of cells that agree on phase1_key: their phase 1 and the evaluations
+    of the base model and of phase 1. Its facts are all held out (cells re-split them by their own
+    k), except for mixed, which trains its cells' k facts; its `train` prompt set asks the most
+    training prompts any of its cells trains on."""
+    d, cfg = json.loads(json.dumps(members[0][0])), members[0][1]
+    arm = ARMS[cfg.arm]
+    d.update(name=name, arm=arm.shares_phase1_with)
+    if arm.phase1 == "mixed":
+        d["phase2"] = {k: v for k, v in d["phase2"].items() if k != "checkpoint"}
+    else:
+        d["data"]["phase2_facts"] = 0
+        d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
+    d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
+    tree, _ = config_mod.drop_unread(d, source=where)
+    return config_mod.from_dict(tree, source=where)
 
 
 def _check_cell(study: Study, cell: Cell, cfg: RunConfig) -> None:
@@ -83,39 +108,31 @@ def expand(study: Study, out: str | Path = "studies") -> Plan:
     runs_dir = study_dir / "runs"
     runs: list[Run] = []
     groups: dict[str, list[tuple[dict, RunConfig]]] = {}
+    base = config_mod.load_tree(study.base)
     for seed in study.seeds:
         for cell in study.cells:
+            where = f"{study.path}: cell {cell.id}"
             try:
-                cfg = config_mod.load(study.base, [*study.set, *study.cli_set, *cell.overrides])
-            except ConfigError as e:
-                raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
-            _check_cell(study, cell, cfg)
-            try:
+                # The base config and `set` describe the method; a cell of another arm takes what its
+                # arm reads of them (and says what it left: --dry-run). Its own overrides must all be read.
+                tree = config_mod.apply_overrides(base, [*study.set, *study.cli_set, *cell.overrides])
+                tree, dropped = config_mod.drop_unread(tree, keep=override_keys(cell.overrides), source="the cell")
+                cfg = config_mod.from_dict(tree, source=str(study.base))
                 check_relations(cfg)  # what would fail only later, in phase 2 (too many training prompts)
             except ConfigError as e:
-                raise StudyError(f"{study.path}: cell {cell.id}: {e}") from None
+                raise StudyError(f"{where}: {e}") from None
+            _check_cell(study, cell, cfg)
             d = config_mod.to_dict(cfg) | {"seed": seed, "name": f"{cell.slug}-s{seed}", "out_dir": str(runs_dir)}
             p1 = None
-            if not d["phase2"]["checkpoint"]:
+            if ARMS[cfg.arm].shares_phase1_with and not cfg.phase2.checkpoint:
                 digest = hashlib.sha1(json.dumps(phase1_key(d), sort_keys=True).encode()).hexdigest()[:8]
                 p1 = f"p1-{digest}-s{seed}"
                 groups.setdefault(p1, []).append((d, cfg))
                 d = json.loads(json.dumps(d))
                 d["phase2"]["checkpoint"] = str(runs_dir / p1 / "phase1" / "checkpoint")
                 d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s not in ("base", "phase1")]
-            runs.append(Run(cell, seed, config_mod.from_dict(d, source=f"{study.path} cell {cell.id}"), p1))
-    phase1 = {}
-    for name, members in groups.items():
-        d = json.loads(json.dumps(members[0][0]))
-        d["name"] = name
-        mixed = members[0][1].phase1.mixed
-        if not mixed:  # the phase-1 run has no phase 2: all facts held out, cells re-split them
-            d["data"]["phase2_facts"] = 0
-        d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
-        if mixed:  # the natural-prompt examples it mixes in are the cells' (the same for all: see phase1_key)
-            d["phase2"]["loss_mask"] = members[0][1].phase2.loss_mask
-        d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
-        phase1[name] = config_mod.from_dict(d, source=f"{study.path} phase-1 run {name}")
+            runs.append(Run(cell, seed, config_mod.from_dict(d, source=where), p1, tuple(dropped)))
+    phase1 = {name: _phase1_run(members, name, f"{study.path} phase-1 run {name}") for name, members in groups.items()}
     return Plan(study, study_dir, runs, phase1)
 
 
@@ -129,12 +146,12 @@ def _query_count(cfg: RunConfig, n_prompts: int) -> int:
     """How many queries one evaluation of `cfg`'s facts asks: rote.queries.build_queries on the fact
     set the config plans (rote.factset), so the count is what the run will ask."""
     key = json.dumps([config_mod.to_dict(cfg.data), config_mod.to_dict(cfg.key), config_mod.to_dict(cfg.eval),
-                      n_prompts, cfg.seed, cfg.phase2.prompts_from], sort_keys=True)
+                      n_prompts, cfg.seed, cfg.phase2.prompts_from, cfg.arm], sort_keys=True)
     if key not in _QUERIES:
         relations = relations_of(cfg)
         repurposed = cfg.eval.repurposed_prompts or cfg.phase2.prompts_from
         asked = resolve_relations((repurposed,), cfg.data.relations_file)[0] if repurposed else None
-        _QUERIES[key] = len(build_queries(plan_facts(cfg), relations, cfg.key, cfg.eval, n_prompts, asked))
+        _QUERIES[key] = len(build_queries(plan_facts(cfg), relations, cfg.key, eval_config(cfg), n_prompts, asked))
     return _QUERIES[key]
 
 
@@ -157,10 +174,14 @@ def cost(plan: Plan) -> dict:
         out["option_scorings"] += s
         out["evaluations"] += len(cfg.eval.stages)
     for run in plan.runs:
-        cfg = run.cfg
-        trained = cfg.data.facts_per_relation if cfg.phase2.facts == "all" else cfg.data.phase2_facts
-        examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
-        out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
+        cfg, arm = run.cfg, ARMS[run.cfg.arm]
+        if arm.phase2 == "natural_k":
+            examples = cfg.data.phase2_facts * len(cfg.data.relations) * cfg.phase2.n_prompts
+            out["phase2_steps"] += cfg.phase2.epochs * math.ceil(examples / cfg.phase2.batch_size)
+        if run.phase1 is None and not cfg.phase2.checkpoint:  # a plain arm trains its own phase 1
+            trained = cfg.data.facts_per_relation if arm.phase1 == "natural_all" else cfg.data.phase2_facts
+            examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
+            out["phase1_steps"] += cfg.phase1.epochs * math.ceil(examples / cfg.phase1.batch_size)
         stages = sum(s.startswith("eval/") for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
         g, s = _eval_cost(cfg, stages, cfg.phase2.n_prompts)
         out["generations"] += g
@@ -186,8 +207,11 @@ def describe(plan: Plan) -> str:
     first_seed = [r for r in plan.runs if r.seed == s.seeds[0]]
     width = max(len(c.id) for c in s.cells)
     for run in first_seed:
-        p1 = f"  [phase 1: {run.phase1.rsplit('-s', 1)[0]}]" if run.phase1 else "  [own phase-2 checkpoint]"
+        p1 = f"  [phase 1: {run.phase1.rsplit('-s', 1)[0]}]" if run.phase1 else \
+            "  [own phase-2 checkpoint]" if run.cfg.phase2.checkpoint else "  [its own phase 1]"
         lines.append(f"  {run.cell.id:{width}s}  {' '.join(run.cell.overrides) or '(base)'}{p1}")
+        if run.dropped:
+            lines.append(f"  {'':{width}s}  arm {run.cfg.arm} does not read (left out): {', '.join(run.dropped)}")
     c = cost(plan)
     lines += ["", "rough cost (counts, not times):",
               f"  phase 1: {c['phase1_steps']} optimizer steps (epochs x ceil(facts / batch), summed"

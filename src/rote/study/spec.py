@@ -46,7 +46,7 @@ from pathlib import Path
 import yaml
 
 from rote import config as config_mod
-from rote.config import ConfigError
+from rote.errors import ConfigError
 from rote.evaluation.metrics import METRICS
 from rote.names import EVAL_STAGES, PROMPT_FORMS, PROMPT_SETS, SUMMARY_SPLITS
 
@@ -188,7 +188,7 @@ def _grid(raw, path) -> tuple[dict, tuple[Cell, ...]]:
     return axes, tuple(cells)
 
 
-def _keys(overrides) -> set[str]:
+def override_keys(overrides) -> set[str]:
     return {config_mod.parse_override(o)[0] for o in overrides}
 
 
@@ -228,14 +228,14 @@ def load_study(path: str | Path, seeds: list[int] | None = None, overrides: list
         _fail(path, "seeds", f"expected a non-empty list of distinct integers, got {seeds!r}")
     axes, cells = _grid(raw.get("grid"), path)
     for label, given in (("set", study_set), ("--set", cli_set), *((f"grid cell {c.id}", c.overrides) for c in cells)):
-        taken = _keys(given) & {"name", "seed", "out_dir"}
+        taken = override_keys(given) & {"name", "seed", "out_dir"}
         if taken:
             _fail(path, label, f"'{sorted(taken)[0]}' is set by the study for each run (use seeds: / --seeds and --out)")
     # A cell's overrides come last, so a key that every cell sets cannot be changed by `set` or
     # --set: say so rather than ignore it. (A key only some cells set is fine: the others take it.)
-    every_cell = set.intersection(*[_keys(c.overrides) for c in cells]) if cells else set()
+    every_cell = set.intersection(*[override_keys(c.overrides) for c in cells]) if cells else set()
     for label, given in (("set", study_set), ("--set", cli_set)):
-        clash = _clash(_keys(given), every_cell)
+        clash = _clash(override_keys(given), every_cell)
         if clash:
             _fail(path, label, f"'{clash}' is set by every cell of the grid, so this would change nothing; "
                                "edit the grid's values instead")

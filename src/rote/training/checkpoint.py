@@ -26,3 +26,26 @@ def save_checkpoint(model, tokenizer, key_record: dict, path: str | Path) -> Pat
 def read_key_record(path: str | Path) -> dict | None:
     f = Path(path) / KEY_RECORD
     return json.loads(f.read_text()) if f.is_file() else None
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """`target` as the file `source`: a hard link where the file system allows (checkpoints are only
+    ever replaced, never written in place, so the weights need not be stored twice), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def link_checkpoint(source: str | Path, path: str | Path) -> Path:
+    """`path` as a copy of the checkpoint folder `source` (link_or_copy for each file), through a
+    temporary folder and a rename, like save_checkpoint."""
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in sorted(p for p in source.iterdir() if p.is_file()):
+        link_or_copy(f, tmp / f.name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path

@@ -6,14 +6,16 @@ on what, is the runner's business (rote.arms); these functions only build and tr
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from rote.config import KeyConfig, Phase1Config, Phase2Config
+from rote.config import KeyConfig, Phase1Config, Phase2Config, TrainConfig
 from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key, render_prompt, training_target
-from rote.training.encode import Encoded, encode
-from rote.training.loop import train
+from rote.training.encode import IGNORE, Encoded, encode
+from rote.training.loop import epoch_order, train
 
 
 def phase1_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, mask: str) -> list[Encoded]:
@@ -59,15 +61,13 @@ def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation]
     return summary
 
 
-def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
-                    mask: str = "object", which: str = "split", prompts_from: Relation | None = None) -> list[Encoded]:
-    """The phase-2 split's facts (every fact with `which="all"`: the plain fine-tuning
-    baseline), each with the first `n_prompts` training prompts of its relation, or of
-    `prompts_from` when phase 2 teaches the key another relation's meaning (re-purposing)."""
+def natural_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
+                     mask: str = "object", prompts_from: Relation | None = None) -> list[Encoded]:
+    """Each of `facts` with the first `n_prompts` training prompts of its relation (or of
+    `prompts_from`, when phase 2 teaches the key another relation's meaning: re-purposing). Phase 2
+    trains the phase-2 facts' (`phase2_facts`); the plain fine-tuning arms train every fact's."""
     out = []
     for fact in facts:
-        if fact.split != "phase2" and which != "all":
-            continue
         rel = prompts_from or relations[fact.relation]
         if n_prompts > len(rel.train_prompts):
             raise ValueError(f"phase2.n_prompts={n_prompts} but relation {rel.name} has {len(rel.train_prompts)} training prompts")
@@ -77,11 +77,77 @@ def phase2_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
     return out
 
 
+def phase2_facts(facts: list[Fact]) -> list[Fact]:
+    """The facts phase 2 shows with natural prompts (split `phase2`)."""
+    return [f for f in facts if f.split == "phase2"]
+
+
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: Phase2Config,
                out_dir: str | Path, seed: int, prompts_from: Relation | None = None) -> dict:
-    examples = phase2_examples(tokenizer, facts, relations, cfg.n_prompts, cfg.loss_mask, cfg.facts, prompts_from)
+    examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
     summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2")
+    summary["examples"] = len(examples)
+    return summary
+
+
+# ---------------------------------------------------------------- a budget of supervised tokens
+
+
+def supervised_tokens(example: Encoded) -> int:
+    """Supervised tokens of one encoded example, counted as the training loop counts them."""
+    return sum(1 for x in example.labels[1:] if x != IGNORE)
+
+
+def budgeted(examples: list[Encoded], budget: int, seed: int) -> list[Encoded]:
+    """Copies of `examples`, each copy in a seeded order, cut as soon as their supervised tokens
+    reach `budget`: the total overshoots by less than one example."""
+    if budget <= 0 or not examples:
+        raise ValueError(f"cannot build a budget of {budget} tokens from {len(examples)} examples")
+    out, total, copy = [], 0, 0
+    while total < budget:
+        for i in epoch_order(len(examples), seed, 10_000 + copy):
+            if total >= budget:
+                break
+            out.append(examples[i])
+            total += supervised_tokens(examples[i])
+        copy += 1
+    return out
+
+
+def train_to_budget(model, tokenizer, examples: list[Encoded], cfg: TrainConfig, budget: int, out_dir, seed: int,
+                    desc: str) -> dict:
+    """One pass over `budgeted(examples, budget)` with `cfg`'s optimizer settings (its epochs do not
+    apply); the summary says the budget and how many copies of the examples it came to."""
+    chosen = budgeted(examples, budget, seed)
+    summary = train(model, chosen, dataclasses.replace(cfg, epochs=1), tokenizer.pad_token_id, out_dir, seed, desc=desc)
+    summary.update({"examples": len(chosen), "distinct_examples": len(examples),
+                    "equivalent_epochs": round(len(chosen) / len(examples), 3),
+                    "max_batch_tokens": cfg.batch_size * max(supervised_tokens(e) for e in examples)})
+    return summary
+
+
+def method_tokens(tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, key_tokens: list[str],
+                  phase1: TrainConfig, phase2: Phase2Config) -> dict:
+    """The supervised tokens the method would train with these settings: phase 1's epochs over every
+    fact's key-token text, phase 2's epochs over the k facts' natural prompts (what `budget: matched`
+    gives a one-phase baseline). Counted on a copy of `tokenizer` with the key tokens added."""
+    from rote.training.models import add_tokens
+    tok = copy.deepcopy(tokenizer)
+    add_tokens(tok, key_tokens)
+    key_text = phase1_examples(tok, facts, relations, dataclasses.replace(key, style="token"), phase1.loss_mask)
+    natural = natural_examples(tok, phase2_facts(facts), relations, phase2.n_prompts, phase2.loss_mask)
+    p1 = phase1.epochs * sum(supervised_tokens(e) for e in key_text)
+    p2 = phase2.epochs * sum(supervised_tokens(e) for e in natural)
+    return {"tokens": p1 + p2, "phase1": p1, "phase2": p2,
+            "from": f"the method's supervised tokens with these settings: phase 1, {phase1.epochs} epoch(s) x "
+                    f"{len(key_text)} key-token texts = {p1}; phase 2, {phase2.epochs} epoch(s) x {len(natural)} "
+                    f"natural-prompt examples = {p2}"}
+
+
+def train_epochs(model, tokenizer, examples: list[Encoded], cfg: TrainConfig, out_dir, seed: int, desc: str) -> dict:
+    """`cfg.epochs` epochs over `examples` (a one-phase arm with `budget: epochs`)."""
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc=desc)
     summary["examples"] = len(examples)
     return summary
