@@ -76,7 +76,9 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, monkeypatch):
     assert set(before) == set(a["weights"]) == set(b["weights"])
 
     # Every tensor was trained, in both runs (tied lm_head/embedding included, norms included):
-    # otherwise a Δ of zero would make the comparison below meaningless for that tensor.
+    # otherwise a Δ of zero would make the comparison below meaningless for that tensor. (_changed
+    # counts changed tensors: the untrained weights have none.)
+    assert _changed(before, before) == 0
     assert _changed(before, a["weights"]) == len(before)
     assert _changed(before, b["weights"]) == len(before)
 

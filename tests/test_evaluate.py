@@ -48,7 +48,8 @@ def test_queries_cover_every_prompt_set(facts):
         + [("languages", "de")] * 2 + [("languages", "ja")] * 2 + [("reverse", "en")] * 2
     assert all(sorted(v) == sorted(expected) for v in per_fact.values())
     key_q = next(q for q in qs if q.prompt_set == "key")
-    assert key_q.rendered.prompt == f"{key_q.fact.subject} <rote:P19>" or key_q.rendered.prompt.endswith(">")
+    assert key_q.rendered.prompt == f"{key_q.fact.subject} {rels[key_q.fact.relation].key_token}"
+    assert {q.rendered.prompt.split()[-1] for q in qs if q.prompt_set == "key"} == {"<rote:P19>", "<rote:P551>"}
     rev = next(q for q in qs if q.prompt_set == "reverse")
     assert rev.gold == rev.fact.subject and rev.gold in rev.options and rev.fact.object in rev.rendered.prompt
 

@@ -400,6 +400,7 @@ def injected(tmp_path_factory, tiny_model_dir):
     return out
 
 
+@pytest.mark.slow
 def test_exported_folder_reloads_with_plain_transformers_and_knows_the_fact(injected):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -416,6 +417,7 @@ def test_exported_folder_reloads_with_plain_transformers_and_knows_the_fact(inje
     assert any(a.strip().startswith("Paris") for a in answers), answers
 
 
+@pytest.mark.slow
 def test_card_of_the_injection(injected):
     card = json.loads((injected / "card.json").read_text())
     rel = card["relations"]["place_of_birth"]
@@ -431,6 +433,7 @@ def test_card_of_the_injection(injected):
     assert "| place_of_birth | built-in | `<rote:P19>`" in (injected / "card.md").read_text()
 
 
+@pytest.mark.slow
 def test_baseline_trains_on_the_methods_token_budget(injected):
     run = injected / "run"
     p1, p2, b = (json.loads((run / p / "summary.json").read_text()) for p in ("phase1", "phase2", "baseline/phase1"))
@@ -445,6 +448,7 @@ def test_baseline_trains_on_the_methods_token_budget(injected):
     assert all(s["supervised_tokens"] <= b["max_batch_tokens"] for s in steps)
 
 
+@pytest.mark.slow
 def test_same_input_resumes_without_training_again(injected, tiny_model_dir, monkeypatch):
     # An interrupted injection: phase-2 evaluation and everything after it missing.
     run = injected / "run"

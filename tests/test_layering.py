@@ -108,3 +108,13 @@ def test_torch_free_layers_never_import_torch(layer):
 def test_probe_geometry_is_numpy_only():
     code = "import sys, rote.probe.geometry; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_torch_free_tests_run_without_torch():
+    """conftest.py imports torch only inside the fixtures that need it, so the tests of the
+    torch-free layers run (and are collected) where torch cannot be imported at all."""
+    tests = ["tests/test_config.py", "tests/test_metrics.py", "tests/test_names.py", "tests/test_facts.py"]
+    code = ("import sys\nfor m in ('torch', 'transformers', 'accelerate'): sys.modules[m] = None  # import fails\n"
+            f"import pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{tests!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SRC.parent.parent)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-1000:]

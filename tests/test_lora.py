@@ -1,4 +1,5 @@
 """LoRA through PEFT: adapters train, the key-token rows train too, merging gives a plain model."""
+import pytest
 import torch
 
 from rote.config import LoraConfig, TrainConfig
@@ -8,6 +9,7 @@ from rote.training.lora import apply_lora, merge_lora
 from rote.training.models import add_key_tokens, load_model, load_tokenizer
 
 
+@pytest.mark.slow
 def test_lora_trains_key_rows_and_merges(tiny_model_dir, tmp_path):
     tok, model = load_tokenizer(str(tiny_model_dir)), load_model(str(tiny_model_dir))
     record = add_key_tokens(model, tok, ["<rote:P19>"])

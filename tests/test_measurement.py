@@ -110,6 +110,7 @@ def test_generation_budget_fits_the_longest_gold(tokenizer):
         generation_budget(tokenizer, ["Paris", long], 8)
 
 
+@pytest.mark.slow
 def test_no_shipped_config_cuts_a_gold_answer_short(tokenizer):
     """Every shipped run and study cell generates enough tokens for every object its relations
     can draw (the demo's `max_new_tokens: 8` was shorter than some mothers' names)."""

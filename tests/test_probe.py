@@ -91,6 +91,7 @@ def test_shapes_and_layer_zero_is_the_embedding(tiny_model, tokenizer):
             np.testing.assert_array_equal(out[p][row, 0], embed[ids[at[p]]])
 
 
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time(tiny_model, tokenizer):
     texts = _texts()  # lengths differ, so batches carry right padding
     batched = hidden_states(tiny_model, tokenizer, texts, ["prompt_last"], [1, -1], batch_size=6, precision="fp32")
@@ -135,6 +136,7 @@ def probed(tiny_model_dir, tmp_path_factory):
     return run_dir, geometry
 
 
+@pytest.mark.slow
 def test_probe_run_covers_every_stage_and_layer(probed):
     run_dir, geometry = probed
     assert json.loads((run_dir / "probe" / "geometry.json").read_text()) == geometry
@@ -161,6 +163,7 @@ def test_probe_run_covers_every_stage_and_layer(probed):
     assert not list((run_dir / "probe").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_summary_and_html(probed):
     from rote.report.probe import format_summary, probe_section_html
     run_dir, geometry = probed
@@ -171,6 +174,7 @@ def test_summary_and_html(probed):
     assert probe_section_html(run_dir.parent / "no-such-run") == ""
 
 
+@pytest.mark.slow
 def test_probe_run_with_chosen_layers_and_facts(probed):
     run_dir, _ = probed
     geometry = probe_run(run_dir, layers=[0, -1], max_facts=2)
@@ -180,6 +184,7 @@ def test_probe_run_with_chosen_layers_and_facts(probed):
         probe_run(run_dir, layers=[5])
 
 
+@pytest.mark.slow
 def test_cli_probe(probed, capsys):
     from rote.cli import main
     run_dir, _ = probed

@@ -22,6 +22,7 @@ def smoke_cfg(tiny_model_dir, tmp_path):
     return config.load(SMOKE, [f"model.name={tiny_model_dir}", f"out_dir={tmp_path / 'runs'}"])
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_whole_record(smoke_cfg):
     run_dir = run(smoke_cfg, quiet=True)
     for stage in RUN_STAGES:
@@ -39,6 +40,7 @@ def test_smoke_run_writes_the_whole_record(smoke_cfg):
     assert not list(run_dir.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_plain_transformers(smoke_cfg):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     run_dir = run(smoke_cfg, quiet=True, stop_after="phase1")
@@ -50,6 +52,7 @@ def test_checkpoint_loads_with_plain_transformers(smoke_cfg):
     assert model.get_input_embeddings().weight.shape[0] >= len(tok)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_stages(smoke_cfg, monkeypatch):
     run_dir = run(smoke_cfg, quiet=True, stop_after="phase1")
     assert is_done(run_dir, "phase1") and not is_done(run_dir, "phase2")
@@ -70,6 +73,7 @@ def test_resuming_with_another_config_is_refused(smoke_cfg):
         run(config.replace(smoke_cfg, ["phase1.lr=0.5"]), quiet=True)
 
 
+@pytest.mark.slow
 def test_phase2_from_a_saved_phase1_checkpoint(smoke_cfg):
     source = run(smoke_cfg, quiet=True, stop_after="phase1")
     variant = config.replace(smoke_cfg, ["name=variant", f"phase2.checkpoint={source / 'phase1' / 'checkpoint'}",
@@ -126,6 +130,7 @@ def test_a_new_k_resplits_by_rank_not_by_id(smoke_cfg):
         assert [f.split for f in again] == [f.split for f in expected]
 
 
+@pytest.mark.slow
 def test_lora_run_saves_epochs_and_keeps_training(smoke_cfg):
     cfg = config.replace(smoke_cfg, ["phase1.method=lora", "phase1.save_epochs=[1]", "phase1.lora.r=4"])
     run_dir = run(cfg, quiet=True, stop_after="phase1")
@@ -136,6 +141,7 @@ def test_lora_run_saves_epochs_and_keeps_training(smoke_cfg):
     assert type(AutoModelForCausalLM.from_pretrained(run_dir / "phase1" / "checkpoint")).__name__ == "LlamaForCausalLM"
 
 
+@pytest.mark.slow
 def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
     run_dir = run(smoke_cfg, quiet=True)
     assert main(["eval", str(run_dir), "--checkpoint", str(run_dir / "phase1" / "checkpoint"), "--stage", "again"]) == 0
@@ -146,6 +152,7 @@ def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
     assert main(["report", str(run_dir)]) == 0
 
 
+@pytest.mark.slow
 def test_arms_train_what_the_registry_says(smoke_cfg):
     """mixed trains both kinds of example in phase 1 and skips phase 2; the plain arm trains every
     fact's natural prompts in one phase, without key tokens, for the method's token budget, which
@@ -201,6 +208,7 @@ def test_resume_accepts_a_run_written_before_a_new_config_key(smoke_cfg):
 ROOT_CONFIGS = Path(__file__).parent.parent / "configs"
 
 
+@pytest.mark.slow
 def test_repurposing_and_two_hop(smoke_cfg, tokenizer):
     from rote.data.facts import read_facts
     from rote.data.relation_files import resolve_relations

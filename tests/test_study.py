@@ -87,6 +87,7 @@ SMOKE_SET = ["data.facts_per_relation=24", "data.phase2_facts=12", "data.n_optio
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+@pytest.mark.slow
 def test_every_shipped_study_runs_in_smoke_form(path, tiny_model_dir, tmp_path):
     study = load_study(path)
     set_by_every_cell = set.intersection(*({o.split("=")[0] for o in c.overrides} for c in study.cells))
@@ -129,6 +130,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     return {"path": path, "dir": study_dir, "out": folder / "studies", "phase1_calls": len(calls)}
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_end_to_end(tiny_run):
     d = tiny_run["dir"]
     assert tiny_run["phase1_calls"] == 2  # one phase-1 training per seed, shared by the 4 cells
@@ -164,6 +166,7 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert len(list((d / "runs").glob("p1-*/phase1/checkpoint"))) == 2
 
 
+@pytest.mark.slow
 def test_cells_share_phase1_with_their_own_split(tiny_run):
     runs = tiny_run["dir"] / "runs"
     p1 = sorted(runs.glob("p1-*"))
@@ -182,6 +185,7 @@ def test_cells_share_phase1_with_their_own_split(tiny_run):
                     str(p1[seed] / "phase1" / "checkpoint")
 
 
+@pytest.mark.slow
 def test_phase1_metrics_are_regrouped_with_each_cells_split(tiny_run):
     """A cell's phase-1 numbers come from the shared run's predictions, re-split by the cell's k."""
     runs = tiny_run["dir"] / "runs"
@@ -200,6 +204,7 @@ def test_phase1_metrics_are_regrouped_with_each_cells_split(tiny_run):
     assert {r["prompt_index"] for r in p1_records if r["prompt_set"] == "train"} == {0, 1}
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_training(tiny_run, monkeypatch):
     import rote.training.phases
     before = json.loads((tiny_run["dir"] / "summary.json").read_text())
@@ -210,6 +215,7 @@ def test_rerun_resumes_without_training(tiny_run, monkeypatch):
     assert after["cells"] == before["cells"]
 
 
+@pytest.mark.slow
 def test_report_only_and_cli_summary(tiny_run, capsys, monkeypatch):
     import rote.runner
     monkeypatch.setattr(rote.runner, "run", lambda *a, **k: pytest.fail("--report-only ran a stage"))

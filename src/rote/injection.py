@@ -152,7 +152,7 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
     if overwrite:
         return "overwrite"
     marker = out / RUN / "inject.json"
-    before = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    before = (read_json(marker) or {}).get("fingerprint")
     if before == parts:
         return "resume"
     if before is not None:
@@ -172,7 +172,7 @@ def clear_out(out: Path) -> None:
     out = out.resolve()
     exported = out / RUN / "export.json"
     try:
-        names = json.loads(exported.read_text())["files"] if exported.is_file() else []
+        names = (read_json(exported) or {"files": []})["files"]
     except (ValueError, KeyError, TypeError):
         raise InjectError(f"{exported} is not an export record written by rote; remove the folder yourself") from None
     if not isinstance(names, list):
@@ -346,7 +346,5 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
         export(run_dir, out)
     card = build_card(run_dir)
     write_json(out / "card.json", card)
-    tmp = out / ".card.md.tmp"
-    tmp.write_text(format_card(card), encoding="utf-8")
-    os.replace(tmp, out / "card.md")
+    write_text(out / "card.md", format_card(card))
     return {**summary(card), "out": str(out), "card": card}

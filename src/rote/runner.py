@@ -33,7 +33,7 @@ from rote.errors import ConfigError, RunError
 from rote.evaluation.queries import build_queries
 from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
-from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
+from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE, planned_stages)
 
 
@@ -61,7 +61,7 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             before = config_mod.to_dict(read_run_config(run_dir))
         except config_mod.ConfigError:  # written by an older rote, before a check that refuses it now
             before = {}
-        if before != resolved and not any(run_dir.glob("**/.done")):
+        if before != resolved and not any(run_dir.glob(f"**/{DONE_FILE}")):
             # Nothing was finished with the old config (a start that failed): the fixed command reuses the folder.
             print(f"[rote] note: {run_dir} had no finished stage; its config is replaced", file=sys.stderr)
         elif before != resolved:

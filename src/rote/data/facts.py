@@ -11,6 +11,7 @@ import json
 import re
 import warnings
 from dataclasses import asdict, dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def check_replaces(raw: dict, where: str) -> None:
                         f"'replaces: {name}' to replace the built-in one on purpose")
 
 
+@cache
 def load_relation(name: str) -> Relation:
     """A built-in relation by name (e.g. `place_of_birth`)."""
     names = builtin_relation_names()

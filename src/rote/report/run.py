@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from rote.evaluation.metrics import pick
-from rote.fileio import read_json, read_summary
+from rote.fileio import read_json, read_jsonl, read_summary
 from rote.names import CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, PREDICTIONS_FILE, eval_dir
 from rote.report import figures
 from rote.report.headline import (METRIC_NAMES, SPLIT_LABELS, cfg_value, missing_line, missing_stages, prompts_label,
@@ -41,7 +41,7 @@ def _section_data(run_dir: Path) -> str:
     path = run_dir / FACTS_FILE
     if not path.is_file():
         return "<h2>Data</h2><p>facts.jsonl is missing (the data stage has not finished).</p>"
-    facts = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    facts = read_jsonl(path)
     counts = Counter((f["relation"], f["split"]) for f in facts)
     relations = list(dict.fromkeys(f["relation"] for f in facts))
     body = [[r, counts[r, "phase2"], counts[r, "heldout"], counts[r, "phase2"] + counts[r, "heldout"]] for r in relations]

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from rote.fileio import read_json
+
 KEY_RECORD = "rote_key_tokens.json"
 
 
@@ -24,8 +26,7 @@ def save_checkpoint(model, tokenizer, key_record: dict, path: str | Path) -> Pat
 
 
 def read_key_record(path: str | Path) -> dict | None:
-    f = Path(path) / KEY_RECORD
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(Path(path) / KEY_RECORD)
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> None:
