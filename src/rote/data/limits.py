@@ -2,7 +2,7 @@
 
 A subject, object or prompt that does not fit would be truncated silently or crash deep inside
 training; checked here before anything is written. (User input also has a cheap character cap,
-checked before anything is tokenized: rote.userdata.MAX_FIELD_CHARS.)
+checked before anything is tokenized: rote.data.userdata.MAX_FIELD_CHARS.)
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def check_lengths(tokenizer, context: int | None, facts: list[Fact], relations: 
                 raise DataError(f"relation {name}: prompt {quote(t)} is over {MAX_PROMPT_TOKENS} tokens")
         longest[name] = max(_n(tokenizer, t.replace("{subject}", "")) for t in templates)
     # An in-context demonstration is another fact of the relation with its first training prompt
-    # (rote.evaluate.demonstrations): bound it by that prompt and the relation's longest subject
+    # (rote.evaluation.queries.demonstrations): bound it by that prompt and the relation's longest subject
     # and object among the facts.
     demo: dict[str, int] = {}
     for fact in facts:

@@ -54,7 +54,7 @@ def prompts_overlap(a: str, b: str) -> bool:
 
 
 def overlaps(relation) -> list[str]:
-    """One readable line per overlapping pair of a `rote.facts.Relation`'s prompts; [] when clean."""
+    """One readable line per overlapping pair of a `rote.data.facts.Relation`'s prompts; [] when clean."""
     train = [(f"train[{i}]", p) for i, p in enumerate(relation.train_prompts)]
     test = [(f"test.{lang}[{i}]", p) for lang, ps in relation.test_prompts.items() for i, p in enumerate(ps)]
     unrelated = [(f"unrelated[{i}]", p) for i, p in enumerate(relation.unrelated_prompts)]

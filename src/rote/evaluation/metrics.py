@@ -1,4 +1,4 @@
-"""Pure aggregation of evaluation records (dicts from `evaluate.py`). No torch.
+"""Pure aggregation of evaluation records (dicts from rote.evaluation.scoring). No torch.
 
 A summary row is one group of records: split x prompt set x language x relation x prompt form,
 each with its count. Rows with relation = "all" roll up the relations, rows with form = "all"

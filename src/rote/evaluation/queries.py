@@ -1,6 +1,6 @@
 """The questions an evaluation asks: every prompt of every prompt set about every fact. Pure: no torch.
 
-`build_queries` is the one place that decides what is asked; evaluation (`rote.evaluate`) scores
+`build_queries` is the one place that decides what is asked; evaluation (`rote.evaluation.scoring`) scores
 these queries, and a study's dry run (`rote study --dry-run`) counts them to estimate its cost.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Query:
     rendered: Rendered
     gold: str  # what a correct answer starts with (the object; the subject for reverse prompts)
     options: tuple[str, ...]
-    form: str = "key"  # rote.templates.prompt_form of the template; "key" for the key-token prompt
+    form: str = "key"  # rote.data.templates.prompt_form of the template; "key" for the key-token prompt
 
 
 def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,

@@ -1,6 +1,6 @@
 """Per-example evaluation records: greedy generation and multiple-choice log-probabilities.
 
-One record per (fact, prompt set, language, prompt). Aggregation lives in `metrics.py`.
+One record per (fact, prompt set, language, prompt). Aggregation lives in rote.evaluation.metrics.
 Scoring encodes each option with the same `encode` as training, so what is trained is what
 is scored.
 """

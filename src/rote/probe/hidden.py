@@ -6,7 +6,7 @@ The paper's evidence that the model reinterprets memorized data is geometric: ke
 cluster by relation during memorization, and after phase 2 they point the way the natural prompts
 do, but not the way unrelated prompts do. This module measures both on every stage model a run
 left behind (base model + key tokens, saved phase-1 epochs, phase-1 and phase-2 checkpoints) and
-writes `probe/geometry.json`; `probe_report.py` draws it (and never imports torch).
+writes `probe/geometry.json`; rote.report.probe draws it (and never imports torch).
 
 Positions are named, and resolved from character spans (`templates.Rendered`) through the
 tokenizer's offsets, never by searching for strings:
@@ -176,7 +176,7 @@ def stage_sources(run_dir: Path, cfg: RunConfig) -> list[tuple[str, str, bool]]:
 
 def load_stage(cfg: RunConfig, relations: dict[str, Relation], source: str, add_keys: bool):
     """Model and tokenizer of one stage; the base model gets its key tokens exactly as the run's
-    Session.load gave them (rote.models.load_stage: same tokens in the same order, same init and seed)."""
+    Session.load gave them (rote.training.models.load_stage: same tokens in the same order, same init and seed)."""
     from rote.training import models
     tokens = key_tokens(relations.values(), cfg.key) if add_keys else None
     model, tokenizer, _ = models.load_stage(source, cfg.model.dtype, tokens, cfg.key.init, cfg.seed)

@@ -2,7 +2,7 @@
 
 Pure (no torch): every number comes from files `rote inject` wrote into `<out>/run/`, so a card
 can be rebuilt from a copied folder. Accuracies are generation accuracy (greedy decoding, the
-answer starts with the object) taken from the eval summary rows (`rote.metrics.pick`):
+answer starts with the object) taken from the eval summary rows (`rote.evaluation.metrics.pick`):
 
 - efficacy: the training prompt(s) that phase 2 used; generalization: the relation's unseen test
   prompts, in English and in each other language the relation has; both for the phase-2 facts

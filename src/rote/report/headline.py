@@ -103,7 +103,7 @@ def prompts_label(row: dict) -> str:
 
 
 def headline_rows(run_dir: str | Path, metric: str = "prefix") -> list[dict]:
-    """rote.metrics.headline over the stages that exist: one row per split x prompt set x language
+    """rote.evaluation.metrics.headline over the stages that exist: one row per split x prompt set x language
     (all relations), a column per stage; ordered phase2 facts then held-out, key..unrelated, languages."""
     return sorted(headline(stage_summaries(run_dir), metric), key=sort_key)
 

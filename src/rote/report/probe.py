@@ -1,6 +1,6 @@
 """Figures, terminal summary and HTML section for `probe/geometry.json`. Never imports torch.
 
-`probe.py` computes the numbers; this module only reads them, so the probe's figures and report
+rote.probe.hidden computes the numbers; this module only reads them, so the probe's figures and report
 section can be rebuilt on a laptop from a copied run directory, like the rest of the report.
 The paper's numbers are printed beside ours as a target, not as truth (see docs/paper-numbers.md: they come
 from third-party notes on Qwen2.5-1.5B, at a layer the notes do not name).

@@ -1,10 +1,11 @@
-"""A study's figures, terminal table and self-contained HTML report, from `summary.json` only.
+"""A study's findings, terminal table and self-contained HTML report, from `summary.json` only.
 
 Never imports torch: `rote study` writes `<study>/summary.json` (cells x metrics with mean, std
 and n over seeds, the paper's numbers where given), and everything here reads that file, so a
 study's report can be rebuilt on a laptop. The "what this shows" paragraph is computed from the
 numbers (best and worst cell, whether seed spreads overlap, trends along the first axis,
-agreement with the paper's order); it makes no claim the numbers do not carry.
+agreement with the paper's order); it makes no claim the numbers do not carry. The figures are
+rote.report.study_figures; a baselines grid shows each cell's arm and token budget.
 """
 from __future__ import annotations
 

@@ -143,8 +143,8 @@ _QUERIES: dict = {}
 
 
 def _query_count(cfg: RunConfig, n_prompts: int) -> int:
-    """How many queries one evaluation of `cfg`'s facts asks: rote.queries.build_queries on the fact
-    set the config plans (rote.factset), so the count is what the run will ask."""
+    """How many queries one evaluation of `cfg`'s facts asks: rote.evaluation.queries.build_queries on the fact
+    set the config plans (rote.data.factset), so the count is what the run will ask."""
     key = json.dumps([config_mod.to_dict(cfg.data), config_mod.to_dict(cfg.key), config_mod.to_dict(cfg.eval),
                       n_prompts, cfg.seed, cfg.phase2.prompts_from, cfg.arm], sort_keys=True)
     if key not in _QUERIES:

@@ -303,7 +303,7 @@ def add_tokens(tokenizer, tokens: list[str]) -> list[str]:
 def load_stage(source: str, dtype: str = "float32", key_tokens: list[str] | None = None, init: str = "mean",
                seed: int = 0):
     """(model, tokenizer, key-token record) of one stage's model. A base model gets `key_tokens`
-    (rote.templates.key_tokens; `init` and `seed` as add_key_tokens); with `key_tokens=None` the
+    (rote.data.templates.key_tokens; `init` and `seed` as add_key_tokens); with `key_tokens=None` the
     source is a checkpoint, whose key tokens are already in its tokenizer and its record."""
     from rote.training.checkpoint import read_key_record
 
