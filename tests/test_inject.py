@@ -13,7 +13,7 @@ from rote.data.facts import DataError
 from rote.data.userdata import build_facts, load_input, phase2_count
 from rote.evaluation import metrics
 from rote.evaluation.locality import load_paragraphs, load_probes
-from rote.evaluation.metrics import locality_summary
+from rote.evaluation.metrics import damage_summary, locality_summary
 from rote.injection import InjectError, check_out, clear_out
 from rote.training.phases import budgeted, supervised_tokens
 from rote.report.card import build_card, conflict_metrics, format_card, stage_metrics
@@ -312,32 +312,39 @@ def test_card_from_a_hand_made_run_directory(tmp_path):
                                                  "seconds": 1.0})
     records = _records()
     write_jsonl(run / "eval/phase2/predictions.jsonl", records)
-    write_json(run / "eval/phase2/summary.json", {"rows": metrics.aggregate(records)})
     worse = [{**r, "hit_prefix": False} for r in records]
     write_jsonl(run / "baseline/eval/phase1/predictions.jsonl", worse)
     write_json(run / "baseline/eval/phase1/summary.json", {"rows": metrics.aggregate(worse)})
     write_json(run / "baseline/phase1/summary.json", {"steps": 4, "examples": 30, "distinct_examples": 5,
                                                    "equivalent_epochs": 6.0, "supervised_tokens": 121, "budget": 120,
                                                    "max_batch_tokens": 32, "seconds": 2.0})
-    probes = [{"prompt": f"p{i}", "answer": "x", "generation": " x", "correct": True} for i in range(4)]
-    write_json(run / "general" / "base.json", {"locality": probes, "perplexity": {"perplexity": 20.0}})
-    write_json(run / "general" / "phase2.json", {"locality": probes[:3] + [{**probes[3], "generation": " y",
-                                                                           "correct": False}],
-                                                "perplexity": {"perplexity": 22.5}})
+    # The damage blocks every run's eval stages write (rote.runner.run_eval); phase 1 has none, as
+    # in a run written before every run measured damage.
+    probes = [{"prompt": f"p{i}", "answer": "x", "generation": " x", "correct": True, "argmax": [7]} for i in range(4)]
+    after = probes[:3] + [{**probes[3], "generation": " y", "correct": False, "argmax": [8]}]
+    write_json(run / "eval/base/summary.json", {"stage": "base", "damage": damage_summary(probes, probes, 20.0, 20.0)})
+    write_json(run / "eval/phase2/summary.json", {"rows": metrics.aggregate(records),
+                                                  "damage": damage_summary(probes, after, 20.0, 22.5)})
     card = build_card(run)
     rote_ = card["results"]["rote"]
     assert rote_["efficacy"]["all"] == 0.8 and rote_["generalization"]["heldout"] == pytest.approx(1 / 6)
     assert rote_["conflict"] == {"facts": 1, "efficacy": 0.0, "generalization": 0.0}
-    assert rote_["general"]["locality"]["still_correct"] == 0.75 and rote_["general"]["perplexity"] == 22.5
+    assert rote_["damage"]["still_correct"] == 0.75 and rote_["damage"]["perplexity"] == 22.5
+    assert rote_["damage"]["token_agreement"] == 0.75 and rote_["damage"]["perplexity_ratio"] == 1.125
     assert card["results"]["baseline"]["efficacy"]["all"] == 0.0 and card["results"]["phase1_only"] is None
-    assert card["results"]["base"] == {"perplexity": 20.0, "locality_correct": 4, "locality_probes": 4}
+    assert card["results"]["baseline"]["damage"] is None  # not measured
+    base = card["results"]["base"]
+    assert (base["perplexity"], base["locality_correct"], base["locality_probes"]) == (20.0, 4, 4)
     assert card["relations"]["r1"]["key_token_id"] == 49152
     assert card["training"]["phase1"]["memorized_at_epoch"] == 7 and card["training"]["baseline"]["budget"] == 120
     md = format_card(card)
     assert "| efficacy: training prompt | 1.00 | 0.67 | 0.80 | - | 0.00 |" in md
     assert "phase-2 facts (2) | held-out facts (3) | all facts (5)" in md
-    assert "| locality: probes answered correctly | 4 of 4 | 0.75 still correct | - still correct | - still correct |" in md
-    assert "| perplexity on held-out paragraphs | 20.00 | 22.50 | - | - |" in md
+    assert ("| locality: probes answered correctly | 4 of 4 | 0.75 still correct | not measured | not measured |"
+            in md)
+    assert "| token agreement with the base model | 1.00 | 0.75 | not measured | not measured |" in md
+    assert "| perplexity on held-out paragraphs | 20.00 | 22.50 | not measured | not measured |" in md
+    assert "| perplexity / the base model's | 1.00 | 1.12 | not measured | not measured |" in md
     assert "`<rote:R1>` (49152)" in md and "Note: a note" in md and "p3 x -> ' y'" in md
 
 

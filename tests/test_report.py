@@ -194,3 +194,29 @@ def test_shared_subjects_show_other_object(tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         build_report(tmp_path)
+
+
+def test_damage_block_in_the_headline_and_the_report(tmp_path):
+    """Each eval stage's damage block is shown per stage; a stage without it (a run written before
+    every run measured damage) says "not measured", and a damage-only eval/base has a column."""
+    from rote.evaluation.metrics import damage_summary
+    run = make_run(tmp_path, stages=("phase2",), eval_stages=("phase1", "phase2"))
+    probes = [{"prompt": f"p{i}", "answer": "x", "generation": " x", "correct": i < 3, "argmax": [1, 2]} for i in range(4)]
+    after = [{**p, "generation": " y", "correct": False, "argmax": [1, 5]} if p["prompt"] == "p0" else p for p in probes]
+    _write(run / "eval/base/summary.json", {"stage": "base", "facts": "not asked",
+                                            "damage": damage_summary(probes, probes, 20.0, 20.0)})
+    _write(run / "eval/base/.done", {"finished": "now"})
+    summary = json.loads((run / "eval/phase2/summary.json").read_text())
+    _write(run / "eval/phase2/summary.json", summary | {"damage": damage_summary(probes, after, 20.0, 30.0)})
+    _write(run / "eval/phase1/summary.json", {"stage": "phase1", "rows": summary["rows"]})  # no damage block
+    text = format_headline(run)
+    lines = text.splitlines()
+    start = lines.index(next(l for l in lines if l.startswith("Damage to general ability")))
+    assert "3 of 4 probes" in lines[start] and lines[start + 1].split() == ["base", "phase1", "phase2"]
+    rows = {l[:24].strip(): l[24:].split() for l in lines[start + 2:start + 7]}
+    assert rows["locality: still correct"] == ["1.00", "not", "measured", "0.67"]
+    assert rows["token agreement"] == ["1.00", "not", "measured", "0.88"]  # (0.5 + 1 + 1 + 1) / 4
+    assert rows["perplexity / base"] == ["1.00", "not", "measured", "1.50"]
+    assert "base (not in config; damage measured)" in text
+    page = build_report(run).read_text()
+    assert "Damage to general ability" in page and "not measured" in page and "p0 x -&gt; &#x27; y&#x27;" in page

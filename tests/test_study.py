@@ -17,6 +17,7 @@ import rote.training.phases
 from rote.cli import main
 from rote.report.study import build_study_report, findings, format_summary
 from rote.runner import run_study
+from rote.study.collect import damage_names
 from rote.study.plan import describe, expand
 from rote.study.spec import StudyError, load_study
 
@@ -136,10 +137,14 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert tiny_run["phase1_calls"] == 2  # one phase-1 training per seed, shared by the 4 cells
     with open(d / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 * 2 * len(METRICS)
+    damage = damage_names()  # every cell's damage to general ability, at phase 1 and phase 2
+    assert len(rows) == 4 * 2 * (len(METRICS) + len(damage))
     assert list(rows[0]) == ["study", "cell", "seed", "k", "prompts", "metric", "value"]
     assert {r["cell"] for r in rows} == {"k=1,prompts=1", "k=1,prompts=2", "k=3,prompts=1", "k=3,prompts=2"}
-    assert all(r["value"] != "" for r in rows)  # every metric applies (shared subjects: another relation's object exists)
+    # every metric applies (shared subjects: another relation's object exists); the random model
+    # answers no locality probe, so its `locality` (a share of those) has no value
+    assert all(r["value"] != "" for r in rows if not r["metric"].endswith(".locality"))
+    assert {r["metric"] for r in rows} == set(METRICS) | set(damage)
     summary = json.loads((d / "summary.json").read_text())
     assert summary["runs"] == {"total": 8, "finished": 8, "phase1_runs": summary["runs"]["phase1_runs"]}
     assert len(summary["runs"]["phase1_runs"]) == 2
@@ -148,6 +153,11 @@ def test_tiny_study_runs_end_to_end(tiny_run):
             values = [v["value"] for v in stat["values"]]
             assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(values) / 2)
             assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        for name in ("damage.phase1.token_agreement", "damage.phase2.perplexity_ratio"):
+            assert cell["damage"][name]["n"] == 2 and cell["damage"][name]["mean"] > 0
+    # eval/base runs in every run (the damage reference), asking no facts when base is not in eval.stages
+    for run_dir in (d / "runs").iterdir():
+        assert (run_dir / "eval/base/locality.jsonl").is_file() and not (run_dir / "eval/base/predictions.jsonl").exists()
     for cell in summary["cells"]:  # what each cell trained: the shared phase 1, then its own phase 2
         tokens = cell["training_tokens"]
         assert tokens["phase1"] > 0 and tokens["phase2"] > 0 and tokens["total"] == tokens["phase1"] + tokens["phase2"]
@@ -159,6 +169,7 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert (d / "figures" / "heatmap.png").read_bytes().startswith(PNG)
     page = (d / "report.html").read_text()
     assert "Does a tiny random model learn anything?" in page and "data:image/png;base64," in page
+    assert "Damage to general ability" in page and "phase2.token_agreement" in page
     assert "heldout_test: paper" in page and "What this shows" in page and "training tokens" in page and "On heldout_test" in page
     assert (d / "study.yaml").read_text() == tiny_run["path"].read_text()
     # Cells' phase-2 checkpoints are gone once evaluated; the shared phase-1 checkpoints stay.

@@ -13,13 +13,13 @@ Steps, each resumable (the same command continues an interrupted injection):
 2. write the facts (seeded phase-2 split: about 10% per relation, at least 1) into `<out>/run/`
    and drive `rote.runner`: phase 1 memorizes every fact with key tokens until key-token
    accuracy reaches 1.0, phase 2 trains the phase-2 facts with the relations' training prompts,
-   evaluation asks about every fact (training, unseen and other-language prompts);
-3. locality probes and held-out perplexity of the base model, of the model after phase 1 alone
-   and of the injected model (`rote.evaluation.locality`);
-4. the baseline: a run of arm `plain_finetune` (rote.arms) in `<out>/run/baseline/`: plain
+   evaluation asks about every fact (training, unseen and other-language prompts) and, as in
+   every run, measures damage (locality probes, held-out perplexity: rote.evaluation.locality)
+   of the base model, of the model after phase 1 alone and of the injected model;
+3. the baseline: a run of arm `plain_finetune` (rote.arms) in `<out>/run/baseline/`: plain
    fine-tuning of the base model on all facts with the same training prompts, for the method
-   run's supervised tokens, evaluated the same way;
-5. export `<out>/`: the phase-2 checkpoint as a plain Hugging Face folder, `card.md`, `card.json`.
+   run's supervised tokens, evaluated the same way (its damage in `run/baseline/eval/phase1`);
+4. export `<out>/`: the phase-2 checkpoint as a plain Hugging Face folder, `card.md`, `card.json`.
 """
 from __future__ import annotations
 
@@ -239,20 +239,6 @@ def write_data(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list
 # ---------------------------------------------------------------- stages after the runner
 
 
-def _general(run_dir: Path, name: str, source: str, cfg: RunConfig, say) -> None:
-    """Locality probes and held-out perplexity of the model at `source` (rote.evaluation.locality),
-    into run/general/<name>.json, unless it is there already (written atomically: done)."""
-    from rote.evaluation.locality import general_ability
-    from rote.training import models
-    path = run_dir / "general" / f"{name}.json"
-    if path.is_file():
-        return
-    started = time.perf_counter()
-    model, tokenizer = models.load_model(source, cfg.model.dtype), models.load_tokenizer(source)
-    write_json(path, general_ability(model, tokenizer, cfg.eval.precision))
-    say(f"[rote inject] locality and perplexity of the {name} model in {time.perf_counter() - started:.0f} s")
-
-
 def method_tokens(run_dir: Path) -> int:
     """Supervised tokens phase 1 and phase 2 trained on: the baseline's budget."""
     return sum(read_json(run_dir / p / SUMMARY_FILE)["supervised_tokens"] for p in ("phase1", "phase2"))
@@ -335,13 +321,8 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
         write_data(cfg, inp, fact_list, conflict_ids)
     runner.run(cfg, quiet=quiet)
 
-    for stage in ("phase1", "phase2"):  # phase 1 alone is the control: which phase costs locality
-        if (run_dir / stage / CHECKPOINT_DIR).is_dir():
-            _general(run_dir, stage, str(run_dir / stage / CHECKPOINT_DIR), cfg, say)
-    _general(run_dir, "base", cfg.model.name, cfg, say)
     if baseline:
-        _general(run_dir, "baseline", str(run_baseline(cfg, inp, fact_list, conflict_ids, quiet) / "phase1" / CHECKPOINT_DIR),
-                 cfg, say)
+        run_baseline(cfg, inp, fact_list, conflict_ids, quiet)
     if not (run_dir / "export.json").is_file():
         export(run_dir, out)
     card = build_card(run_dir)

@@ -9,7 +9,7 @@ A run folder (`rote run`):
     facts.jsonl splits.json  the fact set and its phase-2 / held-out split
     key_tokens.json          the key tokens added to the tokenizer and their initialisation
     phase1/ phase2/          metrics.jsonl, summary.json, timing.json, checkpoint/ (epochs/ for saved epochs)
-    eval/<stage>/            predictions.jsonl, summary.json, timing.json
+    eval/<stage>/            predictions.jsonl, locality.jsonl (damage probes), summary.json, timing.json
     report/                  report.html, figures/
     probe/                   geometry.json, figures/ (`rote probe`)
     <stage>/.done            written last: the stage is finished
@@ -41,6 +41,7 @@ KEY_TOKENS_FILE = "key_tokens.json"
 SUMMARY_FILE = "summary.json"
 TIMING_FILE = "timing.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+LOCALITY_FILE = "locality.jsonl"  # an eval stage's locality probe records (rote.evaluation.locality)
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = ".done"
 CHECKPOINT_DIR = "checkpoint"
@@ -53,12 +54,20 @@ def eval_dir(stage: str) -> str:
 
 def planned_stages(eval_stages, from_checkpoint: bool) -> tuple[str, ...]:
     """The stages of RUN_STAGES a run goes through: evaluations only of the models in `eval_stages`,
-    and no phase 1 (nor its evaluation) when phase 2 starts from another run's checkpoint."""
+    and no phase 1 (nor its evaluation) when phase 2 starts from another run's checkpoint. eval/base
+    is always run: its damage measures (locality, perplexity) are the reference of the later stages;
+    it asks the run's facts only when `base` is in `eval_stages` (asks_facts)."""
     out = []
     for stage in RUN_STAGES:
-        if stage.startswith("eval/") and stage.split("/", 1)[1] not in eval_stages:
+        if stage.startswith("eval/") and stage != "eval/base" and stage.split("/", 1)[1] not in eval_stages:
             continue
         if from_checkpoint and stage in ("phase1", "eval/phase1"):
             continue
         out.append(stage)
     return tuple(out)
+
+
+def asks_facts(stage: str, eval_stages) -> bool:
+    """Whether an evaluation stage asks the run's facts (predictions.jsonl, summary rows): every one
+    but eval/base when `base` is not in `eval_stages`, which then only measures damage."""
+    return stage != "eval/base" or "base" in eval_stages

@@ -33,10 +33,11 @@ from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError
 from rote.evaluation.queries import build_queries
-from rote.fileio import is_done, mark_done, write_json, write_jsonl, write_summary, write_text
+from rote.fileio import is_done, mark_done, read_json, read_jsonl, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
-from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE, PREDICTIONS_FILE,
-                        RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE, planned_stages)
+from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, LOCALITY_FILE, METRICS_FILE,
+                        PREDICTIONS_FILE, RUN_STAGES, SPLITS, SPLITS_FILE, SUMMARY_FILE, TIMING_FILE, asks_facts,
+                        planned_stages)
 
 
 # ---------------------------------------------------------------- the run folder's config
@@ -270,21 +271,48 @@ def skip_phase(run_dir: Path, phase: str, source: str) -> dict:
 
 
 def run_eval(session: Session, stage: str) -> dict:
+    """Evaluate the loaded model into `stage` (eval/<name>): the run's facts (predictions.jsonl and
+    the summary's rows) unless names.asks_facts says this stage only measures damage, then the
+    damage measures against eval/base (measure_damage)."""
     from rote.evaluation.metrics import aggregate
     from rote.evaluation.scoring import companions_of, evaluate
 
     cfg = session.cfg
-    ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
-    queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts, session.repurposed)
-    companions = companions_of(session.facts)
-    started = time.perf_counter()
-    records = evaluate(session.model, session.tokenizer, queries, ecfg, companions)
-    seconds = time.perf_counter() - started
     out = session.run_dir / stage
-    write_jsonl(out / PREDICTIONS_FILE, records)
-    rows = aggregate(records)
-    write_summary(out, {"stage": stage.split("/")[-1], "seconds": round(seconds, 2), "rows": rows})
-    return {"records": len(records), "seconds": round(seconds, 2)}
+    summary: dict = {"stage": stage.split("/")[-1]}
+    records = []
+    started = time.perf_counter()
+    if asks_facts(stage, cfg.eval.stages):
+        ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
+        queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
+                                session.repurposed)
+        records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts))
+        write_jsonl(out / PREDICTIONS_FILE, records)
+        summary["rows"] = aggregate(records)
+    else:
+        summary["facts"] = "not asked: base is not in eval.stages; this stage measures damage only"
+    seconds = time.perf_counter() - started
+    summary["damage"] = measure_damage(session, stage)
+    damage_seconds = time.perf_counter() - started - seconds
+    write_summary(out, {**summary, "seconds": round(seconds + damage_seconds, 2)})  # seconds: into timing.json
+    return {"records": len(records), "seconds": round(seconds, 2), "damage_seconds": round(damage_seconds, 2)}
+
+
+def measure_damage(session: Session, stage: str) -> dict:
+    """The loaded model's locality probes (into `stage`/locality.jsonl) and perplexity
+    (rote.evaluation.locality), compared with the base model's in eval/base; at eval/base itself,
+    with its own. A run without eval/base (written before it was always run) has no reference."""
+    from rote.evaluation.locality import measure
+    from rote.evaluation.metrics import damage_summary
+
+    probes, perplexity = measure(session.model, session.tokenizer, session.cfg.eval.precision)
+    write_jsonl(session.run_dir / stage / LOCALITY_FILE, probes)
+    if stage == "eval/base":
+        return damage_summary(probes, probes, perplexity["perplexity"], perplexity["perplexity"])
+    base = session.run_dir / "eval/base"
+    reference = (read_json(base / SUMMARY_FILE) or {}).get("damage") or {}
+    return damage_summary(read_jsonl(base / LOCALITY_FILE), probes, reference.get("perplexity"),
+                          perplexity["perplexity"])
 
 
 def _stages(cfg: RunConfig, stop_after: str | None) -> tuple[str, ...]:
@@ -335,7 +363,9 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
         else:
             session.model_for(stage)
             info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)
-        write_json(run_dir / stage / TIMING_FILE, {"seconds": round(time.perf_counter() - started, 2)})
+        # the damage measures' share of an eval stage's time goes beside its total
+        write_json(run_dir / stage / TIMING_FILE, {"seconds": round(time.perf_counter() - started, 2),
+                                                   **{k: v for k, v in info.items() if k == "damage_seconds"}})
         mark_done(run_dir, stage)
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir

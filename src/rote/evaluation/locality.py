@@ -1,14 +1,19 @@
-"""General-ability checks for `rote inject`: locality probes and held-out perplexity.
+"""Damage to general ability, measured at every evaluated stage of a run (rote.runner.run_eval).
 
 - Locality (specificity): `data/locality.yaml` holds well-known facts (`The capital of France
-  is` -> `Paris`). Each model is asked them with greedy decoding; the summary is the share of
-  the probes the *base* model answered correctly that are still answered correctly after
-  injection, and the share whose generation did not change at all.
-- Perplexity on `data/paragraphs.txt` (short public-domain and encyclopedic paragraphs), before
-  and after: a cheap sign of damage to general language ability.
+  is` -> `Paris`). Each model is asked them with greedy decoding (prefix rule); the summary is the
+  share of the probes the *base* model answered correctly that are still answered correctly, and
+  the share whose generation did not change at all.
+- Token agreement with the base model, as knowledge-editing toolkits report locality (EasyEdit's
+  `compute_locality_quality`): each probe's prompt and answer are teacher-forced, the argmax token
+  at every position that predicts an answer token is kept (`argmax` in each record), and the
+  share equal to the base model's at the same positions is averaged over all probes.
+- Perplexity on `data/paragraphs.txt` (short public-domain and encyclopedic paragraphs), and its
+  ratio to the base model's: a cheap sign of damage to general language ability.
 
-The scoring functions import torch when called; the comparison of probe records before and
-after is pure aggregation (rote.evaluation.metrics.locality_summary).
+The probes and paragraphs are never trained on (tests/test_locality.py checks the shipped
+training texts). The measures import torch when called; comparing a stage with the base model
+is pure aggregation (rote.evaluation.metrics.damage_summary).
 """
 from __future__ import annotations
 
@@ -35,14 +40,30 @@ def load_paragraphs() -> tuple[str, ...]:
 
 
 def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) -> list[dict]:
-    """One record per probe: prompt, answer, generation, correct (prefix rule)."""
+    """One record per probe: prompt, answer, generation, correct (prefix rule), argmax (the
+    teacher-forced answer positions' argmax token ids)."""
     from rote.evaluation.matching import hit_prefix
     from rote.evaluation.scoring import generate, inference_model
 
     probes = load_probes()
     answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,
                        batch_size, precision=precision)
-    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"])} for p, a in zip(probes, answers)]
+    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": answer_argmax(model, tokenizer, p)}
+            for p, a in zip(probes, answers)]
+
+
+def answer_argmax(model, tokenizer, probe: dict) -> list[int]:
+    """The argmax token at each position that predicts a token of " answer" after the prompt
+    (teacher forcing), without autocast (as perplexity), so that stages compare exactly."""
+    import torch
+    from rote.training.encode import encode
+
+    enc = encode(tokenizer, probe["prompt"], " " + probe["answer"])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([enc.input_ids], device=device)).logits[0]  # (T, V)
+    # logits[i] predicts token i + 1: the answer's tokens are target_start .. target_end - 1
+    return logits[enc.target_start - 1:enc.target_end - 1].float().argmax(dim=-1).tolist()
 
 
 def perplexity(model, tokenizer, paragraphs: tuple[str, ...] | None = None) -> dict:
@@ -65,7 +86,7 @@ def perplexity(model, tokenizer, paragraphs: tuple[str, ...] | None = None) -> d
     return {"perplexity": round(math.exp(total / count), 4), "tokens": count, "per_paragraph": per}
 
 
-def general_ability(model, tokenizer, precision: str = "bf16") -> dict:
-    """Locality probe records and held-out perplexity of one model."""
+def measure(model, tokenizer, precision: str = "bf16") -> tuple[list[dict], dict]:
+    """One model's locality probe records (ask_probes) and its perplexity (perplexity)."""
     model.eval()
-    return {"locality": ask_probes(model, tokenizer, precision), "perplexity": perplexity(model, tokenizer)}
+    return ask_probes(model, tokenizer, precision), perplexity(model, tokenizer)

@@ -85,16 +85,36 @@ def headline(stages: dict[str, list[dict]], metric: str = "prefix") -> list[dict
 
 
 def locality_summary(base: list[dict], after: list[dict]) -> dict:
-    """Compare probe records after injection with the base model's (matched by prompt)."""
+    """Compare probe records of a stage with the base model's (matched by prompt): of the probes
+    the base model answered correctly, the share still correct; the share of all probes whose
+    generation is unchanged; the share of answer tokens whose teacher-forced argmax equals the
+    base model's, averaged over all probes (token_agreement, EasyEdit's locality); what was lost."""
     now = {r["prompt"]: r for r in after}
     known = [r for r in base if r["correct"]]
     kept = [r for r in known if now.get(r["prompt"], {}).get("correct")]
     same = [r for r in base if r["prompt"] in now and now[r["prompt"]]["generation"] == r["generation"]]
+    agreement = [_agreement(r["argmax"], now[r["prompt"]]["argmax"]) for r in base
+                 if r["prompt"] in now and "argmax" in r and "argmax" in now[r["prompt"]]]
     return {
         "probes": len(base),
         "base_correct": len(known),
         "still_correct": len(kept) / len(known) if known else None,
         "unchanged": len(same) / len(base) if base else None,
+        "token_agreement": _mean(agreement),
         "lost": [{"prompt": r["prompt"], "answer": r["answer"], "now": now.get(r["prompt"], {}).get("generation")}
                  for r in known if r not in kept],
     }
+
+
+def _agreement(base: list[int], now: list[int]) -> float:
+    """The share of positions where two argmax sequences agree (the same answer tokens, so equal lengths)."""
+    return sum(a == b for a, b in zip(base, now)) / len(base) if base else 1.0
+
+
+def damage_summary(base: list[dict], after: list[dict], base_perplexity: float | None, perplexity: float) -> dict:
+    """An eval stage's `damage` block: locality_summary against the base model's probe records,
+    the stage's perplexity and its ratio to the base model's (None without a base measurement)."""
+    locality = locality_summary(base, after)
+    lost = locality.pop("lost")
+    ratio = round(perplexity / base_perplexity, 4) if base_perplexity else None
+    return {**locality, "perplexity": perplexity, "perplexity_ratio": ratio, "lost": lost}

@@ -8,9 +8,11 @@ answer starts with the object) taken from the eval summary rows (`rote.evaluatio
   prompts, in English and in each other language the relation has; both for the phase-2 facts
   and for the held-out facts (memorized only with the key token);
 - conflict facts (contradicting what the model knew): the same two numbers, on those facts only;
-- locality: the share of the probes the base model answered correctly still answered correctly
-  (also after phase 1 alone, to tell which phase costs it);
-- perplexity on held-out paragraphs before and after;
+- damage, from each eval stage's `damage` block (every run measures it, rote.runner.run_eval):
+  locality (the share of the probes the base model answered correctly still answered correctly,
+  the share unchanged), token agreement with the base model, perplexity on held-out paragraphs
+  and its ratio to the base model's; also after phase 1 alone, to tell which phase costs it, and
+  for the baseline (its own run's eval/phase1). A run without the block shows "not measured";
 - the baseline: plain fine-tuning on all facts with the same training prompts, at the same number
   of supervised tokens (a run of arm plain_finetune in `run/baseline/`).
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rote.evaluation.metrics import aggregate, locality_summary, pick
+from rote.evaluation.metrics import aggregate, pick
 from rote.fileio import read_json, read_jsonl, read_summary
 from rote.names import LANGUAGES, SUMMARY_SPLITS
 from rote.report.html import fmt
+
+NOT_MEASURED = "not measured"  # a run written before every run measured damage
 
 
 
@@ -75,16 +79,6 @@ def conflict_metrics(records: list[dict], conflict_ids: set[str]) -> dict | None
             "generalization": value(rows, "all", "test")}
 
 
-def _general(run_dir: Path, name: str, base: dict | None) -> dict | None:
-    record = read_json(run_dir / "general" / f"{name}.json")
-    if record is None:
-        return None
-    out = {"perplexity": record["perplexity"]["perplexity"]}
-    if base is not None:
-        out["locality"] = locality_summary(base["locality"], record["locality"])
-    return out
-
-
 def build_card(run_dir: str | Path) -> dict:
     """The card's content, from the files in the run directory (missing parts are None)."""
     run_dir = Path(run_dir)
@@ -94,16 +88,15 @@ def build_card(run_dir: str | Path) -> dict:
     keys = (read_json(run_dir / "key_tokens.json") or {}).get("tokens", {})
     relations = {name: {**info, "key_token_id": keys.get(info["key_token"])}
                  for name, info in meta.get("relations", {}).items()}
-    base = read_json(run_dir / "general" / "base.json")
+    base = (read_json(run_dir / "eval/base/summary.json") or {}).get("damage")
 
-    def stage(summary: Path, predictions: Path, general: str | None) -> dict | None:
-        summary = read_json(summary)
-        if summary is None:
+    def stage(folder: str) -> dict | None:
+        summary = read_json(run_dir / folder / "summary.json")
+        if summary is None or "rows" not in summary:
             return None
         out = stage_metrics(summary["rows"])
-        out["conflict"] = conflict_metrics(read_jsonl(predictions), conflicts)
-        if general:
-            out["general"] = _general(run_dir, general, base)
+        out["conflict"] = conflict_metrics(read_jsonl(run_dir / folder / "predictions.jsonl"), conflicts)
+        out["damage"] = summary.get("damage")  # None: a run written before every run measured it
         return out
 
     # Wall-clock seconds live in timing.json (summaries hold only what a resumed run reproduces).
@@ -128,14 +121,11 @@ def build_card(run_dir: str | Path) -> dict:
         "settings": meta.get("settings", {}),
         "training": training,
         "results": {
-            "rote": stage(run_dir / "eval/phase2/summary.json", run_dir / "eval/phase2/predictions.jsonl", "phase2"),
-            "phase1_only": stage(run_dir / "eval/phase1/summary.json", run_dir / "eval/phase1/predictions.jsonl",
-                                 "phase1"),
-            "baseline": stage(run_dir / "baseline/eval/phase1/summary.json",
-                              run_dir / "baseline/eval/phase1/predictions.jsonl", "baseline"),
-            "base": base and {"perplexity": base["perplexity"]["perplexity"],
-                              "locality_correct": sum(r["correct"] for r in base["locality"]),
-                              "locality_probes": len(base["locality"])},
+            "rote": stage("eval/phase2"),
+            "phase1_only": stage("eval/phase1"),
+            "baseline": stage("baseline/eval/phase1"),
+            "base": base and {"perplexity": base["perplexity"], "locality_correct": base["base_correct"],
+                              "locality_probes": base["probes"], "damage": base},
         },
         "notes": meta.get("notes", []),
     }
@@ -148,18 +138,41 @@ def summary(card: dict) -> dict:
     """The few headline numbers (what `rote.inject` returns besides the full card)."""
     res = card["results"]
     rote, base_line = res.get("rote") or {}, res.get("baseline") or {}
-    general = rote.get("general") or {}
+    damage = rote.get("damage") or {}
     return {
         "facts": card["input"]["facts"],
         "efficacy": (rote.get("efficacy") or {}).get("all"),
         "generalization": (rote.get("generalization") or {}).get("all"),
         "generalization_heldout": (rote.get("generalization") or {}).get("heldout"),
-        "locality": (general.get("locality") or {}).get("still_correct"),
-        "perplexity": general.get("perplexity"),
+        "locality": damage.get("still_correct"),
+        "token_agreement": damage.get("token_agreement"),
+        "perplexity": damage.get("perplexity"),
+        "perplexity_ratio": damage.get("perplexity_ratio"),
         "perplexity_base": (res.get("base") or {}).get("perplexity"),
         "baseline_efficacy": (base_line.get("efficacy") or {}).get("all"),
         "baseline_generalization": (base_line.get("generalization") or {}).get("all"),
     }
+
+
+def _side_effects(damage: list[dict | None]) -> list[str]:
+    """The side-effects table, a column per damage block (base model, rote, after phase 1 only,
+    baseline; None: not measured), and the probes the injected model lost."""
+    def row(label: str, key: str, blocks=damage, suffix: str = "") -> str:
+        return f"| {label} | " + " | ".join(NOT_MEASURED if d is None else fmt(d.get(key)) + suffix for d in blocks) + " |"
+
+    base = damage[0]
+    correct = NOT_MEASURED if base is None else f"{base['base_correct']} of {base['probes']}"
+    lines = ["| | base model | rote | after phase 1 only | baseline |", "|---|---:|---:|---:|---:|",
+             row(f"locality: probes answered correctly | {correct}", "still_correct", damage[1:], " still correct"),
+             row("locality: probe answers unchanged", "unchanged"),
+             row("token agreement with the base model", "token_agreement"),
+             row("perplexity on held-out paragraphs", "perplexity"),
+             row("perplexity / the base model's", "perplexity_ratio")]
+    lost = (damage[1] or {}).get("lost") or []
+    if lost:
+        lines += ["", "Probes the injected model no longer answers: " + "; ".join(
+            f"{x['prompt']} {x['answer']} -> {x['now']!r}" for x in lost[:8]) + ("; ..." if len(lost) > 8 else "")]
+    return lines
 
 
 def format_card(card: dict) -> str:
@@ -236,21 +249,8 @@ def format_card(card: dict) -> str:
             lines.append(f"| {name} | {fmt(m['efficacy'])} | {fmt(m['generalization'])} | {fmt(b.get('efficacy'))} | "
                          f"{fmt(b.get('generalization'))} |")
 
-    base = res.get("base") or {}
-    general = [m.get("general") or {} for m in (rote, p1, bl)]
-    loc = [g.get("locality") or {} for g in general]
-    lines += ["", "## Side effects", "", "| | base model | rote | after phase 1 only | baseline |", "|---|---:|---:|---:|---:|",
-              f"| locality: probes answered correctly | {base.get('locality_correct', '-')} of "
-              f"{base.get('locality_probes', '-')} | " + " | ".join(f"{fmt(x.get('still_correct'))} still correct"
-                                                                    for x in loc) + " |",
-              "| locality: probe answers unchanged | 1.00 | " + " | ".join(fmt(x.get("unchanged")) for x in loc) + " |",
-              f"| perplexity on held-out paragraphs | {fmt(base.get('perplexity'))} | "
-              + " | ".join(fmt(g.get("perplexity")) for g in general) + " |"]
-    lost = loc[0].get("lost") or []
-    if lost:
-        lines.append("")
-        lines.append("Probes the injected model no longer answers: " + "; ".join(
-            f"{x['prompt']} {x['answer']} -> {x['now']!r}" for x in lost[:8]) + ("; ..." if len(lost) > 8 else ""))
+    damage = [(res.get("base") or {}).get("damage")] + [m.get("damage") for m in (rote, p1, bl)]
+    lines += ["", "## Side effects", ""] + _side_effects(damage)
     for note in card.get("notes") or []:
         lines += ["", f"Note: {note}"]
     folder = card["model"].get("folder") or "OUT"

@@ -3,7 +3,9 @@ table `rote run` and `rote report` print. Pure: reads files only, never imports 
 
 Reads what rote.runner wrote (config.yaml, the eval stages' summary.json, .done markers). Any stage
 may be missing (a run in progress, or a stage left out of `eval.stages`): the table shows what
-exists and says what is missing.
+exists and says what is missing. Below it, each eval stage's damage to general ability (the
+summary's `damage` block: locality probes, token agreement, perplexity; "not measured" in runs
+written before every run measured it).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import yaml
 
 from rote.evaluation.metrics import headline, pick
 from rote.fileio import is_done, read_json, read_seconds
-from rote.names import CONFIG_FILE, EVAL_STAGES, LANGUAGES, PROMPT_SETS, RUN_STAGES, SUMMARY_FILE, eval_dir, planned_stages
+from rote.names import (CONFIG_FILE, EVAL_STAGES, LANGUAGES, PROMPT_SETS, RUN_STAGES, SUMMARY_FILE, asks_facts, eval_dir,
+                        planned_stages)
 from rote.report.html import fmt
 
 SPLIT_LABELS = {"phase2": "phase2 facts", "heldout": "held-out"}
@@ -53,14 +56,46 @@ def cfg_value(config: dict, dotted: str, default=None):
     return node
 
 
+def _eval_summaries(run_dir: str | Path) -> dict[str, dict]:
+    """stage -> summary.json, for the eval stages that have one, in order base, phase1, phase2."""
+    found = {stage: read_json(Path(run_dir) / eval_dir(stage) / SUMMARY_FILE) for stage in EVAL_STAGES}
+    return {stage: summary for stage, summary in found.items() if summary is not None}
+
+
 def stage_summaries(run_dir: str | Path) -> dict[str, list[dict]]:
-    """stage -> aggregate rows, for the eval stages that have a summary, in order base, phase1, phase2."""
-    out = {}
-    for stage in EVAL_STAGES:
-        summary = read_json(Path(run_dir) / eval_dir(stage) / SUMMARY_FILE)
-        if summary is not None:
-            out[stage] = summary["rows"]
-    return out
+    """stage -> aggregate rows, for the eval stages that asked the facts (a damage-only eval/base has no rows)."""
+    return {stage: s["rows"] for stage, s in _eval_summaries(run_dir).items() if "rows" in s}
+
+
+def stage_damage(run_dir: str | Path) -> dict[str, dict | None]:
+    """stage -> its summary's damage block (None: not measured, a run written before every run
+    measured it), for the eval stages that have a summary."""
+    return {stage: s.get("damage") for stage, s in _eval_summaries(run_dir).items()}
+
+
+# The damage block's rows: label, key in the block.
+DAMAGE_ROWS = (("locality: still correct", "still_correct"), ("locality: unchanged", "unchanged"),
+               ("token agreement", "token_agreement"), ("perplexity", "perplexity"),
+               ("perplexity / base", "perplexity_ratio"))
+DAMAGE_NOTE = ("of the locality probes the base model answers correctly, the share still correct; of all probes, the\n"
+               "share generated unchanged; the share of answer tokens whose argmax (teacher-forced) equals the base\n"
+               "model's; perplexity on held-out paragraphs and its ratio to the base model's")
+
+
+def format_damage(run_dir: str | Path) -> list[str]:
+    """The damage block below the headline table: a row per measure, a column per eval stage."""
+    damage = stage_damage(run_dir)
+    if not damage:
+        return []
+    col = 14
+    base = damage.get("base") or {}
+    lines = [f"Damage to general ability ({base.get('base_correct', '?')} of {base.get('probes', '?')} probes "
+             f"answered by the base model):",
+             f"{'':<24}" + "".join(f"{s:>{col}}" for s in damage)]
+    for label, key in DAMAGE_ROWS:
+        lines.append(f"{label:<24}" + "".join(f"{'not measured' if d is None else fmt(d.get(key)):>{col}}"
+                                             for d in damage.values()))
+    return lines + [f"{DAMAGE_NOTE[0].upper()}{DAMAGE_NOTE[1:]}."]
 
 
 def stage_status(run_dir: Path, config: dict) -> dict[str, str]:
@@ -79,7 +114,11 @@ def stage_status(run_dir: Path, config: dict) -> dict[str, str]:
 def missing_stages(run_dir: Path, config: dict, present: dict) -> list[str]:
     """Eval stages without a summary, each with why: `phase1 (not finished)`, `base (not in config)`."""
     status = stage_status(run_dir, config)
-    return [f"{s} ({status['eval/' + s]})" for s in EVAL_STAGES if s not in present]
+    asked = cfg_value(config, "eval.stages", EVAL_STAGES)
+    damage = stage_damage(run_dir)
+    # eval/base always runs (the damage reference) but asks the facts only when in eval.stages
+    return [f"{s} ({status['eval/' + s] if asks_facts('eval/' + s, asked) else 'not in config'}"
+            f"{'; damage measured' if s in damage else ''})" for s in EVAL_STAGES if s not in present]
 
 
 def missing_line(missing: list[str]) -> str:
@@ -122,7 +161,8 @@ def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
     stages = list(summaries)
     title = f"{cfg_value(config, 'name', run_dir.name)}  ({run_dir})"
     if not stages:
-        return f"{title}\nno evaluation summaries yet\n{missing_line(missing_stages(run_dir, config, {}))}"
+        return "\n".join([title, "no evaluation summaries yet", *format_damage(run_dir),
+                          missing_line(missing_stages(run_dir, config, {}))])
     groups = [(metric, "gen " + metric if metric in ("prefix", "contains") else metric)]
     if cfg_value(config, "data.subjects") == "shared":
         groups.append(("other_object", "other object"))
@@ -166,5 +206,5 @@ def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
                      + ", ".join(f"{s} {fmt(r and r.get('any_object'))}" for s, r in control) + ".")
     lines.append(f"One run, seed {cfg_value(config, 'seed', '?')}: one seed, not a mean. Across seeds and CPU types the numbers\n"
                  f"move by a few hundredths or more; README gives the measured spread.")
-    lines.append(missing_line(missing_stages(run_dir, config, summaries)))
+    lines += ["", *format_damage(run_dir), missing_line(missing_stages(run_dir, config, summaries))]
     return "\n".join(lines)

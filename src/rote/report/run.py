@@ -1,8 +1,8 @@
 """`rote report RUN`: one self-contained HTML page about a run, from its files only (no torch).
 
 Reads what rote.runner wrote (config.yaml, facts.jsonl, phase*/metrics.jsonl and summary.json,
-eval/<stage>/summary.json and predictions.jsonl, probe/geometry.json), so a report can be rebuilt
-on a laptop from a copied run directory. The numbers' tables come from rote.report.headline; the
+eval/<stage>/summary.json (rows and damage block) and predictions.jsonl, probe/geometry.json), so a
+report can be rebuilt on a laptop from a copied run directory. The numbers' tables come from rote.report.headline; the
 page, tables and figures from the shared helpers (rote.report.html, rote.report.figures).
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from rote.evaluation.metrics import pick
 from rote.fileio import read_json, read_jsonl, read_summary
 from rote.names import CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, PREDICTIONS_FILE, eval_dir
 from rote.report import figures
-from rote.report.headline import (METRIC_NAMES, SPLIT_LABELS, cfg_value, missing_line, missing_stages, prompts_label,
-                                  read_run_config, sort_key, stage_status, stage_summaries)
+from rote.report.headline import (DAMAGE_NOTE, DAMAGE_ROWS, METRIC_NAMES, SPLIT_LABELS, cfg_value, missing_line,
+                                  missing_stages, prompts_label, read_run_config, sort_key, stage_damage, stage_status,
+                                  stage_summaries)
 from rote.report.html import e, fmt, table, write_page
 from rote.report.probe import probe_section_html
 
@@ -200,6 +201,26 @@ def _section_other_object(present: dict[str, list[dict]]) -> str:
     ])
 
 
+def _section_damage(run_dir: Path) -> str:
+    """Damage to general ability at each eval stage (its summary's damage block), and the
+    locality probes each stage no longer answers."""
+    damage = stage_damage(run_dir)
+    if not damage:
+        return ""
+    body = [[label] + ["not measured" if d is None else fmt(d.get(key)) for d in damage.values()]
+            for label, key in DAMAGE_ROWS]
+    lost = [f"<li>{e(stage)}: " + e("; ".join(f"{x['prompt']} {x['answer']} -> {x['now']!r}" for x in d["lost"]))
+            + "</li>" for stage, d in damage.items() if d and d.get("lost")]
+    base = damage.get("base") or {}
+    return "\n".join([
+        "<h2>Damage to general ability</h2>",
+        f'<p class="note">{base.get("base_correct", "?")} of {base.get("probes", "?")} locality probes answered '
+        f"correctly by the base model. {e(DAMAGE_NOTE.replace(chr(10), ' '))}.</p>",
+        table(["measure", *damage], body),
+        f"<p>Probes no longer answered:</p><ul>{''.join(lost)}</ul>" if lost else "",
+    ])
+
+
 def _samples(run_dir: Path, stage: str, k: int = 8) -> tuple[list[dict], list[dict]]:
     """Up to k right and k wrong held-out English test-prompt records, one per fact before any
     fact repeats, so the sample is not ten paraphrases of the first fact. Streams the file,
@@ -254,6 +275,7 @@ def build_report(run_dir: str | Path) -> Path:
         _section_unrelated(present),
         _section_forms(present),
         _section_languages(present, figures_dir),
+        _section_damage(run_dir),
         _section_other_object(present) if shared and present else "",
         _section_samples(run_dir, present),
         probe_section_html(run_dir),  # empty until `rote probe RUN` has written probe/geometry.json

@@ -219,6 +219,23 @@ def _results_table(summary: dict) -> str:
     return table(head, body, raw=True)
 
 
+def _damage_table(summary: dict) -> str:
+    """Damage to general ability per cell (rote.study.collect.DAMAGE_METRICS), mean ± std over seeds;
+    empty for a study summarized before every run measured it."""
+    names = list(dict.fromkeys(n for c in summary["cells"] for n in c.get("damage", {})))
+    if not names:
+        return ""
+    body = [[c["cell"], *(fmt(c["damage"].get(n)) for n in names)] for c in summary["cells"]]
+    return "\n".join([
+        "<h2>Damage to general ability</h2>",
+        '<p class="note">Every run measures it at each evaluated stage, against the base model: locality (of the '
+        "probes the base model answers correctly, the share still correct), token agreement (answer tokens whose "
+        "teacher-forced argmax equals the base model's) and perplexity on held-out paragraphs over the base "
+        "model's.</p>",
+        table(["cell", *(n.removeprefix("damage.") for n in names)], body),
+    ])
+
+
 def _runs_table(summary: dict) -> str:
     names = list(summary["metrics"])
     body = []
@@ -265,6 +282,7 @@ def build_study_report(study_dir: str | Path) -> Path:
         f"<ul>{metrics}</ul>",
         figure,
         "<p class=\"note\">Error bars: standard deviation across seeds." + (" Crosses: the paper's numbers." if has_paper else "") + "</p>",
+        _damage_table(summary),
         "<details><summary>Every run</summary>", _runs_table(summary), "</details>",
     ]
     return write_page(study_dir / "report.html", f"rote study: {summary['study']}", sections,

@@ -1,5 +1,9 @@
 """A study's numbers: each cell x seed's metrics read from its run folders, the mean and spread over
 seeds, summary.csv and summary.json. Pure: reads and writes files only.
+
+Besides the study file's metrics, every cell gets the damage to general ability that every run
+measures (each eval stage's `damage` block, rote.runner.run_eval): DAMAGE_METRICS at phase 1 and
+phase 2 (the base model is their reference), named `damage.<stage>.<measure>`.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 from rote.data.facts import read_facts
 from rote.evaluation.metrics import aggregate, pick
 from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
-from rote.names import PREDICTIONS_FILE, SUMMARY_FILE
+from rote.names import PREDICTIONS_FILE, SUMMARY_FILE, eval_dir
 from rote.study.plan import Plan, Run
 
 
@@ -38,17 +42,42 @@ def _stage_rows(plan: Plan, run: Run, stage: str, cache: dict) -> list[dict] | N
     return cache[key]
 
 
+# Damage measures a study reports for every cell: name -> key of an eval stage's damage block.
+DAMAGE_METRICS = {"locality": "still_correct", "token_agreement": "token_agreement",
+                  "perplexity_ratio": "perplexity_ratio"}
+DAMAGE_STAGES = ("phase1", "phase2")  # the base model is the reference: 1.00 by definition
+
+
+def damage_names() -> list[str]:
+    """The damage metrics' names, `damage.<stage>.<measure>`, in stage then measure order."""
+    return [f"damage.{stage}.{measure}" for stage in DAMAGE_STAGES for measure in DAMAGE_METRICS]
+
+
+def _damage(plan: Plan, run: Run, stage: str) -> dict | None:
+    """The damage block of `stage` for this cell x seed: phase 1's from the run that trained it
+    (shared or its own), phase 2's from the cell's run; None while missing or not measured."""
+    folder = _phase1_dir(plan, run) if stage == "phase1" else run.cfg.run_dir
+    if not is_done(folder, eval_dir(stage)):
+        return None
+    return (read_json(folder / eval_dir(stage) / SUMMARY_FILE) or {}).get("damage")
+
+
 def collect(plan: Plan) -> list[dict]:
-    """One row per cell x seed x metric: {cell, seed, labels, metric, value (None while missing)}."""
+    """One row per cell x seed x metric: {cell, seed, labels, metric, value (None while missing)};
+    the study's metrics, then the damage metrics (damage_names)."""
     cache: dict = {}
     rows = []
     for run in plan.runs:
+        row = {"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels}
         for m in plan.study.metrics:
             stage_rows = _stage_rows(plan, run, m.stage, cache)
             found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
                          relation=m.relation, form=m.form) if stage_rows else None
-            rows.append({"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels, "metric": m.name,
-                         "value": found.get(m.metric) if found else None})
+            rows.append(row | {"metric": m.name, "value": found.get(m.metric) if found else None})
+        for stage in DAMAGE_STAGES:
+            damage = _damage(plan, run, stage) or {}
+            rows += [row | {"metric": f"damage.{stage}.{measure}", "value": damage.get(key)}
+                     for measure, key in DAMAGE_METRICS.items()]
     return rows
 
 
@@ -67,8 +96,17 @@ def training_tokens(plan: Plan, run: Run) -> dict | None:
             "total": p1["supervised_tokens"] + p2["supervised_tokens"]}
 
 
+def _stat(rows: list[dict]) -> dict:
+    """Mean, sample std (n - 1) and n over the rows (seeds) that have a value, and every seed's value."""
+    values = [r["value"] for r in rows if r["value"] is not None]
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": [{"seed": r["seed"], "value": r["value"]} for r in rows]}
+
+
 def summarize(plan: Plan, rows: list[dict]) -> dict:
-    """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the paper's number."""
+    """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the
+    paper's number; per cell x damage metric (`damage`) the same without a paper's number."""
     s = plan.study
     by = {}
     for r in rows:
@@ -77,14 +115,8 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
     for cell in s.cells:
         entry = {"cell": cell.id, "labels": cell.labels, "runs": [f"runs/{cell.slug}-s{seed}" for seed in s.seeds], "metrics": {}}
         for m in s.metrics:
-            values = [r["value"] for r in by.get((cell.id, m.name), []) if r["value"] is not None]
-            entry["metrics"][m.name] = {
-                "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else None,
-                "n": len(values),
-                "values": [{"seed": r["seed"], "value": r["value"]} for r in by.get((cell.id, m.name), [])],
-                "paper": s.paper.get(m.name, {}).get(cell.id),
-            }
+            entry["metrics"][m.name] = _stat(by.get((cell.id, m.name), [])) | {"paper": s.paper.get(m.name, {}).get(cell.id)}
+        entry["damage"] = {name: _stat(by.get((cell.id, name), [])) for name in damage_names()}
         # What each cell cost in supervised training tokens (baselines are compared at equal cost).
         spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
         entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \

@@ -20,7 +20,7 @@ from rote.data.factset import check_relations, plan_facts, relations_of
 from rote.data.relation_files import resolve_relations
 from rote.errors import ConfigError
 from rote.evaluation.queries import build_queries
-from rote.names import planned_stages
+from rote.names import asks_facts, planned_stages
 from rote.study.spec import Cell, Study, StudyError, override_keys
 
 
@@ -182,7 +182,9 @@ def cost(plan: Plan) -> dict:
             trained = cfg.data.facts_per_relation if arm.phase1 == "natural_all" else cfg.data.phase2_facts
             examples = trained * len(cfg.data.relations) * cfg.phase2.n_prompts
             out["phase1_steps"] += cfg.phase1.epochs * math.ceil(examples / cfg.phase1.batch_size)
-        stages = sum(s.startswith("eval/") for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
+        # a damage-only eval/base (base not in eval.stages) asks no facts: not counted
+        stages = sum(s.startswith("eval/") and asks_facts(s, cfg.eval.stages)
+                     for s in planned_stages(cfg.eval.stages, bool(cfg.phase2.checkpoint)))
         g, s = _eval_cost(cfg, stages, cfg.phase2.n_prompts)
         out["generations"] += g
         out["option_scorings"] += s
