@@ -62,6 +62,36 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class PreserveConfig:
+    """Levers against damage (rote.levers, rote.training.preserve): examples whose target is the
+    base model's own behaviour, trained in the same optimizer steps as the phase's own examples.
+    Each count is 0 (off) by default, so a config without `preserve:` trains as before."""
+    # Questions about the subjects this phase trains that are not any relation's question
+    # (rote/data/contrast.yaml): this many templates per subject.
+    contrast: int = 0
+    # General text (`text`: rote/data/replay.txt, cut into 32-token windows; `samples`: the base
+    # model's own continuations of rote/data/replay_openings.yaml): this many sequences.
+    replay: int = 0
+    replay_source: Literal["text", "samples"] = "text"
+    # Well-known facts the base model answers correctly (rote/data/known_facts.yaml): at most this many.
+    known_facts: int = 0
+    # Contrast and known facts: `kl` matches the base model's next-token distributions along its
+    # own greedy continuation; `greedy` trains that continuation (cross-entropy). Replay is always `kl`.
+    target: Literal["kl", "greedy"] = "kl"
+    weight: float = 1.0  # loss = phase loss + weight x preserve loss (each a mean over its tokens)
+    batch_size: int = 8  # preserve examples per optimizer step
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Where the update goes (rote.training.trainable). The defaults train every weight."""
+    layers: tuple[int, ...] = ()  # decoder layers trained (0-based; -1 the last); empty: all
+    modules: tuple[str, ...] = ()  # module names trained inside those layers (mlp, self_attn, down_proj, ...); empty: all
+    # The token embedding (and the output head, tied or not): every row, only the key tokens' rows, or none.
+    embeddings: Literal["all", "key_rows", "frozen"] = "all"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """What the training loop (rote.training.loop) and the runner read of either phase."""
     epochs: int = 20
@@ -77,6 +107,8 @@ class TrainConfig:
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast; master weights stay in model.dtype
     method: Literal["full", "lora"] = "full"
     lora: LoraConfig = field(default_factory=LoraConfig)
+    preserve: PreserveConfig = field(default_factory=PreserveConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
 
 @dataclass(frozen=True)

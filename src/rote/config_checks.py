@@ -27,7 +27,10 @@ for _phase in ("phase1", "phase2"):
     _BOUNDS.update({f"{_phase}.epochs": (1, None), f"{_phase}.lr": ("> 0", None), f"{_phase}.batch_size": (1, None),
                     f"{_phase}.grad_accum": (1, None), f"{_phase}.warmup_steps": (0, None),
                     f"{_phase}.weight_decay": (0, None), f"{_phase}.max_grad_norm": (0, None),
-                    f"{_phase}.lora.r": (1, None), f"{_phase}.lora.alpha": (1, None), f"{_phase}.lora.dropout": (0, 0.99)})
+                    f"{_phase}.lora.r": (1, None), f"{_phase}.lora.alpha": (1, None), f"{_phase}.lora.dropout": (0, 0.99),
+                    f"{_phase}.preserve.contrast": (0, None), f"{_phase}.preserve.replay": (0, None),
+                    f"{_phase}.preserve.known_facts": (0, None), f"{_phase}.preserve.weight": ("> 0", None),
+                    f"{_phase}.preserve.batch_size": (1, None)})
 
 
 def _value(cfg, dotted: str):
@@ -51,7 +54,8 @@ def _check_bounds(cfg, source: str) -> None:
 def _check_lists(cfg, source: str) -> None:
     """No list names an element twice (a relation, a stage, a prompt set, a language)."""
     for key in ("data.relations", "data.two_hop", "eval.prompt_sets", "eval.languages", "eval.mc_prompt_sets",
-                "eval.stages", "phase1.save_epochs"):
+                "eval.stages", "phase1.save_epochs", "phase1.update.layers", "phase1.update.modules",
+                "phase2.update.layers", "phase2.update.modules"):
         values = list(_value(cfg, key))
         twice = [v for v in values if values.count(v) > 1]
         if twice:
@@ -75,6 +79,11 @@ def check_values(cfg, source: str = "config"):
     if "repurposed" in cfg.eval.prompt_sets and not (cfg.phase2.prompts_from or cfg.eval.repurposed_prompts):
         raise ConfigError(f"{source}: eval.prompt_sets asks repurposed, which needs phase2.prompts_from or "
                           "eval.repurposed_prompts (the relation whose prompts it asks)")
+    for phase in ("phase1", "phase2"):
+        tcfg = getattr(cfg, phase)
+        if tcfg.method == "lora" and tcfg.update != type(tcfg.update)():
+            raise ConfigError(f"{source}: {phase}.update is for full fine-tuning; with {phase}.method: lora the "
+                              f"adapters ({phase}.lora.target_modules) and the key-token rows are what trains")
     if ARMS[cfg.arm].budget and cfg.budget_tokens is not None and cfg.budget == "epochs":
         raise ConfigError(f"{source}: budget_tokens={cfg.budget_tokens} gives a budget, but budget: epochs trains "
                           "phase 1's epochs instead; leave one of them out")

@@ -26,7 +26,7 @@ import yaml
 from rote import config as config_mod
 import rote
 from rote.arms import ARMS, eval_config
-from rote.config import RunConfig, read_run_config
+from rote.config import RunConfig, UpdateConfig, read_run_config
 from rote.data.facts import Fact, read_facts, write_facts
 from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
@@ -128,7 +128,10 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     from rote.data.limits import check_lengths
     from rote.evaluation.scoring import generation_budget
     from rote.training import models  # torch-heavy: the stages after this one need it anyway
+    from rote import levers
     relations = check_relations(cfg)
+    for phase in ("phase1", "phase2"):
+        levers.check(getattr(cfg, phase).preserve, phase + ".preserve")
     context = models.context_length(cfg.model.name)
     tokenizer = models.load_tokenizer(cfg.model.name)
     ecfg = eval_config(cfg)
@@ -193,7 +196,7 @@ def run_training(session: Session, phase: str) -> dict:
     with the k facts' natural prompts) or, for the plain arms, fine-tunes on natural prompts; phase 2
     trains the k facts' natural prompts. The one-phase arms train to a token budget."""
     from rote.evaluation.scoring import key_accuracy
-    from rote.training import phases
+    from rote.training import phases, trainable
     from rote.training.lora import apply_lora, merge_lora
 
     cfg, arm = session.cfg, ARMS[session.cfg.arm]
@@ -201,8 +204,12 @@ def run_training(session: Session, phase: str) -> dict:
     tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
     out = session.run_dir / phase
     (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
+    key_ids = list(session.key_record.get("tokens", {}).values())
     if tcfg.method == "lora":
-        session.model = apply_lora(session.model, tcfg.lora, list(session.key_record.get("tokens", {}).values()))
+        session.model = apply_lora(session.model, tcfg.lora, key_ids)
+        restricted = None
+    else:
+        restricted = trainable.restrict(session.model, tcfg.update, key_ids, f"{phase}.update")
 
     def save_epoch(name: str) -> None:
         from rote.training.checkpoint import save_checkpoint
@@ -218,13 +225,15 @@ def run_training(session: Session, phase: str) -> dict:
                                        session.prompts_from)
 
     k_facts = phases.phase2_facts(session.facts)
+    trained = k_facts if trains == "natural_k" else session.facts  # whose subjects the contrast questions ask about
+    loop_kw, preserve_info = _levers(session, tcfg, trained, restricted)
     if trains == "natural_k" and phase == "phase2":
         summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
-                                    cfg.seed, session.prompts_from)
+                                    cfg.seed, session.prompts_from, **loop_kw)
     elif trains == "key_text" or (trains == "mixed" and cfg.budget == "epochs"):
         extra = natural(k_facts, cfg.phase2.loss_mask) if trains == "mixed" else []
         summary = phases.memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg,
-                                  out, cfg.seed, save_epoch, extra, measure)
+                                  out, cfg.seed, save_epoch, extra, measure, **loop_kw)
         summary["mixed_examples"] = len(extra)
     else:  # one phase of natural prompts (every fact's, or the k facts'), or mixed to a budget
         if trains == "mixed":
@@ -235,18 +244,39 @@ def run_training(session: Session, phase: str) -> dict:
         if not examples:
             raise ConfigError(f"arm {cfg.arm} has nothing to train: data.phase2_facts is 0")
         if cfg.budget == "epochs":
-            summary = phases.train_epochs(session.model, session.tokenizer, examples, tcfg, out, cfg.seed, phase)
+            summary = phases.train_epochs(session.model, session.tokenizer, examples, tcfg, out, cfg.seed, phase,
+                                          **loop_kw)
         else:
             budget = training_budget(session)
             summary = phases.train_to_budget(session.model, session.tokenizer, examples, tcfg, budget["tokens"], out,
-                                             cfg.seed, phase)
+                                             cfg.seed, phase, **loop_kw)
             summary.update({"budget": budget["tokens"], "budget_from": budget["from"]})
     if tcfg.method == "lora":
         session.model = merge_lora(session.model)
+    else:
+        trainable.release(session.model, restricted)
+    if preserve_info:
+        summary["preserve"] = preserve_info
+    if tcfg.update != UpdateConfig():
+        summary["trainable_parameters"] = restricted["trainable"]
     session.save(out / CHECKPOINT_DIR)
     session.loaded_from = str(out / CHECKPOINT_DIR)
     write_summary(out, summary)
     return summary
+
+
+def _levers(session: Session, tcfg, trained: list[Fact], restricted: dict | None) -> tuple[dict, dict]:
+    """The training loop's extra arguments for a phase's levers against damage: the anchors of
+    `tcfg.preserve` (rote.levers: contrast questions about `trained`'s subjects, replay, known
+    facts) and the parameters a row mask freezes (`tcfg.update`); and what the summary says of them."""
+    from rote import levers
+    frozen = restricted["frozen_decay"] if restricted else set()
+    if not levers.active(tcfg.preserve):
+        return {"frozen_decay": frozen}, {}
+    subjects = list(dict.fromkeys(f.subject for f in trained))
+    anchors, info = levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype, session.tokenizer,
+                                   subjects, session.cfg.seed)
+    return {"anchors": anchors, "frozen_decay": frozen}, info
 
 
 def training_budget(session: Session) -> dict:

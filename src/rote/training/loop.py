@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from rote.config import TrainConfig
 from rote.training.encode import IGNORE, Encoded, pad_batch
+from rote.training.preserve import Anchor, anchor_loss_sum, anchored_positions
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -60,6 +61,18 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bu
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
+def anchor_batches(n: int, batch_size: int, seed: int):
+    """The global batches of anchors, one per optimizer step, as indices: seeded orders of all `n`
+    anchors one after another (each anchor once per cycle), cut into consecutive batches."""
+    cycle, order = 0, []
+    while True:
+        while len(order) < batch_size:
+            order += epoch_order(n, seed, 50_000 + cycle)
+            cycle += 1
+        yield order[:batch_size]
+        order = order[batch_size:]
+
+
 def supervised_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over the supervised tokens of a right-padded batch.
 
@@ -83,10 +96,16 @@ def train(
     seed: int = 0,
     on_epoch_end: Callable[[int], bool] | None = None,
     desc: str = "train",
+    anchors: list[Anchor] = (),
+    frozen_decay: set = frozenset(),
 ) -> dict:
     """Train `model` in place on `examples`; metrics per optimizer step go to out_dir/metrics.jsonl.
 
     `on_epoch_end(epoch)` (1-based) may evaluate or save; returning True stops training.
+    `anchors` (rote.training.preserve, with their base-model targets): each step also trains
+    `cfg.preserve.batch_size` of them, adding `cfg.preserve.weight` x their mean loss per anchored
+    position to the step's loss. Parameters in `frozen_decay` get no weight decay (rows a gradient
+    mask freezes must not shrink: rote.training.trainable).
     Returns a summary: epochs run, steps, supervised tokens, seconds, whether stopped early."""
     if not examples:
         raise ValueError("no training examples")
@@ -101,7 +120,10 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel: on CPU a 135M-parameter step takes ~0.09 s instead of ~0.3 s.
     fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    groups = [{"params": [p for p in params if p not in frozen_decay]},
+              {"params": [p for p in params if p in frozen_decay], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=fused)
     model, optimizer = accelerator.prepare(model, optimizer)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -113,6 +135,9 @@ def train(
     autocast = (lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
     lengths = [len(e) for e in examples]
+    anchors = list(anchors)
+    preserve = getattr(cfg, "preserve", None)
+    next_anchors = anchor_batches(len(anchors), preserve.batch_size, seed) if anchors else None
     model.train()
     log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
     bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
@@ -123,6 +148,7 @@ def train(
         # host wait for the device every step instead of queueing the next step's work.
         rows: list[dict] = []
         losses: list[torch.Tensor] = []
+        anchor_losses: list[torch.Tensor] = []
         epoch_started, epoch_tokens = time.perf_counter(), 0
         for indices in epoch_batches(lengths, cfg.batch_size, seed, epoch, cfg.length_buckets):
             global_batch = [examples[i] for i in indices]
@@ -132,6 +158,15 @@ def train(
             mine = global_batch[rank::world]
             micro = [mine[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
             micro = [m for m in micro if m]
+            if next_anchors is not None:  # first, unsynchronised: the phase's last micro-batch syncs both
+                anchor_batch = [anchors[i] for i in next(next_anchors)]
+                n_anchored = anchored_positions(anchor_batch)
+                with accelerator.no_sync(model), autocast():
+                    anchor_sum = anchor_loss_sum(model, anchor_batch[rank::world] or anchor_batch[:1], pad_id)
+                    if not anchor_batch[rank::world]:  # fewer anchors than processes: join with a zero gradient
+                        anchor_sum = anchor_sum * 0.0
+                accelerator.backward(anchor_sum * (preserve.weight * world / n_anchored))
+                anchor_losses.append(accelerator.reduce(anchor_sum.detach(), reduction="sum") / n_anchored)
             loss_total = torch.zeros((), device=accelerator.device)
             for j, chunk in enumerate(micro):
                 batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in pad_batch(chunk, pad_id).items()}
@@ -157,6 +192,9 @@ def train(
             rows.append({"step": step, "epoch": epoch, "lr": lr, "supervised_tokens": n_tokens})
             bar.update(1)
         epoch_losses = torch.stack(losses).tolist()  # the one wait for the device per epoch
+        if anchor_losses:
+            for row, loss in zip(rows, torch.stack(anchor_losses).tolist()):
+                row["preserve_loss"] = round(loss, 6)
         tokens_per_s = round(epoch_tokens / (time.perf_counter() - epoch_started), 1)
         bar.set_postfix(epoch=epoch, loss=f"{epoch_losses[-1]:.3f}")
         if log:

@@ -30,12 +30,12 @@ def phase1_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation]
 
 def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: Phase1Config,
              out_dir: str | Path, seed: int, save: Callable[[str], None] | None = None,
-             extra: list[Encoded] = (), measure: Callable[[], float] | None = None) -> dict:
+             extra: list[Encoded] = (), measure: Callable[[], float] | None = None, **loop_kw) -> dict:
     """Train on the key-token text. With `until: memorized`, `measure()` (key-token accuracy on all
     facts: rote.evaluation.scoring.key_accuracy) is called after each epoch and training stops once
     it reaches `cfg.threshold` (cfg.epochs is then the cap). `save(name)` is called for each epoch in
     `cfg.save_epochs`. `extra` examples are trained in the same epochs (mixed training: natural
-    prompts alongside the key text)."""
+    prompts alongside the key text). `loop_kw` goes to the training loop (the levers' anchors)."""
     if cfg.until == "memorized" and measure is None:
         raise ValueError("until: memorized needs measure(), the key-token accuracy after an epoch")
     examples = phase1_examples(tokenizer, facts, relations, key, cfg.loss_mask) + list(extra)
@@ -53,7 +53,7 @@ def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation]
             reached.append(epoch)
         return bool(reached)
 
-    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, on_epoch_end, desc="phase 1")
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, on_epoch_end, desc="phase 1", **loop_kw)
     summary["examples"] = len(examples)
     if cfg.until == "memorized":
         summary["key_accuracy_by_epoch"] = history
@@ -83,11 +83,11 @@ def phase2_facts(facts: list[Fact]) -> list[Fact]:
 
 
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: Phase2Config,
-               out_dir: str | Path, seed: int, prompts_from: Relation | None = None) -> dict:
+               out_dir: str | Path, seed: int, prompts_from: Relation | None = None, **loop_kw) -> dict:
     examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
-    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2")
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2", **loop_kw)
     summary["examples"] = len(examples)
     return summary
 
@@ -117,11 +117,12 @@ def budgeted(examples: list[Encoded], budget: int, seed: int) -> list[Encoded]:
 
 
 def train_to_budget(model, tokenizer, examples: list[Encoded], cfg: TrainConfig, budget: int, out_dir, seed: int,
-                    desc: str) -> dict:
+                    desc: str, **loop_kw) -> dict:
     """One pass over `budgeted(examples, budget)` with `cfg`'s optimizer settings (its epochs do not
     apply); the summary says the budget and how many copies of the examples it came to."""
     chosen = budgeted(examples, budget, seed)
-    summary = train(model, chosen, dataclasses.replace(cfg, epochs=1), tokenizer.pad_token_id, out_dir, seed, desc=desc)
+    summary = train(model, chosen, dataclasses.replace(cfg, epochs=1), tokenizer.pad_token_id, out_dir, seed, desc=desc,
+                    **loop_kw)
     summary.update({"examples": len(chosen), "distinct_examples": len(examples),
                     "equivalent_epochs": round(len(chosen) / len(examples), 3),
                     "max_batch_tokens": cfg.batch_size * max(supervised_tokens(e) for e in examples)})
@@ -146,8 +147,9 @@ def method_tokens(tokenizer, facts: list[Fact], relations: dict[str, Relation], 
                     f"natural-prompt examples = {p2}"}
 
 
-def train_epochs(model, tokenizer, examples: list[Encoded], cfg: TrainConfig, out_dir, seed: int, desc: str) -> dict:
+def train_epochs(model, tokenizer, examples: list[Encoded], cfg: TrainConfig, out_dir, seed: int, desc: str,
+                 **loop_kw) -> dict:
     """`cfg.epochs` epochs over `examples` (a one-phase arm with `budget: epochs`)."""
-    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc=desc)
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc=desc, **loop_kw)
     summary["examples"] = len(examples)
     return summary

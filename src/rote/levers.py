@@ -1,0 +1,146 @@
+"""The anchors of a phase's levers against damage (`phaseN.preserve`), built from the base model.
+
+Each lever adds examples whose target is what the *base* model (the run's `model.name`, loaded
+afresh, so phase 2 is anchored to the original model and not to phase 1's) does on them:
+
+- contrast: for each subject the phase trains, `contrast` questions that are not any relation's
+  question (rote/data/contrast.yaml, seeded choice per subject), anchored along the base model's
+  greedy answer and the token that ends it. The templates share no prompt with the evaluation's
+  `unrelated` set (tests/test_preserve_data.py), so the control stays a held-out measurement.
+- replay: general text. `text`: 32-token windows of rote/data/replay.txt (kept apart from the
+  perplexity paragraphs); `samples`: the base model's own sampled continuations of
+  rote/data/replay_openings.yaml. Always matched by KL.
+- known_facts: well-known facts (rote/data/known_facts.yaml, disjoint from the locality probes)
+  that the base model answers correctly here, anchored along its answer.
+
+The training loop (rote.training.loop) trains the anchors beside the phase's own examples, with
+the loss of rote.training.preserve. A plain fine-tuning arm reads the same settings (phase1.*).
+"""
+from __future__ import annotations
+
+import random
+
+from rote.config import PreserveConfig
+from rote.data import preserve as preserve_data
+from rote.errors import ConfigError
+
+ANSWER_TOKENS = 8  # greedy tokens of the base model's answer a contrast / known-fact anchor follows
+REPLAY_TOKENS = 32  # tokens per replay window or sample
+
+
+def check(p: PreserveConfig, where: str) -> None:
+    """Counts the shipped data can serve; called before a run writes anything."""
+    templates = len(preserve_data.contrast_templates())
+    if p.contrast > templates:
+        raise ConfigError(f"{where}.contrast={p.contrast}: there are {templates} contrast templates per subject")
+
+
+def active(p: PreserveConfig) -> bool:
+    return bool(p.contrast or p.replay or p.known_facts)
+
+
+def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: list[str], seed: int) -> tuple[list, dict]:
+    """(anchors with their base-model targets, a summary: how many of each kind, and why any were
+    left out). `tokenizer` is the trained model's (its key tokens never occur in these texts)."""
+    from rote.training import models
+    from rote.training.preserve import attach_targets
+
+    base = models.load_model(base_name, dtype)
+    base.eval()
+    anchors, info = [], {}
+    if p.contrast:
+        prompts = contrast_prompts(subjects, p.contrast, seed)
+        made, info["contrast"] = _answer_anchors(base, tokenizer, prompts, "contrast", p.target == "greedy")
+        anchors += made
+    if p.replay:
+        made = replay_samples(base, tokenizer, p.replay, seed) if p.replay_source == "samples" \
+            else replay_windows(tokenizer, p.replay, seed)
+        info["replay"] = {"anchors": len(made), "source": p.replay_source}
+        anchors += made
+    if p.known_facts:
+        made, info["known_facts"] = known_fact_anchors(base, tokenizer, p.known_facts, p.target == "greedy")
+        anchors += made
+    anchors = attach_targets(base, anchors, tokenizer.pad_token_id)
+    info.update({"target": p.target, "weight": p.weight, "batch_size": p.batch_size,
+                 "anchored_positions": sum(len(a.positions) for a in anchors)})
+    return anchors, info
+
+
+def contrast_prompts(subjects: list[str], per_subject: int, seed: int) -> list[str]:
+    """`per_subject` contrast templates for each subject, a seeded choice per subject."""
+    templates = preserve_data.contrast_templates()
+    rng = random.Random(f"contrast-{seed}")
+    return [t.replace("{subject}", s) for s in subjects for t in rng.sample(templates, per_subject)]
+
+
+def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, keep=None) -> tuple[list, dict]:
+    """Anchors along the base model's greedy answer to each prompt (`keep(prompt_index, answer)`
+    may drop some). A prompt whose answer does not re-tokenize as a continuation is left out."""
+    from rote.evaluation.scoring import generate
+    from rote.training.preserve import continuation_anchor
+
+    answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32")
+    out, untokenizable, dropped = [], 0, 0
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        if keep is not None and not keep(i, answer):
+            dropped += 1
+            continue
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = tokenizer(prompt + answer)["input_ids"]
+        if ids[:len(prompt_ids)] != prompt_ids:
+            untokenizable += 1
+            continue
+        out.append(continuation_anchor(prompt_ids, ids, kind, hard))
+    return out, {"prompts": len(prompts), "anchors": len(out), "not_a_continuation": untokenizable,
+                 "empty_answers": sum(1 for a in answers if not a.strip()), "dropped": dropped}
+
+
+def known_fact_anchors(base, tokenizer, most: int, hard: bool) -> tuple[list, dict]:
+    """The first `most` known facts the base model answers right (prefix rule), along its answer."""
+    from rote.evaluation.matching import hit_prefix
+    facts = preserve_data.known_facts()
+    anchors, info = _answer_anchors(base, tokenizer, [f["prompt"] for f in facts], "known_facts", hard,
+                                    keep=lambda i, answer: hit_prefix(answer, facts[i]["answer"]))
+    info["base_correct"] = len(anchors) + info["not_a_continuation"]
+    return anchors[:most], {**info, "anchors": len(anchors[:most])}
+
+
+def replay_windows(tokenizer, count: int, seed: int) -> list:
+    """`count` windows of REPLAY_TOKENS tokens of the replay text (a seeded choice; all when fewer)."""
+    from rote.training.preserve import text_anchor
+    windows = []
+    for text in preserve_data.replay_paragraphs():
+        ids = tokenizer(text)["input_ids"]
+        windows += [ids[i:i + REPLAY_TOKENS] for i in range(0, len(ids) - 1, REPLAY_TOKENS) if len(ids[i:i + REPLAY_TOKENS]) > 1]
+    chosen = random.Random(f"replay-{seed}").sample(range(len(windows)), min(count, len(windows)))
+    return [text_anchor(windows[i], "replay") for i in sorted(chosen)]
+
+
+def replay_samples(base, tokenizer, count: int, seed: int) -> list:
+    """`count` continuations sampled from the base model (temperature 1, seeded) after the replay
+    openings, in turn; anchored from the opening's last token on."""
+    import torch
+    from rote.training.encode import pad_left
+    from rote.training.preserve import continuation_anchor
+
+    openings = preserve_data.replay_openings()
+    prompts = [openings[i % len(openings)] for i in range(count)]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    out = []
+    try:
+        for first in range(0, len(prompts), 32):
+            ids = [tokenizer(p)["input_ids"] for p in prompts[first:first + 32]]
+            batch = pad_left(ids, tokenizer.pad_token_id)
+            with torch.no_grad():
+                new = base.generate(**batch, max_new_tokens=REPLAY_TOKENS, do_sample=True, temperature=1.0, top_k=0,
+                                    top_p=1.0, pad_token_id=tokenizer.pad_token_id)
+            width = batch["input_ids"].shape[1]
+            for prompt_ids, row in zip(ids, new.tolist()):
+                sampled = row[width:]
+                if tokenizer.eos_token_id in sampled:  # a sample ends at its end of sequence
+                    sampled = sampled[:sampled.index(tokenizer.eos_token_id)]
+                out.append(continuation_anchor(prompt_ids, prompt_ids + sampled, "replay", False))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return out
