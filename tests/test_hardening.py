@@ -243,7 +243,8 @@ def test_token_lengths_against_the_context(tokenizer):
 
 RECORDS = ("facts.jsonl", "splits.json", "key_tokens.json", "phase1/summary.json", "phase2/summary.json",
            "eval/base/predictions.jsonl", "eval/base/summary.json", "eval/phase1/predictions.jsonl",
-           "eval/phase1/summary.json", "eval/phase2/predictions.jsonl", "eval/phase2/summary.json")
+           "eval/phase1/summary.json", "eval/phase2/predictions.jsonl", "eval/phase2/summary.json",
+           "eval/base/locality.jsonl", "eval/phase1/locality.jsonl", "eval/phase2/locality.jsonl")
 
 
 # Files that appear, in this order, while a run works: a kill is aimed just after one of them.

@@ -432,9 +432,12 @@ def test_card_of_the_injection(injected):
     assert card["training"]["phase1"]["key_accuracy"] == 1.0
     assert card["results"]["rote"]["efficacy"]["phase2"] is not None
     assert card["results"]["baseline"]["efficacy"]["all"] is not None
+    # damage, read from the runs' eval stages (eval/base, eval/phase1, eval/phase2; the baseline's eval/phase1)
     assert card["results"]["base"]["locality_probes"] == len(load_probes())
-    assert card["results"]["rote"]["general"]["perplexity"] > 0
-    assert card["results"]["phase1_only"]["general"]["locality"]["probes"] == len(load_probes())
+    assert card["results"]["rote"]["damage"]["perplexity"] > 0
+    assert card["results"]["phase1_only"]["damage"]["probes"] == len(load_probes())
+    assert card["results"]["baseline"]["damage"]["perplexity_ratio"] > 0
+    assert not (injected / "run" / "general").exists()
     # The exported weights are the phase-2 checkpoint's (a hard link or a copy).
     assert (injected / "model.safetensors").read_bytes() == (injected / "run/phase2/checkpoint/model.safetensors").read_bytes()
     assert "| place_of_birth | built-in | `<rote:P19>`" in (injected / "card.md").read_text()
@@ -459,7 +462,7 @@ def test_baseline_trains_on_the_methods_token_budget(injected):
 def test_same_input_resumes_without_training_again(injected, tiny_model_dir, monkeypatch):
     # An interrupted injection: phase-2 evaluation and everything after it missing.
     run = injected / "run"
-    for path in ("eval/phase2/.done", "export.json", "general/phase1.json", "general/phase2.json"):
+    for path in ("eval/phase2/.done", "export.json"):
         (run / path).unlink()
     (injected / "card.md").unlink()
     import rote.training.loop

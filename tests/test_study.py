@@ -359,6 +359,24 @@ def test_report_draws_every_figure_kind(figure, axes, means, tmp_path):
     assert "Q?" in format_summary(summary)
 
 
+def test_study_report_shows_damage_per_cell(tmp_path):
+    """The damage metrics (rote.study.collect) in the terminal summary and the report; a summary
+    written before every run measured damage has none, and says nothing about it."""
+    summary = _planted("bars", {"v": ["method", "lora"]}, {"v=method": 0.6, "v=lora": 0.3})
+    for cell, ratio in zip(summary["cells"], (1.5, 3.25)):
+        cell["damage"] = {"damage.phase2.perplexity_ratio": {"mean": ratio, "std": 0.25, "n": 3, "values": []},
+                          "damage.phase2.locality": {"mean": None, "std": None, "n": 0, "values": []}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    page = build_study_report(tmp_path).read_text()
+    assert "Damage to general ability" in page and "3.25 ± 0.25 (n=3)" in page and "phase2.perplexity_ratio" in page
+    assert "v=lora: damage after phase 2: perplexity_ratio 3.25" in format_summary(summary)
+    for cell in summary["cells"]:
+        del cell["damage"]
+    assert "damage" not in format_summary(summary)
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert "Damage to general ability" not in build_study_report(tmp_path).read_text()
+
+
 def test_arms_share_the_phase1_they_train(tmp_path):
     study_file = tmp_path / "mixed.yaml"
     study_file.write_text(

@@ -48,22 +48,28 @@ def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) 
     probes = load_probes()
     answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,
                        batch_size, precision=precision)
-    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": answer_argmax(model, tokenizer, p)}
-            for p, a in zip(probes, answers)]
+    argmax = answer_argmax(model, tokenizer, probes)
+    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": ids}
+            for p, a, ids in zip(probes, answers, argmax)]
 
 
-def answer_argmax(model, tokenizer, probe: dict) -> list[int]:
-    """The argmax token at each position that predicts a token of " answer" after the prompt
-    (teacher forcing), without autocast (as perplexity), so that stages compare exactly."""
+def answer_argmax(model, tokenizer, probes) -> list[list[int]]:
+    """Per probe, the argmax token at each position that predicts a token of " answer" after the
+    prompt (teacher forcing), without autocast (as perplexity), so that stages compare exactly.
+    One right-padded batch: a forward per probe cost about as much as all of them together."""
     import torch
     from rote.training.encode import encode
 
-    enc = encode(tokenizer, probe["prompt"], " " + probe["answer"])
+    encoded = [encode(tokenizer, p["prompt"], " " + p["answer"]) for p in probes]
+    longest = max(len(e) for e in encoded)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
+    ids = torch.tensor([list(e.input_ids) + [pad] * (longest - len(e)) for e in encoded], device=device)  # (P, T)
+    mask = torch.tensor([[1] * len(e) + [0] * (longest - len(e)) for e in encoded], device=device)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([enc.input_ids], device=device)).logits[0]  # (T, V)
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (P, T, V); padding only after the answer
     # logits[i] predicts token i + 1: the answer's tokens are target_start .. target_end - 1
-    return logits[enc.target_start - 1:enc.target_end - 1].float().argmax(dim=-1).tolist()
+    return [logits[k, e.target_start - 1:e.target_end - 1].float().argmax(dim=-1).tolist() for k, e in enumerate(encoded)]
 
 
 def perplexity(model, tokenizer, paragraphs: tuple[str, ...] | None = None) -> dict:

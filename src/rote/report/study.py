@@ -184,7 +184,18 @@ def format_summary(summary: dict) -> str:
             parts.append(f" {text:>{col}s}")
         parts.append(f"   tokens {_tokens(c)}" if c.get("training_tokens") else "")
         lines.append(f"{c['cell']:{width}s}  " + "".join(parts))
-    return "\n".join(lines + [""] + findings(summary))
+    return "\n".join(lines + _damage_lines(summary) + [""] + findings(summary))
+
+
+def _damage_lines(summary: dict) -> list[str]:
+    """Per cell, the damage to general ability after phase 2 (means over seeds; the report has all)."""
+    out = []
+    for c in summary["cells"]:
+        found = {n.rsplit(".", 1)[1]: s["mean"] for n, s in c.get("damage", {}).items()
+                 if n.startswith("damage.phase2.") and s["mean"] is not None}
+        if found:
+            out.append(f"  {c['cell']}: damage after phase 2: " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
+    return ["", "damage to general ability (rote.study.collect):", *out] if out else []
 
 
 def _tokens(cell: dict) -> str:
