@@ -73,7 +73,7 @@ def test_hard_anchors_train_the_base_models_top_token(tokenizer, tiny_model):
 
 def _train(model, tok, path, anchors=(), weight=1.0, **kw):
     cfg = TrainConfig(epochs=6, lr=3e-3, batch_size=3, warmup_steps=0, schedule="constant", precision="fp32",
-                      preserve=PreserveConfig(weight=weight, batch_size=4), **kw)
+                      preserve=PreserveConfig(weight=weight), **kw)
     return train(model, _examples(tok), cfg, tok.pad_token_id, path, anchors=anchors)
 
 

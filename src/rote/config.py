@@ -79,7 +79,8 @@ class PreserveConfig:
     # own greedy continuation; `greedy` trains that continuation (cross-entropy). Replay is always `kl`.
     target: Literal["kl", "greedy"] = "kl"
     weight: float = 1.0  # loss = phase loss + weight x preserve loss (each a mean over its tokens)
-    batch_size: int = 8  # preserve examples per optimizer step
+    # Anchors per optimizer step; None: as many as makes one pass over them per epoch of the phase.
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def train(
 
     `on_epoch_end(epoch)` (1-based) may evaluate or save; returning True stops training.
     `anchors` (rote.training.preserve, with their base-model targets): each step also trains
-    `cfg.preserve.batch_size` of them, adding `cfg.preserve.weight` x their mean loss per anchored
+    `cfg.preserve.batch_size` of them (by default a share that covers them once per epoch), adding `cfg.preserve.weight` x their mean loss per anchored
     position to the step's loss. Parameters in `frozen_decay` get no weight decay (rows a gradient
     mask freezes must not shrink: rote.training.trainable).
     Returns a summary: epochs run, steps, supervised tokens, seconds, whether stopped early."""
@@ -137,7 +137,9 @@ def train(
     lengths = [len(e) for e in examples]
     anchors = list(anchors)
     preserve = getattr(cfg, "preserve", None)
-    next_anchors = anchor_batches(len(anchors), preserve.batch_size, seed) if anchors else None
+    # By default every anchor once per epoch, spread over its steps.
+    per_step = (preserve.batch_size or math.ceil(len(anchors) / steps_per_epoch)) if anchors else 0
+    next_anchors = anchor_batches(len(anchors), per_step, seed) if anchors else None
     model.train()
     log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
     bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
@@ -213,5 +215,8 @@ def train(
         log.close()
     model.eval()
     seconds = time.perf_counter() - started
-    return {"epochs": epoch, "steps": step, "supervised_tokens": tokens_seen, "seconds": round(seconds, 2),
-            "stopped_early": stopped_early, "processes": world}
+    summary = {"epochs": epoch, "steps": step, "supervised_tokens": tokens_seen, "seconds": round(seconds, 2),
+               "stopped_early": stopped_early, "processes": world}
+    if anchors:
+        summary.update({"anchors": len(anchors), "anchors_per_step": per_step})
+    return summary
