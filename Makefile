@@ -44,6 +44,7 @@ bench: dev
 	$(PY) bench/bench_speed.py
 	$(PY) bench/bench_memorize.py
 	$(PY) bench/bench_demo.py
+	$(PY) bench/bench_eval.py
 
 # The run report and a study report in headless Chromium (apt-get install chromium); RUN=runs/NAME for another run.
 RUN ?= runs/demo

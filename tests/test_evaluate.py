@@ -215,3 +215,33 @@ def test_two_hop_and_repurposed_queries_and_demonstrations():
         assert all(d.endswith(" " + f.object) for d, f in zip(demos, shown))
         start, end = q.rendered.subject_span
         assert q.rendered.prompt[start:end] == q.fact.subject
+
+
+def test_option_logprobs_mixed_option_lengths_equal_naive_and_can_fail(tokenizer, tiny_model, monkeypatch):
+    """Options of 1-4 tokens of two equal-length prompts: scored in one prompt pass and one
+    continuation batch per option length, each from a copy of the prompts' cache. fp32 equals
+    one plain forward per option; an off-by-one in the option's tokens, or continuing every
+    option length from one shared cache (no copy), is caught."""
+    prompt_targets = [
+        ("Gene Finley was born in", [" Paris", " San Sebastian", " Kyoto", " Ho Chi Minh City", " Buenos Aires"]),
+        ("Tomas Berg works as a", [" nurse", " software engineer", " Ho Chi Minh City", " Oslo"]),
+    ]
+    lengths = [[len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in ts] for _, ts in prompt_targets]
+    assert len({len(tokenizer(p)["input_ids"]) for p, _ in prompt_targets}) == 1  # one prompt pass
+    assert {n for row in lengths for n in row} >= {1, 2, 4}  # several continuation batches
+    naive = [[_naive_logprob(tiny_model, tokenizer, p, t) for t in ts] for p, ts in prompt_targets]
+    # fp32: measured differences up to ~2e-06 (the same arithmetic, batched differently)
+    tolerance = 1e-4
+
+    def largest_difference() -> float:
+        got = option_logprobs(tiny_model, tokenizer, prompt_targets, precision="fp32")
+        assert [[n for _, n in row] for row in got] == lengths
+        return max(abs(s - want) for row, wants in zip(got, naive) for (s, _), want in zip(row, wants))
+
+    assert largest_difference() < tolerance
+    with monkeypatch.context() as planted:  # off by one: the last prompt token in, the option's last out
+        planted.setattr(ev, "_option_tokens", lambda e: list(e.input_ids[e.target_start - 1:e.target_end - 1]))
+        assert largest_difference() > 100 * tolerance  # measured 1.07
+    with monkeypatch.context() as planted:  # every option length continues from the one cache
+        planted.setattr(ev.copy, "deepcopy", lambda cache: cache)
+        assert largest_difference() > 100 * tolerance  # measured 0.09

@@ -118,7 +118,8 @@ def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]
 
     The prompt is run once and its key/value cache is shared by all of its options, so 100
     options cost one prompt plus 100 short continuations. Prompts of equal token length are
-    batched together (no padding inside the shared prefix); options are right-padded."""
+    batched together (no padding inside the shared prefix), and so are options of equal token
+    length (`_score_shared_prompt`): no position is padding."""
     device = next(model.parameters()).device
     encoded = [[encode(tokenizer, p, t, mask="object") for t in targets] for p, targets in prompt_targets]
     by_length: dict[int, list[int]] = {}
@@ -141,36 +142,53 @@ def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]
 
 
 def _score_shared_prompt(model, groups: list[list], device, precision: str) -> list[list[tuple[float, int]]]:
-    """Score option groups whose prompts all have the same token length L."""
+    """Score option groups whose prompts all have the same token length L.
+
+    The prompts run once; each option's first token is read off its prompt's last logits, and
+    options of two or more tokens continue from their prompt's cache in batches of one option
+    length, so that no position is padding. (Padding every option to the batch's longest made
+    four in five continuation positions padding on the demo: options of 1-5 tokens, half of them one.)"""
     length = groups[0][0].target_start
     prompts = torch.tensor([g[0].input_ids[:length] for g in groups], device=device)  # (P, L)
     with _autocast(device, precision):
         out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (P, V): predicts each option's first token
-    owner = torch.tensor([p for p, g in enumerate(groups) for _ in g], device=device)  # (R,) prompt of each row
-    targets = [e.input_ids[length:e.target_end] for g in groups for e in g]
-    longest = max(len(t) for t in targets)
-    ids = torch.zeros((len(targets), longest), dtype=torch.long, device=device)  # (R, m) right-padded
-    mask = torch.zeros((len(targets), longest), dtype=torch.bool, device=device)
+    owner = [p for p, g in enumerate(groups) for _ in g]  # the prompt of each option row
+    targets = [_option_tokens(e) for g in groups for e in g]
+    sums = first[torch.tensor(owner, device=device), torch.tensor([t[0] for t in targets], device=device)]  # (R,)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    rows_of_length: dict[int, list[int]] = {}
     for r, t in enumerate(targets):
-        ids[r, : len(t)] = torch.tensor(t)
-        mask[r, : len(t)] = True
-    sums = first[owner, ids[:, 0]]  # (R,)
-    if longest > 1:  # the later option tokens continue from the shared prompt cache
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        cache.reorder_cache(owner)
-        attn = torch.cat([torch.ones((len(targets), length), dtype=torch.long, device=device),
-                          mask[:, :-1].long()], dim=1)
-        with _autocast(device, precision):
-            logits = model(input_ids=ids[:, :-1], attention_mask=attn, **{_cache_argument(model): cache}).logits  # (R, m-1, V)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        sums = sums + (logp * mask[:, 1:]).sum(dim=1)
-    sums, counts = sums.tolist(), mask.sum(dim=1).tolist()
+        if len(t) > 1:
+            rows_of_length.setdefault(len(t), []).append(r)
+    for rows in rows_of_length.values():
+        sums[rows] += _continuation_logprobs(model, cache, [owner[r] for r in rows], [targets[r] for r in rows],
+                                             device, precision)
+    sums = sums.tolist()
     out_groups, r = [], 0
     for g in groups:
-        out_groups.append(list(zip(sums[r:r + len(g)], counts[r:r + len(g)])))
+        out_groups.append([(s, len(t)) for s, t in zip(sums[r:r + len(g)], targets[r:r + len(g)])])
         r += len(g)
     return out_groups
+
+
+def _option_tokens(encoded) -> list[int]:
+    """An option's token ids: those after its prompt, up to the end of the target."""
+    return list(encoded.input_ids[encoded.target_start:encoded.target_end])
+
+
+def _continuation_logprobs(model, prompt_cache, owner: list[int], targets: list[list[int]], device,
+                           precision: str) -> torch.Tensor:
+    """(R,) summed log P(tokens 2..m | prompt, token 1) of options of one length m, each row
+    continuing from its own prompt's cache. The cache is copied: a forward appends to it, and
+    the next option length continues from the prompts alone."""
+    cache = copy.deepcopy(prompt_cache)
+    cache.reorder_cache(torch.tensor(owner, device=device))
+    ids = torch.tensor(targets, device=device)  # (R, m)
+    with _autocast(device, precision):
+        logits = model(input_ids=ids[:, :-1], **{_cache_argument(model): cache}).logits  # (R, m-1, V)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return logp.sum(dim=1)
 
 
 def inference_model(model, precision: str):
