@@ -403,3 +403,24 @@ def test_a_cell_override_its_arm_does_not_read_is_an_error(tmp_path):
         "metrics:\n  t: {stage: phase2, split: heldout, prompt_set: test, metric: prefix}\n")
     with pytest.raises(StudyError, match="cell kind=mixed: the cell: phase2.lr is not read by arm mixed"):
         expand(load_study(study_file), tmp_path / "out")
+
+
+def test_tradeoff_figure_places_each_cell_by_its_damage(tmp_path):
+    """The trade-off figure puts a cell at (its damage mean, its first metric's mean); a cell with no
+    damage measured is left out, not drawn at 0."""
+    from rote.report.study_figures import tradeoff_figure
+    summary = _planted("tradeoff", {"v": ["today", "levers", "old"]}, {"v=today": 0.3, "v=levers": 0.5, "v=old": 0.4})
+    for cell, (loc, ppl, secs) in zip(summary["cells"], ((0.1, 20.0, 300.0), (0.9, 1.1, 600.0), (None, None, None))):
+        cell["damage"] = {"damage.phase2.locality": {"mean": loc, "std": 0.05, "n": 3},
+                          "damage.phase2.perplexity_ratio": {"mean": ppl, "std": 0.1, "n": 3}}
+        cell["training_seconds"] = secs
+    fig = tradeoff_figure(summary)
+    locality, perplexity = fig.axes[:2]
+    points = sorted((round(line.get_xdata()[0], 3), round(line.get_ydata()[0], 3)) for line in locality.lines
+                    if len(line.get_xdata()) == 1 and line.get_marker() == "o")
+    assert points == [(0.1, 0.3), (0.9, 0.5)]
+    labels = sorted(t.get_text() for t in perplexity.texts)
+    assert labels == ["v=levers (10 min)", "v=today (5 min)"] and perplexity.get_xscale() == "log"
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    build_study_report(tmp_path)
+    assert (tmp_path / "figures" / "tradeoff.png").read_bytes().startswith(PNG)

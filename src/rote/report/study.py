@@ -211,7 +211,7 @@ def _results_table(summary: dict) -> str:
     head = [*(axes or ["cell"])]
     for n in names:
         head += [n] + ([f"{n}: paper"] if n in with_paper else [])
-    head += ["training tokens (phase 1 + phase 2)"]
+    head += ["training tokens (phase 1 + phase 2)", "training time"]
     arms = len({c.get("arm", "method") for c in summary["cells"]}) > 1  # a baselines grid: say what each cell is
     head = head[:len(axes or ["cell"])] + (["arm"] if arms else []) + head[len(axes or ["cell"]):]
     body = []
@@ -226,6 +226,8 @@ def _results_table(summary: dict) -> str:
                 paper = "" if s["paper"] is None else f"{s['paper']:.2f}"
                 row.append(f'<span class="paper">{e(paper)}</span>')
         row.append(e(_tokens(c)))
+        seconds = c.get("training_seconds")
+        row.append("n/a" if seconds is None else f"{seconds / 60:.1f} min")
         body.append(row)
     return table(head, body, raw=True)
 

@@ -1,5 +1,6 @@
 """A study's figures, from its summary.json only (no torch): a line per series, a heat map of two
-axes, or grouped bars; the paper's numbers drawn beside ours where the study file gives them.
+axes, grouped bars, or the trade-off of a metric against the damage measures; the paper's numbers
+drawn beside ours where the study file gives them.
 """
 from __future__ import annotations
 
@@ -141,4 +142,36 @@ def bars_figure(summary: dict) -> Figure:
     return fig
 
 
-FIGURES = {"line": line_figure, "heatmap": heatmap_figure, "bars": bars_figure}
+TRADEOFF_AXES = (("damage.phase2.locality", "locality after phase 2 (base-correct probes still correct)", False),
+                 ("damage.phase2.perplexity_ratio", "perplexity after phase 2 / base (lower is better)", True))
+
+
+def tradeoff_figure(summary: dict) -> Figure:
+    """What a cell buys and what it costs: the study's first metric (y) against each damage measure
+    after phase 2 (x: locality; perplexity ratio), mean ± std over seeds on both axes; each point
+    is named with its cell and its training time (rote.study.collect.training_seconds)."""
+    metric = next(iter(summary["metrics"]))
+    fig = new_figure(11, 4.4)
+    panels = fig.subplots(1, len(TRADEOFF_AXES), squeeze=False)[0]
+    for ax, (damage, label, log) in zip(panels, TRADEOFF_AXES):
+        for i, c in enumerate(summary["cells"]):
+            y, y_sd, _ = _stat(c, metric)
+            x = (c.get("damage") or {}).get(damage) or {}
+            if y is None or x.get("mean") is None:
+                continue
+            color = COLORS[i % len(COLORS)]
+            ax.errorbar([x["mean"]], [y], xerr=[x.get("std") or 0], yerr=[y_sd], color=color, marker="o", ms=5,
+                        capsize=2, lw=1)
+            seconds = c.get("training_seconds")
+            ax.annotate(c["cell"] + (f" ({seconds / 60:.0f} min)" if seconds else ""), (x["mean"], y), fontsize=7,
+                        color=color, xytext=(4, 3), textcoords="offset points")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_ylabel(_title(metric, summary["metrics"][metric]), fontsize=8)
+        ax.grid(color="#eeeeee")
+    fig.suptitle("trade-off per cell (mean ± std over seeds; training time in parentheses)", fontsize=9)
+    return fig
+
+
+FIGURES = {"line": line_figure, "heatmap": heatmap_figure, "bars": bars_figure, "tradeoff": tradeoff_figure}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rote.data.facts import read_facts
 from rote.evaluation.metrics import aggregate, pick
-from rote.fileio import is_done, read_json, read_jsonl, write_json, write_text
+from rote.fileio import is_done, read_json, read_jsonl, read_seconds, write_json, write_text
 from rote.names import PREDICTIONS_FILE, SUMMARY_FILE, eval_dir
 from rote.study.plan import Plan, Run
 
@@ -96,6 +96,14 @@ def training_tokens(plan: Plan, run: Run) -> dict | None:
             "total": p1["supervised_tokens"] + p2["supervised_tokens"]}
 
 
+def training_seconds(plan: Plan, run: Run) -> float | None:
+    """Wall-clock seconds that training this cell x seed's model took: its phase 1 (shared or its
+    own; a shared one counts whole for every cell built on it) and its phase 2, anchors included.
+    Runs side by side on shared cores time each other's load too: compare within one study only."""
+    p1, p2 = read_seconds(_phase1_dir(plan, run) / "phase1"), read_seconds(run.cfg.run_dir / "phase2")
+    return None if p1 is None or p2 is None else p1 + p2
+
+
 def _stat(rows: list[dict]) -> dict:
     """Mean, sample std (n - 1) and n over the rows (seeds) that have a value, and every seed's value."""
     values = [r["value"] for r in rows if r["value"] is not None]
@@ -121,6 +129,8 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
         spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
         entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
             if spent else None
+        seconds = [t for t in (training_seconds(plan, r) for r in plan.runs if r.cell.id == cell.id) if t is not None]
+        entry["training_seconds"] = statistics.fmean(seconds) if seconds else None
         # What the cell is (rote.arms) and, for a one-phase arm, the token budget it trained to.
         runs = [r for r in plan.runs if r.cell.id == cell.id]
         entry["arm"] = runs[0].cfg.arm

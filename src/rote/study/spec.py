@@ -22,6 +22,7 @@ A study file (paths relative to the file; every key is checked, an unknown one i
     paper: {heldout_test: {"epochs=3,k=half": 0.35}}   # optional: the paper's numbers, by cell id
     paper_note: "..."               # optional: what the paper reports without numbers
     figure: line                    # line (x = 1st axis, a line per value of the 2nd) | heatmap | bars
+                                    # | tradeoff (the 1st metric against locality and perplexity ratio)
 
 A cell's id is `axis=label,...` in grid order ("default" for an empty grid); its runs are
 `<out>/<study>/runs/<axis-label_...>-s<seed>`.
@@ -52,7 +53,7 @@ from rote.names import EVAL_STAGES, PROMPT_FORMS, PROMPT_SETS, SUMMARY_SPLITS
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
 METRIC_KEYS = ("stage", "split", "prompt_set", "language", "metric", "relation", "form")
-FIGURES = ("line", "heatmap", "bars")
+FIGURES = ("line", "heatmap", "bars", "tradeoff")
 RESERVED_COLUMNS = ("study", "cell", "seed", "metric", "value")
 DEFAULT_SEEDS = (0, 1, 2)
 
