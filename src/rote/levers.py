@@ -3,7 +3,8 @@
 Each lever adds examples whose target is what the *base* model (the run's `model.name`, loaded
 afresh, so phase 2 is anchored to the original model and not to phase 1's) does on them:
 
-- contrast: for each subject the phase trains, `contrast` questions that are not any relation's
+- contrast: for each person the phase trains (subjects of a relation whose subject_kind is
+  person: the templates ask about a person), `contrast` questions that are not any relation's
   question (rote/data/contrast.yaml, seeded choice per subject), anchored along the base model's
   greedy answer and the token that ends it. The templates share no prompt with the evaluation's
   `unrelated` set (tests/test_preserve_data.py), so the control stays a held-out measurement.
