@@ -10,6 +10,14 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_evaluation_reuse(monkeypatch):
+    """Every run measures its base model: a test that changes evaluation (a patched scorer) is not
+    served another test's stored one. tests/test_reuse.py turns reuse on, in a cache of its own."""
+    from rote.evaluation.reuse import ENV
+    monkeypatch.setenv(ENV, "0")
+
+
 @pytest.fixture(scope="session")
 def smollm_dir():
     """Folder of the converted bundled SmolLM2-135M (plain Hugging Face layout)."""
