@@ -273,7 +273,8 @@ def _levers(session: Session, tcfg, trained: list[Fact], restricted: dict | None
     frozen = restricted["frozen_decay"] if restricted else set()
     if not levers.active(tcfg.preserve):
         return {"frozen_decay": frozen}, {}
-    subjects = list(dict.fromkeys(f.subject for f in trained))
+    # The contrast templates ask about a person ("How old is {subject}?"): people only.
+    subjects = list(dict.fromkeys(f.subject for f in trained if session.relations[f.relation].subject_kind == "person"))
     anchors, info = levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype, session.tokenizer,
                                    subjects, session.cfg.seed)
     return {"anchors": anchors, "frozen_decay": frozen}, info
