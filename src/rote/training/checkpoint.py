@@ -13,11 +13,36 @@ KEY_RECORD = "rote_key_tokens.json"
 
 
 def save_checkpoint(model, tokenizer, key_record: dict, path: str | Path) -> Path:
-    """Write to `<path>.tmp` and rename, so a killed save never leaves a folder that looks complete."""
+    """Write to `<path>.tmp` and rename, so a killed save never leaves a folder that looks complete.
+
+    A sharded model (FSDP2: DTensor parameters) is gathered into one full state dict: every
+    process must call this; process 0 writes the same plain folder, the others wait for it."""
     path = Path(path)
+    if _sharded(model):
+        import torch.distributed as dist
+        state = _full_state_dict(model)
+        if dist.get_rank() == 0:
+            _write(model, tokenizer, key_record, path, state)
+        dist.barrier()
+        return path
+    return _write(model, tokenizer, key_record, path)
+
+
+def _sharded(model) -> bool:
+    from torch.distributed.tensor import DTensor
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_state_dict(model) -> dict:
+    """The whole model's weights on process 0's CPU (empty elsewhere); a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _write(model, tokenizer, key_record: dict, path: Path, state: dict | None = None) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(tmp)
     (tmp / KEY_RECORD).write_text(json.dumps(key_record, indent=2))
     shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from rote.config import TrainConfig
@@ -87,6 +89,30 @@ def supervised_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
+def check_sharding(accelerator, frozen_decay) -> None:
+    """Refuse the sharded setups this loop would run wrongly rather than fail loudly.
+
+    FSDP2 (`fsdp_version: 2`) is what the loop supports. FSDP1 clips a subset of the parameters
+    (a restricted `phaseN.update`) on each process's shard alone; DeepSpeed steps its optimizer
+    inside `accelerator.backward`, once per micro-batch and anchor pass instead of once per step;
+    and sharding replaces the parameters, dropping the gradient masks of `embeddings: key_rows`
+    (rote.training.trainable), so every row would train. On CPU, accelerate ignores an FSDP
+    request and trains unsharded (DDP): the same numbers, none of the memory saving."""
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        raise ValueError("DeepSpeed is not supported by rote's training loop (it steps the optimizer inside "
+                         "backward, once per micro-batch); use FSDP2: configs/accelerate/fsdp.yaml")
+    if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise ValueError("rote's training loop shards with FSDP2 only: set fsdp_version: 2 in the accelerate "
+                         "config (configs/accelerate/fsdp.yaml)")
+    if kind == DistributedType.FSDP and frozen_decay:
+        raise ValueError("update.embeddings: key_rows cannot run sharded: FSDP replaces the embedding parameter "
+                         "and drops its gradient mask; train all rows or none, or run without FSDP")
+    if kind != DistributedType.FSDP and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ValueError(f"FSDP was asked for (ACCELERATE_USE_FSDP) but accelerate runs {kind.value} here: it "
+                         f"shards only on accelerators (GPUs), not on CPU; launch without the FSDP config")
+
+
 def train(
     model,
     examples: list[Encoded],
@@ -124,7 +150,10 @@ def train(
               {"params": [p for p in params if p in frozen_decay], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=fused)
+    check_sharding(accelerator, frozen_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP replaces the parameters with sharded ones: clip those (the same objects otherwise).
+    params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -157,9 +186,12 @@ def train(
             n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in global_batch)
             # This process's share, split into micro-batches; the gradient must be a sum over the
             # global batch divided by its token count, and DDP averages over processes.
+            # Every process runs as many passes as process 0, which has the most examples: a sharded
+            # model gathers its weights inside each forward, so all processes must run each one. A
+            # process with fewer examples joins the extra passes with a zero gradient.
             mine = global_batch[rank::world]
-            micro = [mine[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
-            micro = [m for m in micro if m]
+            passes = min(cfg.grad_accum, len(global_batch[0::world]))
+            micro = [mine[i::cfg.grad_accum] for i in range(passes)]
             if next_anchors is not None:  # first, unsynchronised: the phase's last micro-batch syncs both
                 anchor_batch = [anchors[i] for i in next(next_anchors)]
                 n_anchored = anchored_positions(anchor_batch)
@@ -171,16 +203,16 @@ def train(
                 anchor_losses.append(accelerator.reduce(anchor_sum.detach(), reduction="sum") / n_anchored)
             loss_total = torch.zeros((), device=accelerator.device)
             for j, chunk in enumerate(micro):
-                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in pad_batch(chunk, pad_id).items()}
+                batch = {k: v.to(accelerator.device, non_blocking=True)
+                         for k, v in pad_batch(chunk or global_batch[:1], pad_id).items()}
                 sync = j == len(micro) - 1
                 with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
                     loss_sum = supervised_loss_sum(model, batch)
+                if not chunk:
+                    accelerator.backward(loss_sum * 0.0)
+                    continue
                 accelerator.backward(loss_sum * world / n_tokens)
                 loss_total += loss_sum.detach()
-            if not micro:  # fewer examples than processes in the last batch: join with a zero gradient
-                batch = {k: v.to(accelerator.device) for k, v in pad_batch(global_batch[:1], pad_id).items()}
-                with autocast():
-                    accelerator.backward(supervised_loss_sum(model, batch) * 0.0)
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
