@@ -86,17 +86,23 @@ def encode(
     return Encoded(tuple(ids), tuple(labels), n, end)
 
 
+def pad_right(sequences: list[list[int]] | list[tuple[int, ...]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right padding (training, scoring, the anchors of rote.training.preserve): input_ids and
+    attention_mask, each (B, T)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, : len(s)] = torch.tensor(s)
+        attn[row, : len(s)] = 1
+    return {"input_ids": ids, "attention_mask": attn}
+
+
 def pad_batch(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right padding (training and scoring): input_ids, attention_mask, labels, each (B, T)."""
-    width = max(len(e) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    attn = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        ids[row, : len(e)] = torch.tensor(e.input_ids)
-        labels[row, : len(e)] = torch.tensor(e.labels)
-        attn[row, : len(e)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+    """Right padding of encoded examples: input_ids, attention_mask, labels, each (B, T)."""
+    out = pad_right([e.input_ids for e in examples], pad_id)
+    out["labels"] = pad_right([e.labels for e in examples], IGNORE)["input_ids"]
+    return out
 
 
 def pad_left(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -165,7 +165,7 @@ def train(
 
     lengths = [len(e) for e in examples]
     anchors = list(anchors)
-    preserve = getattr(cfg, "preserve", None)
+    preserve = cfg.preserve
     # By default every anchor once per epoch, spread over its steps.
     per_step = (preserve.batch_size or math.ceil(len(anchors) / steps_per_epoch)) if anchors else 0
     next_anchors = anchor_batches(len(anchors), per_step, seed) if anchors else None

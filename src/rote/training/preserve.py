@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from rote.training.encode import pad_right
+
 TOP_K = 64  # base-model tokens kept per anchored position
 
 
@@ -51,21 +53,12 @@ def text_anchor(ids: list[int], kind: str) -> Anchor:
     return Anchor(tuple(ids), tuple(range(len(ids) - 1)), kind)
 
 
-def _pad(anchors: list[Anchor], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(a) for a in anchors)
-    ids = torch.full((len(anchors), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(anchors), width), dtype=torch.long)
-    for row, a in enumerate(anchors):
-        ids[row, :len(a)] = torch.tensor(a.input_ids)
-        mask[row, :len(a)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _anchored_logits(model, anchors: list[Anchor], pad_id: int) -> torch.Tensor:
     """The logits at every anchored position of `anchors`, in order: (total positions, V), float32.
     Only the anchored positions go through the output projection (logits_to_keep)."""
     device = next(model.parameters()).device
-    ids, mask = _pad(anchors, pad_id, device)
+    batch = pad_right([a.input_ids for a in anchors], pad_id)
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     keep = sorted({p for a in anchors for p in a.positions})
     column = {p: i for i, p in enumerate(keep)}
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=torch.tensor(keep, device=device)).logits

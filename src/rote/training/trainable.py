@@ -46,7 +46,7 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
     layers = resolve_layers(update.layers, layer_count(model), f"{where}.layers") if update.layers else None
     everything = not update.layers and not update.modules
     if update.modules:
-        names = {n for n, _ in model.named_modules() for n in n.split(".")}
+        names = {part for module_name, _ in model.named_modules() for part in module_name.split(".")}
         missing = [m for m in update.modules if m not in names]
         if missing:
             raise ConfigError(f"{where}.modules: the model has no module named {missing[0]!r}")
