@@ -66,8 +66,9 @@ def test_missing_file_is_named(tmp_path):
     ("eval.multiple_choice=3", "expected true or false"),
     ("model=foo", "model: expected a mapping"),
     # keys of the other phase (one TrainConfig for both phases used to accept them and never read them)
-    ("phase2.until=memorized", "c.yaml.phase2; it is a phase 1 setting"),
-    ("phase2.threshold=0.9", "unknown key 'threshold'"),
+    ("phase2.threshold=0.9", "unknown key 'threshold' in"),
+    ("phase2.threshold=0.9", "c.yaml.phase2; it is a phase 1 setting"),
+    ("phase2.until=memorized", "phase2.until: 'memorized' is not one of ['epochs', 'validation']"),
     ("phase2.save_epochs=[1]", "unknown key 'save_epochs'"),
     ("phase2.mixed=true", "unknown key 'mixed'"),
     ("phase1.n_prompts=2", "c.yaml.phase1; it is a phase 2 setting"),
@@ -89,6 +90,8 @@ def test_missing_file_is_named(tmp_path):
     ("phase1.threshold=0", "phase1.threshold=0.0 must be > 0 and <= 1"),
     ("phase1.lora.dropout=1.5", "phase1.lora.dropout=1.5 must be >= 0 and <= 0.99"),
     ("phase1.save_epochs=[30]", "epoch 30 is not among phase 1's epochs"),
+    ("phase2.patience=0", "phase2.patience=0 must be >= 1"),
+    ("phase2.validation_prompts=0", "phase2.validation_prompts=0 must be >= 1"),
     # settings that only work together
     ("data.two_hop=[mother, place_of_birth]", "data.two_hop=['mother', 'place_of_birth'] must name two relations"),
     ("eval.prompt_sets=[test, repurposed]", "repurposed, which needs phase2.prompts_from"),
@@ -105,7 +108,7 @@ def test_strict_config_names_the_key(tmp_path, override, message):
 def test_phase_classes_keep_their_own_settings():
     cfg = config.RunConfig()
     assert isinstance(cfg.phase1, config.Phase1Config) and isinstance(cfg.phase2, config.Phase2Config)
-    assert not hasattr(cfg.phase2, "until") and not hasattr(cfg.phase1, "n_prompts")
+    assert not hasattr(cfg.phase2, "threshold") and not hasattr(cfg.phase1, "n_prompts")
     assert (cfg.phase1.epochs, cfg.phase2.epochs, cfg.phase2.schedule) == (20, 1, "constant")
 
 
@@ -118,7 +121,7 @@ def test_a_run_written_by_an_earlier_rote_reads_back(tmp_path):
     old["phase1"].update({"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
     assert config.read_run_config(tmp_path) == config.RunConfig()
-    old["phase2"]["until"] = "memorized"
+    old["phase2"]["threshold"] = 0.9
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
-    with pytest.raises(ConfigError, match="unknown key 'until'"):
+    with pytest.raises(ConfigError, match="unknown key 'threshold'"):
         config.read_run_config(tmp_path)

@@ -20,6 +20,11 @@ comparison is at equal cost; `budget: epochs` trains phase 1's epochs instead, a
 gives the budget directly (rote inject gives its method run's tokens). The phase-1 summary states
 the budget and how it was set. A phase an arm does not train is skipped: its checkpoint is the
 model as it came in.
+
+Stopping phase 2 on a validation signal (phase2.until, patience, validation_prompts) is read only by
+the arms with a phase 2: the one-phase arms compare at a fixed token budget, which a stop rule would
+change, so for them these keys are errors (a matched budget reads phase2.until only to refuse
+`validation`: the method's tokens are then not known before it runs).
 """
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ ARM_NAMES = tuple(ARMS)
 BUDGETS = ("matched", "epochs")
 # What a matched budget reads: the settings that decide the method's supervised tokens.
 METHOD_COST = {"key": ("position", "suffix"), "phase1": ("epochs", "until", "loss_mask"),
-               "phase2": ("epochs", "n_prompts", "loss_mask")}
+               "phase2": ("epochs", "until", "n_prompts", "loss_mask")}
 TOP_KEYS = ("name", "seed", "out_dir", "arm", "model", "data", "eval")  # every arm reads these
 
 

@@ -130,6 +130,14 @@ class Phase2Config(TrainConfig):
     n_prompts: int = 1  # training prompts per fact (also the plain arms' and in_context's)
     prompts_from: str | None = None  # train with this relation's prompts (re-purposing the key)
     checkpoint: str | None = None  # start from this phase-1 checkpoint folder (another run's)
+    # `validation`: after each epoch, greedy prefix accuracy of the phase-2 facts asked with training
+    # prompts phase 2 does not train and evaluation never asks (rote.data.prompt_hygiene.validation_prompts);
+    # stop after `patience` epochs without improvement and keep the best epoch's weights (ties: the
+    # earlier). `epochs` is then the cap. A gentler schedule (lower lr, more epochs) then needs no
+    # guess of how many epochs to train. Only the arms with a phase 2 (method, word_key, no_key).
+    until: Literal["epochs", "validation"] = "epochs"
+    patience: int = 1  # until: validation: epochs without improvement before stopping
+    validation_prompts: int = 2  # until: validation: validation prompts per fact
 
 
 EvalStage = Literal[EVAL_STAGES]
@@ -349,6 +357,8 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
 
 # Keys runs written by earlier versions of rote carry at values that are now the only behaviour:
 # dropped when such a run is read back, so it can still be resumed, evaluated and probed.
+# (phase2.until is a key again, but `epochs` is its default: dropping it changes nothing, and an
+# old run of an arm that does not read it still reads back.)
 _RETIRED = {"phase1": {"n_prompts": 1, "facts": "split", "prompts_from": None, "checkpoint": None, "mixed": False},
             "phase2": {"until": "epochs", "threshold": 1.0, "save_epochs": [], "mixed": False, "facts": "split"},
             "eval": {"icl_examples": 0}}

@@ -22,7 +22,7 @@ def plain_name(value: str, what: str) -> str:
 _BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
            "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
            "eval.icl_examples": (1, None), "phase1.threshold": ("> 0", 1), "phase2.n_prompts": (1, None),
-           "budget_tokens": (1, None)}
+           "phase2.patience": (1, None), "phase2.validation_prompts": (1, None), "budget_tokens": (1, None)}
 for _phase in ("phase1", "phase2"):
     _BOUNDS.update({f"{_phase}.epochs": (1, None), f"{_phase}.lr": ("> 0", None), f"{_phase}.batch_size": (1, None),
                     f"{_phase}.grad_accum": (1, None), f"{_phase}.warmup_steps": (0, None),
@@ -87,9 +87,14 @@ def check_values(cfg, source: str = "config"):
     if ARMS[cfg.arm].budget and cfg.budget_tokens is not None and cfg.budget == "epochs":
         raise ConfigError(f"{source}: budget_tokens={cfg.budget_tokens} gives a budget, but budget: epochs trains "
                           "phase 1's epochs instead; leave one of them out")
-    if ARMS[cfg.arm].budget and cfg.budget == "matched" and cfg.budget_tokens is None and cfg.phase1.until != "epochs":
-        raise ConfigError(f"{source}: arm {cfg.arm} trains to the method's token budget, which needs the method's "
-                          "phase-1 epochs: set phase1.until=epochs (or budget_tokens, or budget: epochs)")
+    # A budget matched to the method's tokens counts its epochs; a method that stops on a signal
+    # (phase1.until: memorized, phase2.until: validation) has no token count before it runs.
+    matched = ARMS[cfg.arm].budget and cfg.budget == "matched" and cfg.budget_tokens is None
+    for phase in ("phase1", "phase2"):
+        if matched and getattr(cfg, phase).until != "epochs":
+            raise ConfigError(f"{source}: arm {cfg.arm} trains to the method's token budget, which needs the "
+                              f"method's phase-{phase[-1]} epochs: set {phase}.until=epochs (or budget_tokens, or "
+                              "budget: epochs)")
     late = [e for e in cfg.phase1.save_epochs if not 1 <= e <= cfg.phase1.epochs]
     if late:
         raise ConfigError(f"{source}: phase1.save_epochs={list(cfg.phase1.save_epochs)}: epoch {late[0]} is not "

@@ -32,7 +32,7 @@ from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError
-from rote.evaluation.queries import build_queries
+from rote.evaluation.queries import build_queries, validation_queries
 from rote.fileio import is_done, mark_done, read_json, read_jsonl, write_json, write_jsonl, write_summary, write_text
 from rote.lock import hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, LOCALITY_FILE, METRICS_FILE,
@@ -194,8 +194,9 @@ class Session:
 def run_training(session: Session, phase: str) -> dict:
     """Train `phase` as the run's arm says (rote.arms): phase 1 memorizes the key text (for `mixed`,
     with the k facts' natural prompts) or, for the plain arms, fine-tunes on natural prompts; phase 2
-    trains the k facts' natural prompts. The one-phase arms train to a token budget."""
-    from rote.evaluation.scoring import key_accuracy
+    trains the k facts' natural prompts (phase2.until: validation stops it on `validate()`). The
+    one-phase arms train to a token budget."""
+    from rote.evaluation.scoring import key_accuracy, prefix_accuracy
     from rote.training import phases, trainable
     from rote.training.lora import apply_lora, merge_lora
 
@@ -225,11 +226,17 @@ def run_training(session: Session, phase: str) -> dict:
                                        session.prompts_from)
 
     k_facts = phases.phase2_facts(session.facts)
+
+    def validate() -> float:  # phase2.until: validation
+        queries = validation_queries(k_facts, session.relations, cfg.phase2.n_prompts, cfg.phase2.validation_prompts,
+                                     session.prompts_from, session.repurposed)
+        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg))
+
     trained = k_facts if trains == "natural_k" else session.facts  # whose subjects the contrast questions ask about
     loop_kw, preserve_info = _levers(session, tcfg, trained, restricted)
     if trains == "natural_k" and phase == "phase2":
         summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
-                                    cfg.seed, session.prompts_from, **loop_kw)
+                                    cfg.seed, session.prompts_from, validate, **loop_kw)
     elif trains == "key_text" or (trains == "mixed" and cfg.budget == "epochs"):
         extra = natural(k_facts, cfg.phase2.loss_mask) if trains == "mixed" else []
         summary = phases.memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg,

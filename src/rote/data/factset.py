@@ -11,6 +11,7 @@ from collections import Counter
 
 from rote.config import RunConfig
 from rote.data.facts import DataError, Fact, Relation
+from rote.data.prompt_hygiene import validation_prompts
 from rote.data.relation_files import resolve_relations
 from rote.data.synth import add_two_hop_facts, make_facts
 from rote.errors import ConfigError
@@ -23,8 +24,8 @@ def relations_of(cfg: RunConfig) -> dict[str, Relation]:
 
 def check_relations(cfg: RunConfig) -> dict[str, Relation]:
     """The checks a config needs its relations for (read from their files; no model): enough training
-    prompts for `phase2.n_prompts`, and the relations that `phase2.prompts_from` and
-    `eval.repurposed_prompts` name. Returns the relations."""
+    prompts for `phase2.n_prompts` (and for `phase2.validation_prompts` with phase2.until: validation),
+    and the relations that `phase2.prompts_from` and `eval.repurposed_prompts` name. Returns the relations."""
     relations = relations_of(cfg)
     for key in ("phase2.prompts_from", "eval.repurposed_prompts"):
         name = getattr(cfg.phase2 if key.startswith("phase2") else cfg.eval, key.split(".")[1])
@@ -39,7 +40,24 @@ def check_relations(cfg: RunConfig) -> dict[str, Relation]:
         if cfg.phase2.n_prompts > len(rel.train_prompts):
             raise ConfigError(f"phase2.n_prompts={cfg.phase2.n_prompts} but relation {rel.name} has "
                               f"{len(rel.train_prompts)} training prompts")
+    if cfg.phase2.until == "validation":
+        _check_validation_prompts(cfg, relations)
     return relations
+
+
+def _check_validation_prompts(cfg: RunConfig, relations: dict[str, Relation]) -> None:
+    """Enough validation prompts (rote.data.prompt_hygiene.validation_prompts) for every relation's facts."""
+    p2 = cfg.phase2
+    prompts_from, repurposed = (resolve_relations((name,), cfg.data.relations_file)[0] if name else None
+                                for name in (p2.prompts_from, cfg.eval.repurposed_prompts or p2.prompts_from))
+    for own in relations.values():
+        found = validation_prompts(own, p2.n_prompts, p2.validation_prompts, prompts_from, repurposed)
+        if len(found) < p2.validation_prompts:
+            rel = prompts_from or own
+            raise ConfigError(f"phase2.validation_prompts={p2.validation_prompts} but relation {rel.name} has "
+                              f"{len(found)} training prompts that phase 2 does not train and evaluation does not "
+                              f"ask ({len(rel.train_prompts)} training prompts, phase2.n_prompts={p2.n_prompts}); "
+                              "lower phase2.validation_prompts or phase2.n_prompts, or give the relation more")
 
 
 def plan_facts(cfg: RunConfig) -> list[Fact]:

@@ -8,6 +8,10 @@ consecutive words; a shared run of `MAX_SHARED_WORDS` = 3 words is allowed.
 Checked, per relation: every test prompt (every language) against every training prompt, and
 every unrelated prompt against every training and every test prompt.
 
+Phase 2's validation prompts (`validation_prompts`, phase2.until: validation) are training prompts
+phase 2 does not train; they must never be a prompt evaluation asks, or stopping on them would
+choose the epoch on the test.
+
 Why. A test paraphrase that contains a training prompt word for word ("These days, {subject}
 lives in" vs "{subject} lives in") is not unseen: the last words before the answer drive the
 prediction, so the model answers the trained prompt and the "unseen paraphrase" score is
@@ -19,6 +23,8 @@ of the same question.
 from __future__ import annotations
 
 import re
+
+from rote.data.synth import two_hop_prompts
 
 MAX_SHARED_WORDS = 3  # a shared run of this many consecutive words is allowed; one more is an overlap
 
@@ -66,3 +72,16 @@ def overlaps(relation) -> list[str]:
             out.append(f"relation {relation.name}: {name_a} {a!r} overlaps {name_b} {b!r} "
                        f"(shared words: {' '.join(run)!r})")
     return out
+
+
+def validation_prompts(own, n_prompts: int, count: int, prompts_from=None, repurposed=None) -> tuple[str, ...]:
+    """The validation prompts of a phase-2 fact of relation `own`: training prompts of the relation
+    phase 2 trains it with (`prompts_from`, else `own`) after the first `n_prompts` (phase 2 trains
+    those), leaving out any prompt evaluation asks about the fact: `own`'s first `n_prompts` training
+    prompts (the `train` set), a test prompt in any language or an unrelated prompt of `own` or of
+    `repurposed`, a two-hop prompt. The shipped relations never need one left out; a user relation
+    may (an overlap is only a warning). The first `count`; fewer when there are no more."""
+    evaluated = {p for ps in two_hop_prompts().values() for p in ps} | set(own.train_prompts[:n_prompts])
+    for rel in (r for r in (own, repurposed) if r is not None):
+        evaluated |= set(rel.unrelated_prompts) | {p for ps in rel.test_prompts.values() for p in ps}
+    return tuple(p for p in (prompts_from or own).train_prompts[n_prompts:] if p not in evaluated)[:count]

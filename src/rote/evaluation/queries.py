@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from rote.config import EvalConfig, KeyConfig
 from rote.data.facts import Fact, Relation
+from rote.data.prompt_hygiene import validation_prompts
 from rote.data.synth import two_hop_prompts
 from rote.data.templates import Rendered, prompt_form, render_key, render_prompt, render_reverse
 from rote.names import PROMPT_SETS
@@ -17,7 +18,9 @@ from rote.names import PROMPT_SETS
 @dataclass(frozen=True)
 class Query:
     fact: Fact
-    prompt_set: str  # one of PROMPT_SETS ("languages": the test prompts in another language)
+    # one of PROMPT_SETS ("languages": the test prompts in another language); "validation" for
+    # phase 2's stopping signal (validation_queries), which no evaluation asks or records
+    prompt_set: str
     language: str
     prompt_index: int
     rendered: Rendered
@@ -75,6 +78,19 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
     if cfg.icl_examples:
         prefixes = demonstrations(facts, relations, cfg.icl_examples)
         out = [with_prefix(q, prefixes[q.fact.id]) if q.prompt_set != "key" else q for q in out]
+    return out
+
+
+def validation_queries(facts: list[Fact], relations: dict[str, Relation], n_prompts: int, count: int,
+                       prompts_from: Relation | None = None, repurposed: Relation | None = None) -> list[Query]:
+    """Phase 2's stopping signal (phase2.until: validation): each of `facts` (the phase-2 facts) asked
+    with its validation prompts, training prompts that phase 2 does not train and that no prompt set
+    asks (rote.data.prompt_hygiene.validation_prompts; rote.data.factset checks there are `count`)."""
+    out = []
+    for fact in facts:
+        templates = validation_prompts(relations[fact.relation], n_prompts, count, prompts_from, repurposed)
+        out += [Query(fact, "validation", "en", i, render_prompt(fact, t), fact.object, fact.options, prompt_form(t))
+                for i, t in enumerate(templates)]
     return out
 
 

@@ -7,6 +7,7 @@ is scored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 
@@ -262,6 +263,13 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             })
         records.append(rec)
     return records
+
+
+def prefix_accuracy(model, tokenizer, queries: list[Query], cfg: EvalConfig) -> float:
+    """Share of `queries` answered right by the headline rule (`hit_prefix` of the greedy answer), asked
+    as `evaluate` asks them, without multiple choice: phase 2's stopping signal (phase2.until: validation)."""
+    records = evaluate(model, tokenizer, queries, dataclasses.replace(cfg, multiple_choice=False), progress=False)
+    return sum(r["hit_prefix"] for r in records) / len(records)
 
 
 def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig,

@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from rote.config import KeyConfig, Phase1Config, Phase2Config, TrainConfig
 from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key, render_prompt, training_target
@@ -83,13 +85,53 @@ def phase2_facts(facts: list[Fact]) -> list[Fact]:
 
 
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: Phase2Config,
-               out_dir: str | Path, seed: int, prompts_from: Relation | None = None, **loop_kw) -> dict:
+               out_dir: str | Path, seed: int, prompts_from: Relation | None = None,
+               measure: Callable[[], float] | None = None, **loop_kw) -> dict:
+    """Train the phase-2 facts' natural prompts. With `until: validation`, `measure()` (accuracy on the
+    validation queries: rote.evaluation.scoring.prefix_accuracy) is called after each epoch; training
+    stops after `cfg.patience` epochs without improvement (cfg.epochs is then the cap) and the model
+    is left with the best epoch's weights (KeepBest)."""
+    if cfg.until == "validation" and measure is None:
+        raise ValueError("until: validation needs measure(), the validation accuracy after an epoch")
     examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
-    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed, desc="phase 2", **loop_kw)
+    best = KeepBest(model, cfg.patience) if cfg.until == "validation" else None
+    summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed,
+                    (lambda epoch: best.update(epoch, measure())) if best else None, desc="phase 2", **loop_kw)
     summary["examples"] = len(examples)
+    if best:
+        best.restore()
+        summary.update({"validation_by_epoch": best.history, "best_epoch": best.epoch})
     return summary
+
+
+class KeepBest:
+    """The best epoch by a measure and a CPU copy of the model's trainable weights after it. A tie
+    keeps the earlier epoch: the same signal with fewer updates, so less drift from what phase 1 made."""
+
+    def __init__(self, model, patience: int):
+        self.model, self.patience = model, patience
+        self.history: list[dict] = []
+        self.epoch: int | None = None
+        self.accuracy = self.state = None
+
+    def update(self, epoch: int, accuracy: float) -> bool:
+        """Record `epoch`'s accuracy; True (stop) once `patience` epochs have passed without improvement."""
+        self.history.append({"epoch": epoch, "accuracy": accuracy})
+        if self.epoch is None or accuracy > self.accuracy:
+            self.epoch, self.accuracy = epoch, accuracy
+            # Only what trains can change; frozen weights need no copy.
+            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()
+                          if p.requires_grad}
+        return epoch - self.epoch >= self.patience
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the best epoch's weights back into the model."""
+        params = dict(self.model.named_parameters())
+        for name, value in self.state.items():
+            params[name].copy_(value)
 
 
 # ---------------------------------------------------------------- a budget of supervised tokens
