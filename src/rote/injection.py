@@ -46,19 +46,30 @@ from rote.names import CHECKPOINT_DIR, SPLITS_FILE, SUMMARY_FILE
 from rote.lock import LOCK_FILE, hold
 from rote.report.card import build_card, format_card, summary
 
-# Settings suited to injecting a few dozen facts into a small model: memorize until every
-# key-token prompt is answered (lr 3e-4, batch 8: what bound key tokens on SmolLM2-135M in the
-# shared-subject probes, LOG.md; a cap of 40 epochs), then phase 2 on the few phase-2 facts with 5
-# training prompts each for 5 epochs at lr 5e-5 (about as many steps as the demo's phase 2).
-# Evaluation of phase 1 (the control) and phase 2 with 5 prompts per set and 10 multiple-choice
-# options: evaluation, not training, dominates the cost on a CPU. `--set` overrides any of it.
+# Settings suited to injecting a few dozen facts into a small model without breaking what it knew
+# (the `locality` study, docs/results/locality, and its inject-example study: LOG.md, 2026-12-01):
+# phase 1 memorizes until every key-token prompt is answered (lr 2e-4, batch 8, at most 40 epochs),
+# training only the MLPs and the key tokens' embedding rows, with general text and well-known facts
+# held at the base model's own next-token distributions (replay, known facts: rote.levers); phase 2
+# trains the few phase-2 facts with 5 training prompts each for 5 epochs at lr 5e-5, with contrast
+# questions about the phase-2 people, replay and known facts held at the base model. Evaluation of
+# phase 1 (the control) and phase 2 with 5 prompts per set and 10 multiple-choice options.
+# `--set` overrides any of it; PAPER_RECIPE gives the paper's method without the levers.
 DEFAULTS = {
     "seed": 0,
     "data": {"n_options": 10},
-    "phase1": {"until": "memorized", "epochs": 40, "lr": 3e-4, "batch_size": 8, "warmup_steps": 5},
-    "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8},
+    "phase1": {"until": "memorized", "epochs": 40, "lr": 2e-4, "batch_size": 8, "warmup_steps": 5,
+               "update": {"modules": ["mlp"], "embeddings": "key_rows"},
+               "preserve": {"replay": 64, "known_facts": 32, "batch_size": 4}},
+    "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8,
+               "preserve": {"contrast": 6, "replay": 32, "known_facts": 32}},
     "eval": {"stages": ["phase1", "phase2"], "prompts_per_set": 5},
 }
+# The injection defaults before the levers (the paper's method: every weight at lr 3e-4, no anchors),
+# as `--set` overrides: what `rote inject` did until the locality study, kept for comparison.
+PAPER_RECIPE = ("phase1.lr=3e-4", "phase1.update.modules=[]", "phase1.update.embeddings=all",
+                "phase1.preserve.replay=0", "phase1.preserve.known_facts=0", "phase2.preserve.contrast=0",
+                "phase2.preserve.replay=0", "phase2.preserve.known_facts=0")
 PHASE2_PROMPTS = 5  # training prompts per phase-2 fact (fewer if a relation has fewer)
 # Keys `rote inject` sets from its input and flags; `--set` may not change them.
 DERIVED = ("name", "out_dir", "model.name", "data.relations", "data.relations_file", "data.subjects",

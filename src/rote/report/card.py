@@ -22,7 +22,8 @@ from pathlib import Path
 
 from rote.evaluation.metrics import aggregate, pick
 from rote.fileio import read_json, read_jsonl, read_summary
-from rote.names import LANGUAGES, SUMMARY_SPLITS
+from rote.names import CONFIG_FILE, LANGUAGES, SUMMARY_SPLITS
+from rote.report.headline import read_run_config
 from rote.report.html import fmt
 
 NOT_MEASURED = "not measured"  # a run written before every run measured damage
@@ -102,6 +103,7 @@ def build_card(run_dir: str | Path) -> dict:
     # Wall-clock seconds live in timing.json (summaries hold only what a resumed run reproduces).
     # The baseline is a run of its own in run/baseline (arm plain_finetune: it trains in its phase 1).
     phase1, phase2, baseline = (read_summary(run_dir / p) for p in ("phase1", "phase2", "baseline/phase1"))
+    config = read_run_config(run_dir).get("config") or {} if (run_dir / CONFIG_FILE).is_file() else {}
     history = (phase1 or {}).get("key_accuracy_by_epoch") or []
     training = {
         "phase1": phase1 and {"epochs": phase1["epochs"], "memorized_at_epoch": phase1.get("memorized_at_epoch"),
@@ -109,6 +111,10 @@ def build_card(run_dir: str | Path) -> dict:
                               "steps": phase1["steps"], "examples": phase1.get("examples"),
                               "supervised_tokens": phase1["supervised_tokens"], "seconds": phase1["seconds"]},
         "phase2": phase2 and {k: phase2.get(k) for k in ("epochs", "steps", "examples", "supervised_tokens", "seconds")},
+        # The levers against damage each phase trained with (rote.levers): anchors per kind, and
+        # where the update went (config phaseN.update; absent: every weight).
+        "levers": {name: _levers(s, (config.get(name) or {}).get("update"))
+                   for name, s in (("phase1", phase1), ("phase2", phase2)) if s},
         "baseline": baseline and {k: baseline.get(k) for k in ("steps", "examples", "distinct_examples",
                                                                "equivalent_epochs", "supervised_tokens", "budget",
                                                                "max_batch_tokens", "seconds")},
@@ -129,6 +135,31 @@ def build_card(run_dir: str | Path) -> dict:
         },
         "notes": meta.get("notes", []),
     }
+
+
+def _levers(phase: dict, update: dict | None) -> dict:
+    kinds = {k: v["anchors"] for k, v in (phase.get("preserve") or {}).items() if isinstance(v, dict) and "anchors" in v}
+    restricted = update and (update.get("layers") or update.get("modules") or update.get("embeddings", "all") != "all")
+    return {"anchors": kinds, "target": (phase.get("preserve") or {}).get("target"), "update": update if restricted else None}
+
+
+def _levers_text(levers: dict) -> str:
+    """'phase 1: 96 anchors held at the base model (replay 64, known facts 32; kl), trains ...; phase 2: ...'."""
+    parts = []
+    for phase, lv in levers.items():
+        bits = []
+        if lv["anchors"]:
+            kinds = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in lv["anchors"].items())
+            bits.append(f"{sum(lv['anchors'].values())} anchors held at the base model ({kinds}; {lv['target']})")
+        if lv.get("update"):
+            u = lv["update"]
+            where = [f"layers {list(u['layers'])}" if u.get("layers") else "every layer",
+                     f"modules {'/'.join(u['modules'])}" if u.get("modules") else "every module",
+                     {"key_rows": "the key tokens' embedding rows", "frozen": "no embedding row"}.get(u.get("embeddings"),
+                                                                                                   "every embedding row")]
+            bits.append("trains " + ", ".join(where))
+        parts.append(f"{phase.replace('phase', 'phase ')}: " + (", ".join(bits) or "none"))
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------- markdown
@@ -204,6 +235,8 @@ def format_card(card: dict) -> str:
         q = tr["phase2"]
         lines.append(f"Phase 2: {q['examples']} examples, {q['epochs']} epochs, {q['supervised_tokens']} supervised tokens, "
                      f"{q['seconds']:.0f} s.")
+    if any(lv["anchors"] or lv.get("update") for lv in (tr.get("levers") or {}).values()):
+        lines.append(f"Levers against damage: {_levers_text(tr['levers'])}.")
     if tr.get("baseline"):
         b = tr["baseline"]
         lines.append(f"Baseline (plain fine-tuning on all facts with the same training prompts, object-only loss): "
