@@ -318,7 +318,7 @@ def test_card_from_a_hand_made_run_directory(tmp_path):
     write_json(run / "baseline/phase1/summary.json", {"steps": 4, "examples": 30, "distinct_examples": 5,
                                                    "equivalent_epochs": 6.0, "supervised_tokens": 121, "budget": 120,
                                                    "max_batch_tokens": 32, "seconds": 2.0})
-    # The damage blocks every run's eval stages write (rote.runner.run_eval); phase 1 has none, as
+    # The damage blocks every run's eval stages write (rote.eval_stage.run_eval); phase 1 has none, as
     # in a run written before every run measured damage.
     probes = [{"prompt": f"p{i}", "answer": "x", "generation": " x", "correct": True, "argmax": [7]} for i in range(4)]
     after = probes[:3] + [{**probes[3], "generation": " y", "correct": False, "argmax": [8]}]

@@ -29,7 +29,7 @@ LAYERS = {
     "probe": ["rote.probe"],
     "study": ["rote.study"],
     "report": ["rote.report"],
-    "top": ["rote.cli", "rote.runner", "rote.injection", "rote.levers"],
+    "top": ["rote.cli", "rote.runner", "rote.eval_stage", "rote.study_runs", "rote.injection", "rote.levers"],
 }
 # What each layer may import (besides itself). Nothing imports `top` but `top`.
 ALLOWED = {

@@ -16,7 +16,7 @@ import rote.training.phases
 
 from rote.cli import main
 from rote.report.study import build_study_report, findings, format_summary
-from rote.runner import run_study
+from rote.study_runs import run_study
 from rote.study.collect import damage_names
 from rote.study.plan import describe, expand
 from rote.study.spec import StudyError, load_study

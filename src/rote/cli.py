@@ -75,7 +75,8 @@ def cmd_eval(args) -> int:
     from rote.data.facts import read_facts
     from rote.lock import hold
     from rote.report.headline import format_headline
-    from rote.runner import Session, run_eval
+    from rote.eval_stage import run_eval
+    from rote.runner import Session
     run_dir = Path(args.run)
     stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
     cfg = read_run_config(run_dir)
@@ -149,7 +150,7 @@ def cmd_study(args) -> int:
         print(describe(expand(load_study(args.study, seeds, args.set or []), args.out)))
         return 0
     from rote.report.study import format_summary, read_summary
-    from rote.runner import run_study
+    from rote.study_runs import run_study
     study_dir = run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
                                 train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
     print(format_summary(read_summary(study_dir)))

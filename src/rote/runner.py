@@ -3,7 +3,7 @@
     data -> eval/base -> phase1 -> eval/phase1 -> phase2 -> eval/phase2 -> report
 
 Each phase trains what the run's arm says (rote.arms); a phase the arm does not train is skipped
-(its checkpoint is the incoming model). `run_study` runs a study's plan (rote.study) run by run.
+(its checkpoint is the incoming model). Evaluation stages are rote.eval_stage; studies, rote.study_runs.
 Files are written under a temporary name and renamed; a stage's `.done` marker is written last,
 so a killed run never leaves a half-written stage that looks complete, and running the same
 command again resumes after the last finished stage. Summaries hold only what a stage computed
@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 
 from rote import config as config_mod
 import rote
+from rote import eval_stage
 from rote.arms import ARMS, eval_config
 from rote.config import RunConfig, UpdateConfig, read_run_config
 from rote.data.facts import Fact, read_facts, write_facts
@@ -33,10 +33,10 @@ from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError
 from rote.evaluation.queries import build_queries, validation_queries
-from rote.fileio import is_done, mark_done, read_json, read_jsonl, write_json, write_jsonl, write_summary, write_text
+from rote.fileio import is_done, mark_done, write_json, write_summary, write_text
 from rote.lock import hold
-from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, LOCALITY_FILE, METRICS_FILE,
-                        PREDICTIONS_FILE, RUN_STAGES, SPLITS, SPLITS_FILE, SUMMARY_FILE, TIMING_FILE, asks_facts,
+from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
+                        RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
                         planned_stages)
 
 
@@ -308,101 +308,6 @@ def skip_phase(run_dir: Path, phase: str, source: str) -> dict:
     return summary
 
 
-def run_eval(session: Session, stage: str) -> dict:
-    """Evaluate the loaded model into `stage` (eval/<name>): the run's facts (predictions.jsonl and
-    the summary's rows) unless names.asks_facts says this stage only measures damage, then the
-    damage measures against eval/base (measure_damage). eval/base's measurements are copied from the
-    rote cache when the same inputs were measured before (_reusable_base, rote.evaluation.reuse);
-    the summary is built from them as from fresh ones, and timing.json says `reused_from`."""
-    from rote.evaluation import reuse
-    from rote.evaluation.metrics import aggregate
-    from rote.evaluation.scoring import companions_of, evaluate
-
-    cfg = session.cfg
-    out = session.run_dir / stage
-    ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
-    queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
-                            session.repurposed) if asks_facts(stage, cfg.eval.stages) else None
-    stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
-    entry = reuse.lookup(*stored[:2]) if stored else None
-    started = time.perf_counter()
-    if entry:
-        perplexity = reuse.restore(entry, out)
-        records = read_jsonl(out / PREDICTIONS_FILE) if queries is not None else []
-        info = {"seconds": round(time.perf_counter() - started, 2), "reused_from": str(entry)}
-    else:
-        records = []
-        if queries is not None:
-            records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts))
-            write_jsonl(out / PREDICTIONS_FILE, records)
-        seconds = time.perf_counter() - started
-        perplexity = measure_damage(session, stage)
-        info = {"seconds": round(seconds, 2), "damage_seconds": round(time.perf_counter() - started - seconds, 2)}
-        if stored:
-            reuse.store(*stored, out, perplexity)
-    summary: dict = {"stage": stage.split("/")[-1]}
-    if queries is not None:
-        summary["rows"] = aggregate(records)
-    else:
-        summary["facts"] = "not asked: base is not in eval.stages; this stage measures damage only"
-    summary["damage"] = compare_damage(session, stage, perplexity["perplexity"])
-    write_summary(out, {**summary, "seconds": round(time.perf_counter() - started, 2)})  # seconds: into timing.json
-    return {"records": len(records), **info}
-
-
-def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | None:
-    """(rote cache, key, its parts) of eval/base's measurements (rote.evaluation.reuse): everything
-    they depend on. None when reuse is off, when the loaded model is not the run's base model (`rote
-    eval --stage base` of a checkpoint), or when its files are not found to key it by."""
-    from rote.evaluation import reuse
-    from rote.evaluation.locality import load_paragraphs, load_probes
-    from rote.training import models
-
-    cfg = session.cfg
-    if not reuse.enabled() or session.loaded_from != cfg.model.name:
-        return None
-    folder = reuse.model_folder(models.resolve(cfg.model.name))
-    if folder is None:
-        return None
-    cache = models.cache_dir()
-    record = dict(session.key_record)
-    if record.get("init") == "mean":
-        record.pop("seed")  # "mean" draws nothing: the seed does not change the rows, so seeds share it
-    parts = {"model": reuse.model_digest(folder, cache), "dtype": cfg.model.dtype, "key_tokens": record,
-             "precision": cfg.eval.precision, "locality": reuse.json_digest([load_probes(), load_paragraphs()]),
-             "code": reuse.code_digest(), "libraries": reuse.library_versions(),
-             "device": next(session.model.parameters()).device.type}
-    if queries is not None:
-        parts.update(facts=reuse.json_digest([dataclasses.asdict(f) for f in session.facts]),
-                     queries=reuse.json_digest([dataclasses.asdict(q) for q in queries]),
-                     eval={k: v for k, v in dataclasses.asdict(ecfg).items() if k != "stages"})
-    return cache, reuse.stage_key(parts), parts
-
-
-def measure_damage(session: Session, stage: str) -> dict:
-    """The loaded model's locality probes (into `stage`/locality.jsonl) and its perplexity record
-    (rote.evaluation.locality)."""
-    from rote.evaluation.locality import measure
-
-    probes, perplexity = measure(session.model, session.tokenizer, session.cfg.eval.precision)
-    write_jsonl(session.run_dir / stage / LOCALITY_FILE, probes)
-    return perplexity
-
-
-def compare_damage(session: Session, stage: str, perplexity: float) -> dict:
-    """The summary's damage block: `stage`'s locality records and perplexity compared with the base
-    model's in eval/base; at eval/base itself, with its own. A run without eval/base (written before
-    it was always run) has no reference."""
-    from rote.evaluation.metrics import damage_summary
-
-    probes = read_jsonl(session.run_dir / stage / LOCALITY_FILE)
-    if stage == "eval/base":
-        return damage_summary(probes, probes, perplexity, perplexity)
-    base = session.run_dir / "eval/base"
-    reference = (read_json(base / SUMMARY_FILE) or {}).get("damage") or {}
-    return damage_summary(read_jsonl(base / LOCALITY_FILE), probes, reference.get("perplexity"), perplexity)
-
-
 def _stages(cfg: RunConfig, stop_after: str | None) -> tuple[str, ...]:
     """The stages this run goes through (rote.names.planned_stages), up to `stop_after`."""
     last = RUN_STAGES.index(stop_after) if stop_after else len(RUN_STAGES)
@@ -450,7 +355,7 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
             info = skip_phase(run_dir, stage, cfg.phase2.checkpoint or str(run_dir / "phase1" / CHECKPOINT_DIR))
         else:
             session.model_for(stage)
-            info = run_training(session, stage) if stage.startswith("phase") else run_eval(session, stage)
+            info = run_training(session, stage) if stage.startswith("phase") else eval_stage.run_eval(session, stage)
         # beside an eval stage's total: the damage measures' share, or the cache entry it copied (not in
         # its summary: a run that reused writes the same bytes as one that measured)
         beside = {k: v for k, v in info.items() if k in ("damage_seconds", "reused_from")}
@@ -458,51 +363,3 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
         mark_done(run_dir, stage)
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
-
-
-# ---------------------------------------------------------------- studies: many runs
-
-
-def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
-              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False) -> Path:
-    """`rote study`: run (or resume) every run of a study (rote.study.plan), then write summary.csv,
-    summary.json, the figure and report.html; returns the study folder. With `train=False`, only the
-    summary and report are rebuilt from the runs that exist."""
-    from rote.report.study import build_study_report
-    from rote.study.collect import collect, summarize, write_summary
-    from rote.study.plan import expand
-    from rote.study.spec import load_study
-    plan = expand(load_study(path, seeds, overrides), out)
-    if train:
-        _run_plan(plan, quiet, keep_checkpoints)
-    rows = collect(plan)
-    write_summary(plan, rows, summarize(plan, rows))
-    build_study_report(plan.dir)
-    return plan.dir
-
-
-def _run_plan(plan, quiet: bool = False, keep_checkpoints: bool = False) -> None:
-    """Run (or resume) every shared phase-1 run and every cell x seed. A finished cell's phase-2
-    checkpoint is deleted unless `keep_checkpoints` (its predictions are what the study reads;
-    at 135M parameters each checkpoint is 540 MB)."""
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    total = len(plan.runs) + len(plan.phase1)
-    done_p1: set[str] = set()
-    step = 0
-    for cell_run in plan.runs:
-        if cell_run.phase1 and cell_run.phase1 not in done_p1:
-            step += 1
-            started = time.perf_counter()
-            run(plan.phase1[cell_run.phase1], stop_after="eval/phase1", quiet=True)
-            done_p1.add(cell_run.phase1)
-            say(f"[study {plan.study.name}] {step}/{total} {cell_run.phase1} (phase 1, seed {cell_run.seed}): "
-                f"{time.perf_counter() - started:.0f} s")
-        step += 1
-        started = time.perf_counter()
-        # A cell that shares a phase 1 starts from its checkpoint; the runner reads that run's
-        # facts and splits them by the cell's own k.
-        run(cell_run.cfg, quiet=True)
-        if not keep_checkpoints:
-            shutil.rmtree(cell_run.cfg.run_dir / "phase2" / CHECKPOINT_DIR, ignore_errors=True)
-        say(f"[study {plan.study.name}] {step}/{total} {cell_run.cell.id} seed {cell_run.seed}: "
-            f"{time.perf_counter() - started:.0f} s")

@@ -1,4 +1,4 @@
-"""Damage to general ability, measured at every evaluated stage of a run (rote.runner.run_eval).
+"""Damage to general ability, measured at every evaluated stage of a run (rote.eval_stage.run_eval).
 
 - Locality (specificity): `data/locality.yaml` holds well-known facts (`The capital of France
   is` -> `Paris`). Each model is asked them with greedy decoding (prefix rule); the summary is the

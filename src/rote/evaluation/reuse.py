@@ -2,7 +2,7 @@
 
 Every run evaluates eval/base: the damage reference always (locality probes, teacher-forced argmax,
 perplexity) and the facts' queries when `base` is in eval.stages; every cell of a study asks the
-same of the same base model. The runner (rote.runner.run_eval) keys that evaluation by everything
+same of the same base model. The runner (rote.eval_stage.run_eval) keys that evaluation by everything
 it reads (`stage_key` over the parts it gathers): the model folder's files (weights by content,
 `model_digest`), the key tokens added and their initialisation, the facts, the queries, the
 evaluation settings, the locality probes and paragraphs, the evaluation code (`code_digest`), the

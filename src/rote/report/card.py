@@ -8,7 +8,7 @@ answer starts with the object) taken from the eval summary rows (`rote.evaluatio
   prompts, in English and in each other language the relation has; both for the phase-2 facts
   and for the held-out facts (memorized only with the key token);
 - conflict facts (contradicting what the model knew): the same two numbers, on those facts only;
-- damage, from each eval stage's `damage` block (every run measures it, rote.runner.run_eval):
+- damage, from each eval stage's `damage` block (every run measures it, rote.eval_stage.run_eval):
   locality (the share of the probes the base model answered correctly still answered correctly,
   the share unchanged), token agreement with the base model, perplexity on held-out paragraphs
   and its ratio to the base model's; also after phase 1 alone, to tell which phase costs it, and

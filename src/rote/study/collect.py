@@ -2,7 +2,7 @@
 seeds, summary.csv and summary.json. Pure: reads and writes files only.
 
 Besides the study file's metrics, every cell gets the damage to general ability that every run
-measures (each eval stage's `damage` block, rote.runner.run_eval): DAMAGE_METRICS at phase 1 and
+measures (each eval stage's `damage` block, rote.eval_stage.run_eval): DAMAGE_METRICS at phase 1 and
 phase 2 (the base model is their reference), named `damage.<stage>.<measure>`.
 """
 from __future__ import annotations

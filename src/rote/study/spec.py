@@ -2,7 +2,7 @@
 
 A study is one of the paper's experiments as one command: a grid of run configs x seeds, phase 1
 trained once where cells share it (rote.study.plan), a tidy summary with the spread across seeds
-(rote.study.collect) and a report (rote.report.study); rote.runner.run_study runs it.
+(rote.study.collect) and a report (rote.report.study); rote.study_runs.run_study runs it.
 
     rote study configs/studies/depth.yaml [--set KEY=VALUE ...] [--seeds 0,1,2] [--dry-run] [--out studies]
     rote study --list

@@ -1,0 +1,118 @@
+"""The runner's evaluation stages (eval/base, eval/phase1, eval/phase2, `rote eval`): the run's
+facts asked of the loaded model, and the damage measures every stage carries.
+
+`run_eval` writes the stage folder: predictions.jsonl and the summary's rows (unless
+names.asks_facts says the stage only measures damage), locality.jsonl, and the summary's `damage`
+block compared with eval/base. eval/base's measurements are keyed by everything they depend on and
+copied from the rote cache when the same were measured before (rote.evaluation.reuse).
+`session` is the run's rote.runner.Session (the loaded model, its tokenizer, the facts).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rote.arms import eval_config
+from rote.evaluation.queries import build_queries
+from rote.fileio import read_json, read_jsonl, write_jsonl, write_summary
+from rote.names import LOCALITY_FILE, PREDICTIONS_FILE, SUMMARY_FILE, asks_facts
+
+if TYPE_CHECKING:
+    from rote.runner import Session
+
+
+def run_eval(session: Session, stage: str) -> dict:
+    """Evaluate the loaded model into `stage` (eval/<name>): the run's facts (predictions.jsonl and
+    the summary's rows) unless names.asks_facts says this stage only measures damage, then the
+    damage measures against eval/base (measure_damage). eval/base's measurements are copied from the
+    rote cache when the same inputs were measured before (_reusable_base, rote.evaluation.reuse);
+    the summary is built from them as from fresh ones, and timing.json says `reused_from`."""
+    from rote.evaluation import reuse
+    from rote.evaluation.metrics import aggregate
+    from rote.evaluation.scoring import companions_of, evaluate
+
+    cfg = session.cfg
+    out = session.run_dir / stage
+    ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
+    queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
+                            session.repurposed) if asks_facts(stage, cfg.eval.stages) else None
+    stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
+    entry = reuse.lookup(*stored[:2]) if stored else None
+    started = time.perf_counter()
+    if entry:
+        perplexity = reuse.restore(entry, out)
+        records = read_jsonl(out / PREDICTIONS_FILE) if queries is not None else []
+        info = {"seconds": round(time.perf_counter() - started, 2), "reused_from": str(entry)}
+    else:
+        records = []
+        if queries is not None:
+            records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts))
+            write_jsonl(out / PREDICTIONS_FILE, records)
+        seconds = time.perf_counter() - started
+        perplexity = measure_damage(session, stage)
+        info = {"seconds": round(seconds, 2), "damage_seconds": round(time.perf_counter() - started - seconds, 2)}
+        if stored:
+            reuse.store(*stored, out, perplexity)
+    summary: dict = {"stage": stage.split("/")[-1]}
+    if queries is not None:
+        summary["rows"] = aggregate(records)
+    else:
+        summary["facts"] = "not asked: base is not in eval.stages; this stage measures damage only"
+    summary["damage"] = compare_damage(session, stage, perplexity["perplexity"])
+    write_summary(out, {**summary, "seconds": round(time.perf_counter() - started, 2)})  # seconds: into timing.json
+    return {"records": len(records), **info}
+
+
+def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | None:
+    """(rote cache, key, its parts) of eval/base's measurements (rote.evaluation.reuse): everything
+    they depend on. None when reuse is off, when the loaded model is not the run's base model (`rote
+    eval --stage base` of a checkpoint), or when its files are not found to key it by."""
+    from rote.evaluation import reuse
+    from rote.evaluation.locality import load_paragraphs, load_probes
+    from rote.training import models
+
+    cfg = session.cfg
+    if not reuse.enabled() or session.loaded_from != cfg.model.name:
+        return None
+    folder = reuse.model_folder(models.resolve(cfg.model.name))
+    if folder is None:
+        return None
+    cache = models.cache_dir()
+    record = dict(session.key_record)
+    if record.get("init") == "mean":
+        record.pop("seed")  # "mean" draws nothing: the seed does not change the rows, so seeds share it
+    parts = {"model": reuse.model_digest(folder, cache), "dtype": cfg.model.dtype, "key_tokens": record,
+             "precision": cfg.eval.precision, "locality": reuse.json_digest([load_probes(), load_paragraphs()]),
+             "code": reuse.code_digest(), "libraries": reuse.library_versions(),
+             "device": next(session.model.parameters()).device.type}
+    if queries is not None:
+        parts.update(facts=reuse.json_digest([dataclasses.asdict(f) for f in session.facts]),
+                     queries=reuse.json_digest([dataclasses.asdict(q) for q in queries]),
+                     eval={k: v for k, v in dataclasses.asdict(ecfg).items() if k != "stages"})
+    return cache, reuse.stage_key(parts), parts
+
+
+def measure_damage(session: Session, stage: str) -> dict:
+    """The loaded model's locality probes (into `stage`/locality.jsonl) and its perplexity record
+    (rote.evaluation.locality)."""
+    from rote.evaluation.locality import measure
+
+    probes, perplexity = measure(session.model, session.tokenizer, session.cfg.eval.precision)
+    write_jsonl(session.run_dir / stage / LOCALITY_FILE, probes)
+    return perplexity
+
+
+def compare_damage(session: Session, stage: str, perplexity: float) -> dict:
+    """The summary's damage block: `stage`'s locality records and perplexity compared with the base
+    model's in eval/base; at eval/base itself, with its own. A run without eval/base (written before
+    it was always run) has no reference."""
+    from rote.evaluation.metrics import damage_summary
+
+    probes = read_jsonl(session.run_dir / stage / LOCALITY_FILE)
+    if stage == "eval/base":
+        return damage_summary(probes, probes, perplexity, perplexity)
+    base = session.run_dir / "eval/base"
+    reference = (read_json(base / SUMMARY_FILE) or {}).get("damage") or {}
+    return damage_summary(read_jsonl(base / LOCALITY_FILE), probes, reference.get("perplexity"), perplexity)
