@@ -108,3 +108,31 @@ def test_the_paper_recipe_turns_every_lever_off(tmp_path):
         assert phase.preserve.contrast == phase.preserve.replay == phase.preserve.known_facts == 0
         assert phase.update == UpdateConfig()
     assert paper.phase1.lr == 3e-4 and levers.phase1.lr == 2e-4
+
+
+def _relations_with_train_prompts(tmp_path: Path, n: int) -> Path:
+    """examples/relations.yaml with its relation cut to `n` training prompts."""
+    import yaml
+    raw = yaml.safe_load((ROOT / "examples" / "relations.yaml").read_text(encoding="utf-8"))
+    raw["relations"][0]["prompts"]["train"] = raw["relations"][0]["prompts"]["train"][:n]
+    path = tmp_path / "relations.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_phase2_stops_on_validation_unless_a_relation_has_too_few_prompts(tmp_path):
+    from rote import injection
+    from rote.data.userdata import load_input
+    facts = str(ROOT / "examples" / "facts.jsonl")
+    roomy = load_input(facts, str(ROOT / "examples" / "relations.yaml"), None)
+    cfg, _, _, notes = injection.plan(roomy, tmp_path / "a", "smollm2-135m", [], 0.1)
+    assert cfg.phase2.until == "validation" and not any("validation" in n for n in notes)
+    # 6 training prompts: 5 trained, 1 left where 2 are held out -> fixed epochs, and the card says why
+    small = load_input(facts, str(_relations_with_train_prompts(tmp_path, 6)), None)
+    cfg, _, _, notes = injection.plan(small, tmp_path / "b", "smollm2-135m", [], 0.1)
+    assert cfg.phase2.until == "epochs"
+    assert any("favourite_instrument has too few training prompts" in n for n in notes)
+    # asked for explicitly, it is an error naming the relation, before anything is written
+    with pytest.raises(injection.ConfigError, match="relation favourite_instrument has too few"):
+        injection.plan(small, tmp_path / "c", "smollm2-135m", ["phase2.until=validation"], 0.1)
+    assert not (tmp_path / "c").exists()

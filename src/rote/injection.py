@@ -51,9 +51,11 @@ from rote.report.card import build_card, format_card, summary
 # phase 1 memorizes until every key-token prompt is answered (lr 2e-4, batch 8, at most 40 epochs),
 # training only the MLPs and the key tokens' embedding rows, with general text and well-known facts
 # held at the base model's own next-token distributions (replay, known facts: rote.levers); phase 2
-# trains the few phase-2 facts with 5 training prompts each for 5 epochs at lr 5e-5, with contrast
-# questions about the phase-2 people, replay and known facts held at the base model. Evaluation of
-# phase 1 (the control) and phase 2 with 5 prompts per set and 10 multiple-choice options.
+# trains the few phase-2 facts with 5 training prompts each at lr 5e-5 for at most 5 epochs, stopping
+# once 2 more of their training prompts (validation) stop improving and keeping the best epoch (more
+# phase 2 overfits the few phase-2 facts), with contrast questions about the phase-2 people, replay
+# and known facts held at the base model. Evaluation of phase 1 (the control) and phase 2 with 5
+# prompts per set and 10 multiple-choice options.
 # `--set` overrides any of it; PAPER_RECIPE gives the paper's method without the levers.
 DEFAULTS = {
     "seed": 0,
@@ -61,13 +63,13 @@ DEFAULTS = {
     "phase1": {"until": "memorized", "epochs": 40, "lr": 2e-4, "batch_size": 8, "warmup_steps": 5,
                "update": {"modules": ["mlp"], "embeddings": "key_rows"},
                "preserve": {"replay": 64, "known_facts": 32, "batch_size": 4}},
-    "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8,
+    "phase2": {"epochs": 5, "lr": 5e-5, "batch_size": 8, "until": "validation",
                "preserve": {"contrast": 6, "replay": 32, "known_facts": 32}},
     "eval": {"stages": ["phase1", "phase2"], "prompts_per_set": 5},
 }
 # The injection defaults before the levers (the paper's method: every weight at lr 3e-4, no anchors),
 # as `--set` overrides: what `rote inject` did until the locality study, kept for comparison.
-PAPER_RECIPE = ("phase1.lr=3e-4", "phase1.update.modules=[]", "phase1.update.embeddings=all",
+PAPER_RECIPE = ("phase1.lr=3e-4", "phase2.until=epochs", "phase1.update.modules=[]", "phase1.update.embeddings=all",
                 "phase1.preserve.replay=0", "phase1.preserve.known_facts=0", "phase2.preserve.contrast=0",
                 "phase2.preserve.replay=0", "phase2.preserve.known_facts=0")
 PHASE2_PROMPTS = 5  # training prompts per phase-2 fact (fewer if a relation has fewer)
@@ -113,13 +115,24 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     fewest = min(inp.relations.values(), key=lambda r: len(r.train_prompts))
     raw["phase2"]["n_prompts"] = min(PHASE2_PROMPTS, len(fewest.train_prompts))
     cfg = config_mod.from_dict(raw, overrides, source="rote inject settings")
+    notes = []
+    short = _short_of_validation_prompts(cfg, inp)
+    if short and any(config_mod.parse_override(o)[0] == "phase2.until" for o in overrides):
+        raise ConfigError(f"--set phase2.until=validation: relation {short} has too few training prompts beyond the "
+                          f"{cfg.phase2.n_prompts} phase 2 trains to hold {cfg.phase2.validation_prompts} out for "
+                          "validation (lower phase2.validation_prompts or phase2.n_prompts, or add prompts)")
+    if short:
+        # The default stop needs prompts held out; a small user relation keeps the fixed epochs instead.
+        raw["phase2"]["until"] = "epochs"
+        cfg = config_mod.from_dict(raw, overrides, source="rote inject settings")
+        notes.append(f"phase 2 trains for its {cfg.phase2.epochs} epochs instead of stopping on validation prompts: "
+                     f"relation {short} has too few training prompts beyond the {cfg.phase2.n_prompts} it trains.")
     if "phase2" not in cfg.eval.stages:
         raise ConfigError(f"eval.stages={list(cfg.eval.stages)} must include phase2: the card reports it")
     if cfg.phase2.n_prompts > len(fewest.train_prompts):
         raise ConfigError(f"phase2.n_prompts={cfg.phase2.n_prompts} but relation {fewest.name} has only "
                           f"{len(fewest.train_prompts)} training prompts")
     facts, info = build_facts(inp, cfg.data.n_options, phase2_fraction, cfg.seed)
-    notes = []
     if inp.duplicates:
         notes.append(f"{inp.duplicates} input rows repeated an earlier row exactly and were dropped.")
     if raw["phase2"]["n_prompts"] < PHASE2_PROMPTS and cfg.phase2.n_prompts == raw["phase2"]["n_prompts"]:
@@ -136,6 +149,17 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
                 notes.append(f"relation {name} has {i['pool']} candidate objects, so its facts get {i['options']} "
                              f"multiple-choice options instead of {cfg.data.n_options}.")
     return cfg, facts, info, notes
+
+
+def _short_of_validation_prompts(cfg: RunConfig, inp: Input) -> str | None:
+    """The first relation without `phase2.validation_prompts` validation prompts
+    (rote.data.prompt_hygiene.validation_prompts), or None; only when phase 2 stops on validation."""
+    from rote.data.prompt_hygiene import validation_prompts
+    if cfg.phase2.until != "validation":
+        return None
+    p2 = cfg.phase2
+    return next((name for name, rel in inp.relations.items()
+                 if len(validation_prompts(rel, p2.n_prompts, p2.validation_prompts)) < p2.validation_prompts), None)
 
 
 def _digest(obj) -> str:
@@ -325,7 +349,7 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
                          "overrides": overrides, "n_options": cfg.data.n_options,
                          "multiple_choice": cfg.eval.multiple_choice,
                          "phase1": {k: getattr(cfg.phase1, k) for k in ("until", "epochs", "lr", "batch_size")},
-                         "phase2": {k: getattr(cfg.phase2, k) for k in ("epochs", "lr", "batch_size")}}})
+                         "phase2": {k: getattr(cfg.phase2, k) for k in ("until", "epochs", "lr", "batch_size")}}})
     say(f"[rote inject] {len(fact_list)} facts in {len(info)} relations -> {out} ({state})")
     runner.write_config(cfg, run_dir)
     if not is_done(run_dir, "data"):
