@@ -136,3 +136,19 @@ def test_phase2_stops_on_validation_unless_a_relation_has_too_few_prompts(tmp_pa
     with pytest.raises(injection.ConfigError, match="relation favourite_instrument has too few"):
         injection.plan(small, tmp_path / "c", "smollm2-135m", ["phase2.until=validation"], 0.1)
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_paper_recipe_puts_its_overrides_before_the_users(monkeypatch):
+    from rote import injection
+    from rote.cli import main
+    seen = {}
+
+    def fake_inject(facts, **kw):
+        seen.update(kw)
+        return {"out": "x", "card": {}}
+    monkeypatch.setattr(injection, "inject", fake_inject)
+    main(["inject", "f.jsonl", "--out", "o", "--paper-recipe", "--set", "phase1.lr=1e-4"])
+    assert seen["overrides"] == [*injection.PAPER_RECIPE, "phase1.lr=1e-4"]
+    seen.clear()
+    main(["inject", "f.jsonl", "--out", "o", "--set", "phase1.lr=1e-4"])
+    assert seen["overrides"] == ["phase1.lr=1e-4"]

@@ -115,8 +115,9 @@ def cmd_probe(args) -> int:
 
 
 def cmd_inject(args) -> int:
-    from rote.injection import inject
-    result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=args.set or [],
+    from rote.injection import PAPER_RECIPE, inject
+    overrides = [*(PAPER_RECIPE if args.paper_recipe else ()), *(args.set or [])]
+    result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=overrides,
                     conflicts=args.conflicts, phase2_fraction=args.phase2_fraction, baseline=not args.no_baseline,
                     overwrite=args.overwrite)
     print()
@@ -212,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase2-fraction", type=float, default=0.1, metavar="F",
                    help="share of each relation's facts trained with natural prompts in phase 2 (default 0.1, at least 1)")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain fine-tuning baseline (half the cost)")
+    p.add_argument("--paper-recipe", action="store_true",
+                   help="the paper's method without the levers against damage (rote.injection.PAPER_RECIPE; --set after it)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier injection (or write into a non-empty folder)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. phase1.lr=3e-4")
     p.set_defaults(func=cmd_inject)
