@@ -152,3 +152,24 @@ def test_cli_paper_recipe_puts_its_overrides_before_the_users(monkeypatch):
     seen.clear()
     main(["inject", "f.jsonl", "--out", "o", "--set", "phase1.lr=1e-4"])
     assert seen["overrides"] == ["phase1.lr=1e-4"]
+
+
+def test_the_baseline_trains_with_phase_1s_levers_and_no_embedding_row(tmp_path):
+    """The method trains only the key tokens' rows; the baseline has no key tokens, so it trains
+    no embedding row (key_rows there would be refused) and keeps phase 1's anchors."""
+    from rote import injection
+    from rote.data.userdata import load_input
+    inp = load_input(str(ROOT / "examples" / "facts.jsonl"), str(ROOT / "examples" / "relations.yaml"), None)
+    cfg, _, _, _ = injection.plan(inp, tmp_path, "smollm2-135m", [], 0.1)
+    for phase in ("phase1", "phase2"):
+        (cfg.run_dir / phase).mkdir(parents=True)
+        (cfg.run_dir / phase / "summary.json").write_text(json.dumps({"supervised_tokens": 100}), encoding="utf-8")
+    base = injection.baseline_config(cfg)
+    assert base.arm == "plain_finetune" and base.budget_tokens == 200
+    assert base.phase1.update.embeddings == "frozen" and base.phase1.update.modules == ("mlp",)
+    assert base.phase1.preserve == cfg.phase1.preserve
+    paper, _, _, _ = injection.plan(inp, tmp_path / "p", "smollm2-135m", list(injection.PAPER_RECIPE), 0.1)
+    for phase in ("phase1", "phase2"):
+        (paper.run_dir / phase).mkdir(parents=True)
+        (paper.run_dir / phase / "summary.json").write_text(json.dumps({"supervised_tokens": 100}), encoding="utf-8")
+    assert injection.baseline_config(paper).phase1.update.embeddings == "all"

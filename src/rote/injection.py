@@ -282,9 +282,12 @@ def method_tokens(run_dir: Path) -> int:
 def baseline_config(cfg: RunConfig) -> RunConfig:
     """The baseline, a run of arm plain_finetune (rote.arms) in run/baseline: every fact's natural
     prompts (phase2.n_prompts each), phase 1's optimizer settings, for the method run's supervised
-    tokens (budget_tokens), evaluated like phase 1 (the key prompts, meaningless here, left out)."""
+    tokens (budget_tokens), evaluated like phase 1 (the key prompts, meaningless here, left out).
+    It trains with phase 1's levers; where the method trains only the key tokens' embedding rows,
+    the baseline, which has no key tokens, trains no embedding row."""
+    extra = ["phase1.update.embeddings=frozen"] if cfg.phase1.update.embeddings == "key_rows" else []
     return config_mod.with_arm(cfg, "plain_finetune", ["name=baseline", f"out_dir={cfg.run_dir}", "eval.stages=[phase1]",
-                                                       f"budget_tokens={method_tokens(cfg.run_dir)}"])
+                                                       f"budget_tokens={method_tokens(cfg.run_dir)}", *extra])
 
 
 def run_baseline(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str], quiet: bool) -> Path:
