@@ -110,7 +110,8 @@ def build_card(run_dir: str | Path) -> dict:
                               "key_accuracy": history[-1]["key_accuracy"] if history else None,
                               "steps": phase1["steps"], "examples": phase1.get("examples"),
                               "supervised_tokens": phase1["supervised_tokens"], "seconds": phase1["seconds"]},
-        "phase2": phase2 and {k: phase2.get(k) for k in ("epochs", "steps", "examples", "supervised_tokens", "seconds")},
+        "phase2": phase2 and {k: phase2.get(k) for k in ("epochs", "steps", "examples", "supervised_tokens", "seconds",
+                                                         "best_epoch")},
         # The levers against damage each phase trained with (rote.levers): anchors per kind, and
         # where the update went (config phaseN.update; absent: every weight).
         "levers": {name: _levers(s, (config.get(name) or {}).get("update"))
@@ -233,8 +234,10 @@ def format_card(card: dict) -> str:
                       f"{p['seconds']:.0f} s."]
     if tr.get("phase2"):
         q = tr["phase2"]
-        lines.append(f"Phase 2: {q['examples']} examples, {q['epochs']} epochs, {q['supervised_tokens']} supervised tokens, "
-                     f"{q['seconds']:.0f} s.")
+        stop = (f" (stopped on its validation prompts; the weights are epoch {q['best_epoch']}'s, the best)"
+                if q.get("best_epoch") else "")
+        lines.append(f"Phase 2: {q['examples']} examples, {q['epochs']} epochs{stop}, {q['supervised_tokens']} supervised "
+                     f"tokens, {q['seconds']:.0f} s.")
     if any(lv["anchors"] or lv.get("update") for lv in (tr.get("levers") or {}).values()):
         lines.append(f"Levers against damage: {_levers_text(tr['levers'])}.")
     if tr.get("baseline"):
