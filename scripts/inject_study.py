@@ -147,6 +147,10 @@ def table(summary: dict) -> str:
 def publish(study: dict) -> None:
     """Copy the summary and every card into the results folder (cards as <cell>/seed<N>.card.md)."""
     results = study["results"]
+    # The folder mirrors the study as it is now: cards of cells or seeds no longer in it are removed.
+    for folder in (results.iterdir() if results.is_dir() else ()):
+        if folder.is_dir():
+            shutil.rmtree(folder)
     for name in ("summary.json", "summary.md"):
         write_text(results / name, (study["out"] / name).read_text(encoding="utf-8"))
     for card in sorted(study["out"].glob("*/seed*/card.*")):

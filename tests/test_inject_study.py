@@ -81,7 +81,11 @@ def test_published_results_hold_the_summary_and_every_card(tmp_path):
     (folder / "card.md").write_text("# card a1\n", encoding="utf-8")
     assert inject_study.main([str(path), "--report-only"]) == 0
     docs = tmp_path / "docs"
+    (docs / "gone").mkdir(parents=True)
+    (docs / "gone" / "seed0.card.md").write_text("a cell no longer in the study", encoding="utf-8")
+    assert inject_study.main([str(path), "--report-only"]) == 0
     assert (docs / "a" / "seed1.card.md").read_text(encoding="utf-8") == "# card a1\n"
+    assert not (docs / "gone").exists()
     assert json.loads((docs / "summary.json").read_text(encoding="utf-8"))["cells"]["a"]["seeds"] == [1]
 
 
