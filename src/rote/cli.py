@@ -8,10 +8,14 @@
     rote inject FACTS.jsonl --model NAME --out DIR [--relations RELATIONS.yaml]
     rote probe RUN [--layers 0,5,10] [--max-facts N]
     rote study configs/studies/NAME.yaml [--set ...] [--seeds 0,1,2] [--dry-run] [--out studies]  |  rote study --list
+
+`run`, `eval` and `study` also run as several processes (`accelerate launch ... -m rote.cli run
+CONFIG`: rote.training.processes); the other commands refuse to.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +30,10 @@ def _config(args):
 def cmd_run(args) -> int:
     from rote.report.headline import format_headline
     from rote.runner import run
+    from rote.training import processes
     run_dir = run(_config(args), stop_after=args.stop_after)
+    if not processes.is_main():
+        return 0
     print(format_headline(run_dir))
     report = run_dir / "report" / "report.html"
     print(f"\nrun directory: {run_dir}" + (f"\nreport:        {report}" if report.is_file() else ""))
@@ -73,18 +80,21 @@ def cmd_eval(args) -> int:
     from rote.config import read_run_config
     from rote.config_checks import plain_name
     from rote.data.facts import read_facts
-    from rote.lock import hold
     from rote.report.headline import format_headline
     from rote.eval_stage import run_eval
     from rote.runner import Session
+    from rote.training import processes
     run_dir = Path(args.run)
     stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
     cfg = read_run_config(run_dir)
-    with hold(run_dir):
+    processes.start()
+    with processes.main_holds(run_dir):
         session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
         checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
         session.load(checkpoint, add_keys=False)
         info = run_eval(session, stage)
+    if not processes.is_main():
+        return 0
     print(f"{stage}: {info['records']} records in {info['seconds']} s -> {run_dir / stage}")
     print(format_headline(run_dir))
     return 0
@@ -152,11 +162,33 @@ def cmd_study(args) -> int:
         return 0
     from rote.report.study import format_summary, read_summary
     from rote.study_runs import run_study
+    from rote.training import processes
     study_dir = run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
                                 train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
+    if not processes.is_main():
+        return 0
     print(format_summary(read_summary(study_dir)))
     print(f"\nsummary: {study_dir / 'summary.csv'}  {study_dir / 'summary.json'}\nreport:  {study_dir / 'report.html'}")
     return 0
+
+
+# The commands that run as several processes (rote.training.processes); the others write files or
+# print from every process alike, so they refuse a launcher's processes.
+SEVERAL_PROCESSES = ("run", "eval", "study")
+
+
+def _check_processes(args) -> None:
+    from rote.training.processes import launched
+    if launched() > 1 and args.command not in SEVERAL_PROCESSES:
+        raise ConfigError(f"rote {args.command} runs as one process, but it was launched as {launched()} "
+                          f"(WORLD_SIZE={launched()}); run it without accelerate launch or torchrun (only rote "
+                          f"{', '.join(SEVERAL_PROCESSES)} run as several)")
+
+
+def _who(command: str) -> str:
+    """`rote COMMAND`, and which process says so when launched as several."""
+    from rote.training.processes import launched
+    return f"rote {command}" + (f" (process {os.environ.get('RANK', '?')} of {launched()})" if launched() > 1 else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,21 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     # Expected failures (rote.errors: the classes and their exit codes) are one line on stderr;
     # anything else is a bug and keeps its traceback. --debug shows the traceback of both.
     try:
+        _check_processes(args)
         return args.func(args)
     except RoteError as e:
         if args.debug:
             raise
-        print(f"rote {args.command}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{_who(args.command)}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except FileNotFoundError as e:  # a path given on the command line that is not there
         if args.debug:
             raise
-        print(f"rote {args.command}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{_who(args.command)}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"rote {args.command}: interrupted; the same command resumes after the last finished stage", file=sys.stderr)
+        print(f"{_who(args.command)}: interrupted; the same command resumes after the last finished stage", file=sys.stderr)
         return 130
 
 

@@ -6,6 +6,10 @@ names.asks_facts says the stage only measures damage), locality.jsonl, and the s
 block compared with eval/base. eval/base's measurements are keyed by everything they depend on and
 copied from the rote cache when the same were measured before (rote.evaluation.reuse).
 `session` is the run's rote.runner.Session (the loaded model, its tokenizer, the facts).
+
+In several processes (rote.training.processes) every process asks its share of the queries' batches
+and the records are merged in query order; the main process alone looks up and stores the cache,
+measures the damage and writes every file, while the others wait for it.
 """
 from __future__ import annotations
 
@@ -28,27 +32,50 @@ def run_eval(session: Session, stage: str) -> dict:
     the summary's rows) unless names.asks_facts says this stage only measures damage, then the
     damage measures against eval/base (measure_damage). eval/base's measurements are copied from the
     rote cache when the same inputs were measured before (_reusable_base, rote.evaluation.reuse);
-    the summary is built from them as from fresh ones, and timing.json says `reused_from`."""
+    the summary is built from them as from fresh ones, and timing.json says `reused_from`. Every
+    process of a run calls it; the main process writes (the module's docstring)."""
     from rote.evaluation import reuse
-    from rote.evaluation.metrics import aggregate
     from rote.evaluation.scoring import companions_of, evaluate
+    from rote.training import processes
 
     cfg = session.cfg
-    out = session.run_dir / stage
     ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
     queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
                             session.repurposed) if asks_facts(stage, cfg.eval.stages) else None
-    stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
-    entry = reuse.lookup(*stored[:2]) if stored else None
+
+    def look_up() -> tuple:  # hashing the model's files is the main process's alone; all learn the answer
+        stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
+        return stored, reuse.lookup(*stored[:2]) if stored else None
+
+    stored, entry = processes.on_main(look_up)
     started = time.perf_counter()
+    records = None
+    if not entry and queries is not None:
+        records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts),
+                           progress=processes.is_main(), share=True)
+    return processes.on_main(lambda: _write_stage(session, stage, queries, records, stored, entry, started))
+
+
+def _write_stage(session: Session, stage: str, queries, records: list[dict] | None, stored, entry,
+                 started: float) -> dict:
+    """The stage's files, from the cache `entry` or from the fresh `records`: predictions.jsonl, the
+    damage measures (locality.jsonl; measured here, by the main process alone) and summary.json.
+
+    The damage measures are not shared out: the locality probes are one generation batch and one
+    teacher-forced batch, which split across processes would change the batches' composition and with
+    it the bf16 numbers (eval.precision), and the perplexity paragraphs are a few forwards; together
+    seconds next to the queries' batches. The other processes wait for them."""
+    from rote.evaluation import reuse
+    from rote.evaluation.metrics import aggregate
+
+    out = session.run_dir / stage
     if entry:
         perplexity = reuse.restore(entry, out)
         records = read_jsonl(out / PREDICTIONS_FILE) if queries is not None else []
         info = {"seconds": round(time.perf_counter() - started, 2), "reused_from": str(entry)}
     else:
-        records = []
+        records = records or []
         if queries is not None:
-            records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts))
             write_jsonl(out / PREDICTIONS_FILE, records)
         seconds = time.perf_counter() - started
         perplexity = measure_damage(session, stage)

@@ -9,6 +9,11 @@ so a killed run never leaves a half-written stage that looks complete, and runni
 command again resumes after the last finished stage. Summaries hold only what a stage computed
 (a resumed run writes the same bytes); wall-clock seconds go to each stage's timing.json. Inputs
 are checked before anything is written, and one process at a time writes a run folder (rote.lock).
+
+Launched as several processes (`accelerate launch ... -m rote.cli run`), every process goes through
+the same stages: the main process holds the lock and writes every file, all of them train (the
+loop's data-parallel or sharded path) and share out the evaluations' batches, and each stage ends
+with the others waiting for the main process (rote.training.processes).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from rote.lock import hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
                         planned_stages)
+from rote.training import processes
 
 
 # ---------------------------------------------------------------- the run folder's config
@@ -172,8 +178,10 @@ class Session:
         tokens = key_tokens(self.relations.values(), self.cfg.key) if add_keys else None
         self.model, self.tokenizer, self.key_record = models.load_stage(source, self.cfg.model.dtype, tokens,
                                                                         self.cfg.key.init, self.cfg.seed)
-        if add_keys:
+        if add_keys and processes.is_main():
             write_json(self.run_dir / KEY_TOKENS_FILE, self.key_record)
+        if processes.device() is not None:  # several processes: each on its own device
+            self.model.to(processes.device())
         self.model.eval()
         self.loaded_from = source
 
@@ -204,7 +212,8 @@ def run_training(session: Session, phase: str) -> dict:
     trains = arm.phase1 if phase == "phase1" else arm.phase2
     tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
     out = session.run_dir / phase
-    (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
+    if processes.is_main():  # the loop's main process appends to it
+        (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
     key_ids = list(session.key_record.get("tokens", {}).values())
     if tcfg.method == "lora":
         session.model = apply_lora(session.model, tcfg.lora, key_ids)
@@ -219,7 +228,7 @@ def run_training(session: Session, phase: str) -> dict:
         save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
 
     def measure() -> float:  # phase1.until: memorized
-        return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key)
+        return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key, share=True)
 
     def natural(facts: list[Fact], mask: str) -> list:  # `facts` with their natural training prompts
         return phases.natural_examples(session.tokenizer, facts, session.relations, cfg.phase2.n_prompts, mask,
@@ -230,7 +239,7 @@ def run_training(session: Session, phase: str) -> dict:
     def validate() -> float:  # phase2.until: validation
         queries = validation_queries(k_facts, session.relations, cfg.phase2.n_prompts, cfg.phase2.validation_prompts,
                                      session.prompts_from, session.repurposed)
-        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg))
+        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg), share=True)
 
     trained = k_facts if trains == "natural_k" else session.facts  # whose subjects the contrast questions ask about
     loop_kw, preserve_info = _levers(session, tcfg, trained, restricted)
@@ -267,8 +276,10 @@ def run_training(session: Session, phase: str) -> dict:
     if tcfg.update != UpdateConfig():
         summary["trainable_parameters"] = restricted["trainable"]
     session.save(out / CHECKPOINT_DIR)
-    session.loaded_from = str(out / CHECKPOINT_DIR)
-    write_summary(out, summary)
+    # A sharded (FSDP2) model is loaded whole from its checkpoint for what comes next, so that
+    # evaluation can share out its batches (rote.training.processes.sharing).
+    session.loaded_from = None if processes.sharded(session.model) else str(out / CHECKPOINT_DIR)
+    processes.on_main(lambda: write_summary(out, summary))
     return summary
 
 
@@ -282,8 +293,10 @@ def _levers(session: Session, tcfg, trained: list[Fact], restricted: dict | None
         return {"frozen_decay": frozen}, {}
     # The contrast templates ask about a person ("How old is {subject}?"): people only.
     subjects = list(dict.fromkeys(f.subject for f in trained if session.relations[f.relation].subject_kind == "person"))
-    anchors, info = levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype, session.tokenizer,
-                                   subjects, session.cfg.seed)
+    # Built by the main process and sent to the others: every process trains the same anchors (their
+    # base-model answers and samples could differ in the last bits from one machine to another).
+    anchors, info = processes.on_main(lambda: levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype,
+                                                           session.tokenizer, subjects, session.cfg.seed))
     return {"anchors": anchors, "frozen_decay": frozen}, info
 
 
@@ -319,47 +332,63 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
 
     The config, the facts (built in memory), the model and the texts' lengths are checked before
     anything is written, so a failed start leaves no folder behind. The folder is then locked
-    (rote.lock): a second writer stops at once with a LockedError."""
+    (rote.lock): a second writer stops at once with a LockedError. Launched as several processes,
+    every process calls this; the main process checks, holds the lock and writes (module docstring)."""
+    processes.start()
     run_dir = cfg.run_dir
     stages = _stages(cfg, stop_after)
     arm = ARMS[cfg.arm]
     if cfg.data.phase2_facts == 0 and (("phase2" in stages and arm.phase2 == "natural_k") or
                                        ("phase1" in stages and arm.phase1 == "natural_k") or arm.in_context):
         raise ConfigError(f"arm {cfg.arm} trains or shows the k phase-2 facts: data.phase2_facts must be >= 1")
-    planned = None if is_done(run_dir, "data") else plan_data(cfg)
-    check_inputs(cfg, planned or read_facts(run_dir / FACTS_FILE))
-    with hold(run_dir):
+
+    def prepare() -> list[Fact] | None:  # the main process's: it may convert a bundled model into the cache
+        planned = None if is_done(run_dir, "data") else plan_data(cfg)
+        check_inputs(cfg, planned or read_facts(run_dir / FACTS_FILE))
+        return planned
+
+    planned = processes.on_main(prepare)
+    with processes.main_holds(run_dir):
         return _run_locked(cfg, run_dir, planned, stop_after, quiet)
 
 
 def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_after: str | None, quiet: bool) -> Path:
-    write_config(cfg, run_dir)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    if is_done(run_dir, "data"):  # (also when another process finished it while this one was checking)
-        facts = read_facts(run_dir / FACTS_FILE)
-    else:
-        facts = planned or plan_data(cfg)
-        write_data(facts, run_dir)
-        mark_done(run_dir, "data", {"facts": len(facts)})
+    say = (lambda *a: None) if quiet or not processes.is_main() else (lambda *a: print(*a, flush=True))
+
+    def data() -> tuple[list[Fact], list[str]]:  # the data stage, and the stages left to run
+        write_config(cfg, run_dir)
+        if is_done(run_dir, "data"):  # (also when another process finished it while this one was checking)
+            facts = read_facts(run_dir / FACTS_FILE)
+        else:
+            facts = planned or plan_data(cfg)
+            write_data(facts, run_dir)
+            mark_done(run_dir, "data", {"facts": len(facts)})
+        return facts, [s for s in _stages(cfg, stop_after)[1:] if not is_done(run_dir, s)]
+
+    facts, stages = processes.on_main(data)  # the other processes get the facts the main process wrote
     say(f"[rote] {run_dir}: {len(facts)} facts, {sum(f.split == 'phase2' for f in facts)} for phase 2")
     session = Session(cfg, run_dir, facts)
-    for stage in _stages(cfg, stop_after)[1:]:
-        if is_done(run_dir, stage):
-            continue
+    for stage in stages:
         started = time.perf_counter()
         if stage == "report":
             from rote.report.run import build_report
-            build_report(run_dir)
+            processes.on_main(lambda: build_report(run_dir) and None)
             info = {}
         elif stage == "phase2" and ARMS[cfg.arm].phase2 is None:
-            info = skip_phase(run_dir, stage, cfg.phase2.checkpoint or str(run_dir / "phase1" / CHECKPOINT_DIR))
+            source = cfg.phase2.checkpoint or str(run_dir / "phase1" / CHECKPOINT_DIR)
+            info = processes.on_main(lambda: skip_phase(run_dir, "phase2", source))
         else:
             session.model_for(stage)
             info = run_training(session, stage) if stage.startswith("phase") else eval_stage.run_eval(session, stage)
-        # beside an eval stage's total: the damage measures' share, or the cache entry it copied (not in
-        # its summary: a run that reused writes the same bytes as one that measured)
-        beside = {k: v for k, v in info.items() if k in ("damage_seconds", "reused_from")}
-        write_json(run_dir / stage / TIMING_FILE, {"seconds": round(time.perf_counter() - started, 2), **beside})
-        mark_done(run_dir, stage)
+        processes.on_main(lambda: _finish(run_dir, stage, info, started))  # no process goes on before it
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
+
+
+def _finish(run_dir: Path, stage: str, info: dict, started: float) -> None:
+    """A stage's timing.json and its `.done` marker, written last."""
+    # beside an eval stage's total: the damage measures' share, or the cache entry it copied (not in
+    # its summary: a run that reused writes the same bytes as one that measured)
+    beside = {k: v for k, v in info.items() if k in ("damage_seconds", "reused_from")}
+    write_json(run_dir / stage / TIMING_FILE, {"seconds": round(time.perf_counter() - started, 2), **beside})
+    mark_done(run_dir, stage)

@@ -1,6 +1,8 @@
 """`rote study`: run (or resume) every run of a study's plan (rote.study.plan), one `rote run`
 (rote.runner.run) at a time, then summarize it and write its report. Studies themselves
-(rote.study) never run models; this module is where a plan meets the runner.
+(rote.study) never run models; this module is where a plan meets the runner. Launched as several
+processes, each run is run by all of them (rote.runner.run) and the main process alone writes the
+study's own files (rote.training.processes).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from rote.names import CHECKPOINT_DIR
 from rote.runner import run
+from rote.training import processes
 
 
 def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
@@ -21,12 +24,17 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
     from rote.study.collect import collect, summarize, write_summary
     from rote.study.plan import expand
     from rote.study.spec import load_study
+    processes.start()
     plan = expand(load_study(path, seeds, overrides), out)
     if train:
-        _run_plan(plan, quiet, keep_checkpoints)
-    rows = collect(plan)
-    write_summary(plan, rows, summarize(plan, rows))
-    build_study_report(plan.dir)
+        _run_plan(plan, quiet or not processes.is_main(), keep_checkpoints)
+
+    def summary() -> None:
+        rows = collect(plan)
+        write_summary(plan, rows, summarize(plan, rows))
+        build_study_report(plan.dir)
+
+    processes.on_main(summary)
     return plan.dir
 
 
@@ -52,6 +60,6 @@ def _run_plan(plan, quiet: bool = False, keep_checkpoints: bool = False) -> None
         # facts and splits them by the cell's own k.
         run(cell_run.cfg, quiet=True)
         if not keep_checkpoints:
-            shutil.rmtree(cell_run.cfg.run_dir / "phase2" / CHECKPOINT_DIR, ignore_errors=True)
+            processes.on_main(lambda: shutil.rmtree(cell_run.cfg.run_dir / "phase2" / CHECKPOINT_DIR, ignore_errors=True))
         say(f"[study {plan.study.name}] {step}/{total} {cell_run.cell.id} seed {cell_run.seed}: "
             f"{time.perf_counter() - started:.0f} s")

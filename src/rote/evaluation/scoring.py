@@ -20,6 +20,7 @@ from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key
 from rote.evaluation.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
 from rote.evaluation.queries import Query
+from rote.training import processes
 from rote.training.encode import encode, pad_left
 
 # ---------------------------------------------------------------- model calls
@@ -27,8 +28,10 @@ from rote.training.encode import encode, pad_left
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
-             precision: str = "bf16") -> list[str]:
-    """Greedy continuations, batched with left padding; each cut at its first newline.
+             precision: str = "bf16", share: bool = False) -> list[str]:
+    """Greedy continuations, batched with left padding; each cut at its first newline. With `share`,
+    several processes each run their share of the batches and every process gets all the answers
+    (rote.training.processes: every process must call it).
 
     A batch stops as soon as every row has produced a newline or an end of sequence: the
     answer is cut at the first newline anyway, so the tokens after it were wasted work.
@@ -39,17 +42,19 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     stop_ids = end_of_sequence_ids(model, tokenizer)
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
-    out: list[str] = [""] * len(ids)
-    for first in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
-        rows = order[first:first + batch_size]
+    share = processes.sharing(model, share)
+    batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
+    answers: dict[int, str] = {}
+    for rows in tqdm(processes.my_share(batches, share), desc="generate", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
         with _autocast(device, precision):
             new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id, eos_token_id=sorted(stop_ids),
                                  stopping_criteria=StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))]))
         for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:].tolist()):
-            out[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id})
-    return out
+            answers[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id})
+    answers = processes.merge(answers, share)
+    return [answers[i] for i in range(len(ids))]
 
 
 _NEWLINE_IDS: dict[int, torch.Tensor] = {}
@@ -114,8 +119,9 @@ def generation_budget(tokenizer, golds, requested: int | None) -> int:
 
 @torch.no_grad()
 def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]], rows_per_batch: int = 512,
-                    progress: bool = False, precision: str = "bf16") -> list[list[tuple[float, int]]]:
-    """For each (prompt, targets): [(summed log P(target | prompt), n_tokens) per target].
+                    progress: bool = False, precision: str = "bf16", share: bool = False) -> list[list[tuple[float, int]]]:
+    """For each (prompt, targets): [(summed log P(target | prompt), n_tokens) per target]. With
+    `share`, the batches are shared out between processes as in `generate`.
 
     The prompt is run once and its key/value cache is shared by all of its options, so 100
     options cost one prompt plus 100 short continuations. Prompts of equal token length are
@@ -135,11 +141,13 @@ def option_logprobs(model, tokenizer, prompt_targets: list[tuple[str, list[str]]
                 batch = []
             batch.append(i)
         batches.append(batch)
-    result: list[list[tuple[float, int]]] = [[] for _ in encoded]
-    for batch in tqdm(batches, desc="score", disable=not progress, leave=False):
+    share = processes.sharing(model, share)
+    result: dict[int, list[tuple[float, int]]] = {}
+    for batch in tqdm(processes.my_share(batches, share), desc="score", disable=not progress, leave=False):
         for i, scores in zip(batch, _score_shared_prompt(model, [encoded[i] for i in batch], device, precision)):
             result[i] = scores
-    return result
+    result = processes.merge(result, share)
+    return [result[i] for i in range(len(encoded))]
 
 
 def _score_shared_prompt(model, groups: list[list], device, precision: str) -> list[list[tuple[float, int]]]:
@@ -216,21 +224,24 @@ def _autocast(device: torch.device, precision: str):
 
 
 def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions: dict[str, dict[str, str]] | None = None,
-             progress: bool = True) -> list[dict]:
-    """One record per query. `companions[subject_id]` maps relation -> object for every fact of
+             progress: bool = True, share: bool = False) -> list[dict]:
+    """One record per query, in query order. With `share`, several processes each run their share of
+    the batches (generation and multiple choice), and every process gets every record (every process
+    must call it: rote.training.processes). `companions[subject_id]` maps relation -> object for every fact of
     the subject (`companions_of`), to count answers that name the subject's memorized object of
     another relation: with shared subjects, an unrelated prompt answered with the person's
     *other* city is as much a failure of the control as one answered with the fact's own."""
     prompts = [q.rendered.prompt for q in queries]
     model = inference_model(model, cfg.precision)
     budget = generation_budget(tokenizer, [q.gold for q in queries], cfg.max_new_tokens)
-    generations = generate(model, tokenizer, prompts, budget, cfg.batch_size, progress, cfg.precision)
+    generations = generate(model, tokenizer, prompts, budget, cfg.batch_size, progress, cfg.precision, share)
     # Multiple choice costs one forward per option token: on CPU it was most of an evaluation's
     # time, so it is scored only for the prompt sets that ask for it.
     scored = [i for i, q in enumerate(queries) if cfg.multiple_choice and q.prompt_set in cfg.mc_prompt_sets]
     scores: list = [None] * len(queries)
     for i, opt in zip(scored, option_logprobs(model, tokenizer, [(queries[i].rendered.prompt, [" " + o for o in queries[i].options])
-                                                                 for i in scored], progress=progress, precision=cfg.precision)
+                                                                 for i in scored], progress=progress, precision=cfg.precision,
+                                                                share=share)
                       if scored else []):
         scores[i] = opt
     records = []
@@ -265,19 +276,22 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
     return records
 
 
-def prefix_accuracy(model, tokenizer, queries: list[Query], cfg: EvalConfig) -> float:
+def prefix_accuracy(model, tokenizer, queries: list[Query], cfg: EvalConfig, share: bool = False) -> float:
     """Share of `queries` answered right by the headline rule (`hit_prefix` of the greedy answer), asked
-    as `evaluate` asks them, without multiple choice: phase 2's stopping signal (phase2.until: validation)."""
-    records = evaluate(model, tokenizer, queries, dataclasses.replace(cfg, multiple_choice=False), progress=False)
+    as `evaluate` asks them, without multiple choice: phase 2's stopping signal (phase2.until: validation).
+    With `share`, as `evaluate`: every process gets the same accuracy, so all stop at the same epoch."""
+    records = evaluate(model, tokenizer, queries, dataclasses.replace(cfg, multiple_choice=False), progress=False,
+                       share=share)
     return sum(r["hit_prefix"] for r in records) / len(records)
 
 
 def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig,
-                 batch_size: int = 64) -> float:
-    """Share of facts whose key-token prompt greedily generates the object (prefix rule)."""
+                 batch_size: int = 64, share: bool = False) -> float:
+    """Share of facts whose key-token prompt greedily generates the object (prefix rule); `share` as
+    `evaluate` (phase1.until: memorized: every process gets the same accuracy)."""
     prompts = [render_key(f, relations[f.relation], key).prompt for f in facts]
     longest = max(len(tokenizer(" " + f.object)["input_ids"]) for f in facts)
-    answers = generate(inference_model(model, "bf16"), tokenizer, prompts, longest + 1, batch_size)
+    answers = generate(inference_model(model, "bf16"), tokenizer, prompts, longest + 1, batch_size, share=share)
     return sum(hit_prefix(a, f.object) for a, f in zip(answers, facts)) / len(facts)
 
 

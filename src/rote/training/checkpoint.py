@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from rote.fileio import read_json
+from rote.training import processes
 
 KEY_RECORD = "rote_key_tokens.json"
 
@@ -15,22 +16,12 @@ KEY_RECORD = "rote_key_tokens.json"
 def save_checkpoint(model, tokenizer, key_record: dict, path: str | Path) -> Path:
     """Write to `<path>.tmp` and rename, so a killed save never leaves a folder that looks complete.
 
-    A sharded model (FSDP2: DTensor parameters) is gathered into one full state dict: every
-    process must call this; process 0 writes the same plain folder, the others wait for it."""
+    In several processes every process must call this; process 0 writes, the others wait for it. A
+    sharded model (FSDP2: DTensor parameters) is first gathered into one full state dict (a collective);
+    otherwise every process holds the whole model and process 0 writes its own."""
     path = Path(path)
-    if _sharded(model):
-        import torch.distributed as dist
-        state = _full_state_dict(model)
-        if dist.get_rank() == 0:
-            _write(model, tokenizer, key_record, path, state)
-        dist.barrier()
-        return path
-    return _write(model, tokenizer, key_record, path)
-
-
-def _sharded(model) -> bool:
-    from torch.distributed.tensor import DTensor
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    state = _full_state_dict(model) if processes.sharded(model) else None
+    return processes.on_main(lambda: _write(model, tokenizer, key_record, path, state))
 
 
 def _full_state_dict(model) -> dict:
