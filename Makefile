@@ -45,6 +45,7 @@ bench: dev
 	$(PY) bench/bench_memorize.py
 	$(PY) bench/bench_demo.py
 	$(PY) bench/bench_eval.py
+	OMP_NUM_THREADS=1 $(PY) bench/bench_train_step.py
 
 # The run report and a study report in headless Chromium (apt-get install chromium); RUN=runs/NAME for another run.
 RUN ?= runs/demo

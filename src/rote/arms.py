@@ -57,7 +57,7 @@ _NATURAL = ("n_prompts", "loss_mask", "prompts_from", "checkpoint")  # phase-2 e
 # What a one-phase arm reads of phase1.*: the optimizer's settings (its epochs, and for mixed the
 # stop rule, only with `budget: epochs`: a budget is one pass over as many examples as it buys).
 _ONE_PASS = ("lr", "schedule", "warmup_steps", "batch_size", "grad_accum", "length_buckets", "weight_decay",
-             "max_grad_norm", "loss_mask", "precision", "method", "lora", "preserve", "update")
+             "max_grad_norm", "loss_mask", "precision", "method", "lora", "preserve", "update", "speed")
 _KEY_TOKEN = ("position", "init", "suffix")
 
 ARMS = {a.name: a for a in (

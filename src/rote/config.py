@@ -90,6 +90,17 @@ class UpdateConfig:
     modules: tuple[str, ...] = ()  # module names trained inside those layers (mlp, self_attn, down_proj, ...); empty: all
     # The token embedding (and the output head, tied or not): every row, only the key tokens' rows, or none.
     embeddings: Literal["all", "key_rows", "frozen"] = "all"
+    # With key_rows: `masked` computes the whole matrix's gradient and zeroes all but the key rows;
+    # `rows` computes only the key rows' (the same update within bf16 rounding, a faster step).
+    key_rows_gradient: Literal["masked", "rows"] = "masked"
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """How a training step runs (rote.training.speedups). Each switch keeps the update within bf16
+    rounding noise (bench/bench_train_step.py measures it) and is off by default: as before."""
+    attn_implementation: Literal["eager", "sdpa"] | None = None  # attention kernel while training; None: as loaded
+    keep_memory: bool = False  # freed buffers stay in the process (glibc): no fresh pages faulted in every step
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     preserve: PreserveConfig = field(default_factory=PreserveConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 @dataclass(frozen=True)

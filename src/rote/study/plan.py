@@ -49,12 +49,27 @@ class Plan:
 # ---------------------------------------------------------------- cells x seeds -> runs
 
 
+# Phase-1 settings added after studies were first run, at defaults that train as before: left out of
+# phase1_key at those defaults, so a study planned before they existed keeps its phase-1 run names.
+_ADDED = {"speed": config_mod.to_dict(config_mod.SpeedConfig())}
+_ADDED_UPDATE = {"key_rows_gradient": "masked"}
+
+
+def _without_added_defaults(phase1: dict) -> dict:
+    out = {k: v for k, v in phase1.items() if not (k in _ADDED and v == _ADDED[k])}
+    if isinstance(out.get("update"), dict):
+        out["update"] = {k: v for k, v in out["update"].items() if not (k in _ADDED_UPDATE and v == _ADDED_UPDATE[k])}
+    return out
+
+
 def phase1_key(d: dict) -> dict:
     """What phase-1 training depends on (a resolved config dict without its seed): the phase 1 the
     arm trains (in_context memorizes as the method does), the model, the data (not k: it only splits
     the same facts), the key and the phase1 section; for mixed, also its phase-2 examples and budget."""
     arm = ARMS[d["arm"]]
     key = {k: v for k, v in d.items() if k not in ("name", "out_dir", "seed", "phase2", "eval", "arm")}
+    if isinstance(key.get("phase1"), dict):
+        key["phase1"] = _without_added_defaults(key["phase1"])
     key["arm"] = arm.shares_phase1_with
     if arm.phase1 == "mixed":  # it trains the k facts' natural prompts in phase 1: they are part of it
         key["phase2"] = {k: v for k, v in d["phase2"].items() if k != "checkpoint"}

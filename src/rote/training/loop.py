@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from rote.config import TrainConfig
 from rote.training.encode import IGNORE, Encoded, pad_batch
 from rote.training.preserve import Anchor, anchor_loss_sum, anchored_positions
+from rote.training.speedups import Speedups
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -131,7 +132,10 @@ def train(
     `anchors` (rote.training.preserve, with their base-model targets): each step also trains
     `cfg.preserve.batch_size` of them (by default a share that covers them once per epoch), adding `cfg.preserve.weight` x their mean loss per anchored
     position to the step's loss. Parameters in `frozen_decay` get no weight decay (rows a gradient
-    mask freezes must not shrink: rote.training.trainable).
+    mask freezes must not shrink: rote.training.trainable); those that are not the model's own
+    (key-row blocks trained apart from their frozen matrix) are trained too. `cfg.speed`
+    (rote.training.speedups) holds for the length of the call; `on_epoch_end` sees the model's own
+    attention kernel.
     Returns a summary: epochs run, steps, supervised tokens, seconds, whether stopped early."""
     if not examples:
         raise ValueError("no training examples")
@@ -143,105 +147,115 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    # The fused kernel: on CPU a 135M-parameter step takes ~0.09 s instead of ~0.3 s.
-    fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
-    groups = [{"params": [p for p in params if p not in frozen_decay]},
-              {"params": [p for p in params if p in frozen_decay], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=fused)
-    check_sharding(accelerator, frozen_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # FSDP replaces the parameters with sharded ones: clip those (the same objects otherwise).
-    params = [p for p in model.parameters() if p.requires_grad]
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, cfg.warmup_steps, cfg.schedule)
-    )
-    # bf16 autocast (AMX on recent CPUs, tensor cores on GPUs); master weights keep their dtype.
-    use_bf16 = cfg.precision == "bf16"
-    autocast = (lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    fast = Speedups(model, cfg.speed)
+    try:
+        own = {id(p) for p in model.parameters()}
+        apart = [p for p in frozen_decay if id(p) not in own]
+        if apart and world > 1:  # DDP reduces the gradients of the model's own parameters only
+            raise ValueError("update.key_rows_gradient: rows trains the key rows apart from the model, so several "
+                             "processes would not share their gradient; use key_rows_gradient: masked")
+        params = [p for p in model.parameters() if p.requires_grad] + apart
+        # The fused kernel: on CPU a 135M-parameter step takes ~0.09 s instead of ~0.3 s.
+        fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+        groups = [{"params": [p for p in params if p not in frozen_decay]},
+                  {"params": [p for p in params if p in frozen_decay], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      fused=fused)
+        check_sharding(accelerator, frozen_decay)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        # FSDP replaces the parameters with sharded ones: clip those (the same objects otherwise).
+        params = [p for p in model.parameters() if p.requires_grad] + apart
+        steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, total_steps, cfg.warmup_steps, cfg.schedule)
+        )
+        # bf16 autocast (AMX on recent CPUs, tensor cores on GPUs); master weights keep their dtype.
+        use_bf16 = cfg.precision == "bf16"
+        autocast = (lambda: torch.autocast(accelerator.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
-    lengths = [len(e) for e in examples]
-    anchors = list(anchors)
-    preserve = cfg.preserve
-    # By default every anchor once per epoch, spread over its steps.
-    per_step = (preserve.batch_size or math.ceil(len(anchors) / steps_per_epoch)) if anchors else 0
-    next_anchors = anchor_batches(len(anchors), per_step, seed) if anchors else None
-    model.train()
-    log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
-    bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
-    step, tokens_seen, started = 0, 0, time.perf_counter()
-    stopped_early, epoch = False, 0
-    for epoch in range(1, cfg.epochs + 1):
-        # Losses stay on the device until the epoch ends: reading one per step would make the
-        # host wait for the device every step instead of queueing the next step's work.
-        rows: list[dict] = []
-        losses: list[torch.Tensor] = []
-        anchor_losses: list[torch.Tensor] = []
-        epoch_started, epoch_tokens = time.perf_counter(), 0
-        for indices in epoch_batches(lengths, cfg.batch_size, seed, epoch, cfg.length_buckets):
-            global_batch = [examples[i] for i in indices]
-            n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in global_batch)
-            # This process's share, split into micro-batches; the gradient must be a sum over the
-            # global batch divided by its token count, and DDP averages over processes.
-            # Every process runs as many passes as process 0, which has the most examples: a sharded
-            # model gathers its weights inside each forward, so all processes must run each one. A
-            # process with fewer examples joins the extra passes with a zero gradient.
-            mine = global_batch[rank::world]
-            passes = min(cfg.grad_accum, len(global_batch[0::world]))
-            micro = [mine[i::cfg.grad_accum] for i in range(passes)]
-            if next_anchors is not None:  # first, unsynchronised: the phase's last micro-batch syncs both
-                anchor_batch = [anchors[i] for i in next(next_anchors)]
-                n_anchored = anchored_positions(anchor_batch)
-                with accelerator.no_sync(model), autocast():
-                    anchor_sum = anchor_loss_sum(model, anchor_batch[rank::world] or anchor_batch[:1], pad_id)
-                    if not anchor_batch[rank::world]:  # fewer anchors than processes: join with a zero gradient
-                        anchor_sum = anchor_sum * 0.0
-                accelerator.backward(anchor_sum * (preserve.weight * world / n_anchored))
-                anchor_losses.append(accelerator.reduce(anchor_sum.detach(), reduction="sum") / n_anchored)
-            loss_total = torch.zeros((), device=accelerator.device)
-            for j, chunk in enumerate(micro):
-                batch = {k: v.to(accelerator.device, non_blocking=True)
-                         for k, v in pad_batch(chunk or global_batch[:1], pad_id).items()}
-                sync = j == len(micro) - 1
-                with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
-                    loss_sum = supervised_loss_sum(model, batch)
-                if not chunk:
-                    accelerator.backward(loss_sum * 0.0)
-                    continue
-                accelerator.backward(loss_sum * world / n_tokens)
-                loss_total += loss_sum.detach()
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += n_tokens
-            epoch_tokens += sum(len(e) for e in global_batch)
-            losses.append(accelerator.reduce(loss_total, reduction="sum") / n_tokens)
-            rows.append({"step": step, "epoch": epoch, "lr": lr, "supervised_tokens": n_tokens})
-            bar.update(1)
-        epoch_losses = torch.stack(losses).tolist()  # the one wait for the device per epoch
-        if anchor_losses:
-            for row, loss in zip(rows, torch.stack(anchor_losses).tolist()):
-                row["preserve_loss"] = round(loss, 6)
-        tokens_per_s = round(epoch_tokens / (time.perf_counter() - epoch_started), 1)
-        bar.set_postfix(epoch=epoch, loss=f"{epoch_losses[-1]:.3f}")
-        if log:
-            for row, loss in zip(rows, epoch_losses):
-                log.write(json.dumps({**row, "loss": round(loss, 6), "tokens_per_s": tokens_per_s}) + "\n")
-            log.flush()
-        if on_epoch_end is not None:
-            model.eval()
-            stop = on_epoch_end(epoch)
-            model.train()
-            if stop:
-                stopped_early = epoch < cfg.epochs
-                break
+        lengths = [len(e) for e in examples]
+        anchors = list(anchors)
+        preserve = cfg.preserve
+        # By default every anchor once per epoch, spread over its steps.
+        per_step = (preserve.batch_size or math.ceil(len(anchors) / steps_per_epoch)) if anchors else 0
+        next_anchors = anchor_batches(len(anchors), per_step, seed) if anchors else None
+        model.train()
+        log = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
+        bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process, leave=False)
+        step, tokens_seen, started = 0, 0, time.perf_counter()
+        stopped_early, epoch = False, 0
+        for epoch in range(1, cfg.epochs + 1):
+            # Losses stay on the device until the epoch ends: reading one per step would make the
+            # host wait for the device every step instead of queueing the next step's work.
+            rows: list[dict] = []
+            losses: list[torch.Tensor] = []
+            anchor_losses: list[torch.Tensor] = []
+            epoch_started, epoch_tokens = time.perf_counter(), 0
+            for indices in epoch_batches(lengths, cfg.batch_size, seed, epoch, cfg.length_buckets):
+                global_batch = [examples[i] for i in indices]
+                n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in global_batch)
+                # This process's share, split into micro-batches; the gradient must be a sum over the
+                # global batch divided by its token count, and DDP averages over processes.
+                # Every process runs as many passes as process 0, which has the most examples: a sharded
+                # model gathers its weights inside each forward, so all processes must run each one. A
+                # process with fewer examples joins the extra passes with a zero gradient.
+                mine = global_batch[rank::world]
+                passes = min(cfg.grad_accum, len(global_batch[0::world]))
+                micro = [mine[i::cfg.grad_accum] for i in range(passes)]
+                if next_anchors is not None:  # first, unsynchronised: the phase's last micro-batch syncs both
+                    anchor_batch = [anchors[i] for i in next(next_anchors)]
+                    n_anchored = anchored_positions(anchor_batch)
+                    with accelerator.no_sync(model), autocast():
+                        anchor_sum = anchor_loss_sum(model, anchor_batch[rank::world] or anchor_batch[:1], pad_id)
+                        if not anchor_batch[rank::world]:  # fewer anchors than processes: join with a zero gradient
+                            anchor_sum = anchor_sum * 0.0
+                    accelerator.backward(anchor_sum * (preserve.weight * world / n_anchored))
+                    anchor_losses.append(accelerator.reduce(anchor_sum.detach(), reduction="sum") / n_anchored)
+                loss_total = torch.zeros((), device=accelerator.device)
+                for j, chunk in enumerate(micro):
+                    batch = {k: v.to(accelerator.device, non_blocking=True)
+                             for k, v in pad_batch(chunk or global_batch[:1], pad_id).items()}
+                    sync = j == len(micro) - 1
+                    with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
+                        loss_sum = supervised_loss_sum(model, batch)
+                    if not chunk:
+                        accelerator.backward(loss_sum * 0.0)
+                        continue
+                    accelerator.backward(loss_sum * world / n_tokens)
+                    loss_total += loss_sum.detach()
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                tokens_seen += n_tokens
+                epoch_tokens += sum(len(e) for e in global_batch)
+                losses.append(accelerator.reduce(loss_total, reduction="sum") / n_tokens)
+                rows.append({"step": step, "epoch": epoch, "lr": lr, "supervised_tokens": n_tokens})
+                bar.update(1)
+            epoch_losses = torch.stack(losses).tolist()  # the one wait for the device per epoch
+            if anchor_losses:
+                for row, loss in zip(rows, torch.stack(anchor_losses).tolist()):
+                    row["preserve_loss"] = round(loss, 6)
+            tokens_per_s = round(epoch_tokens / (time.perf_counter() - epoch_started), 1)
+            bar.set_postfix(epoch=epoch, loss=f"{epoch_losses[-1]:.3f}")
+            if log:
+                for row, loss in zip(rows, epoch_losses):
+                    log.write(json.dumps({**row, "loss": round(loss, 6), "tokens_per_s": tokens_per_s}) + "\n")
+                log.flush()
+            if on_epoch_end is not None:
+                model.eval()
+                with fast.as_loaded():
+                    stop = on_epoch_end(epoch)
+                model.train()
+                if stop:
+                    stopped_early = epoch < cfg.epochs
+                    break
+    finally:
+        fast.close()
     bar.close()
     if log:
         log.close()
