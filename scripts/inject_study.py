@@ -38,17 +38,17 @@ import yaml
 from rote.errors import ConfigError, RoteError
 from rote.fileio import read_json, write_json, write_text
 
-# (column, label, where in card.json's results.rote / training, higher_is_better)
+# (column, label, where in card.json's results.rote; None: training seconds from card.json's training)
 MEASURES = (
-    ("efficacy", "efficacy (training prompt, all facts)", ("efficacy", "all"), True),
-    ("heldout_efficacy", "efficacy, held-out facts", ("efficacy", "heldout"), True),
-    ("generalization", "unseen prompts (en), all facts", ("generalization", "all"), True),
-    ("heldout_generalization", "unseen prompts (en), held-out facts", ("generalization", "heldout"), True),
-    ("unrelated", "unrelated prompts answered with a memorized object", ("unrelated", "all"), False),
-    ("locality", "locality: base-correct probes still correct", ("damage", "still_correct"), True),
-    ("token_agreement", "token agreement with the base model", ("damage", "token_agreement"), True),
-    ("perplexity_ratio", "perplexity / base", ("damage", "perplexity_ratio"), False),
-    ("train_seconds", "training seconds (phase 1 + phase 2)", None, False),
+    ("efficacy", "efficacy (training prompt, all facts)", ("efficacy", "all")),
+    ("heldout_efficacy", "efficacy, held-out facts", ("efficacy", "heldout")),
+    ("generalization", "unseen prompts (en), all facts", ("generalization", "all")),
+    ("heldout_generalization", "unseen prompts (en), held-out facts", ("generalization", "heldout")),
+    ("unrelated", "unrelated prompts answered with a memorized object", ("unrelated", "all")),
+    ("locality", "locality: base-correct probes still correct", ("damage", "still_correct")),
+    ("token_agreement", "token agreement with the base model", ("damage", "token_agreement")),
+    ("perplexity_ratio", "perplexity / base", ("damage", "perplexity_ratio")),
+    ("train_seconds", "training seconds (phase 1 + phase 2)", None),
 )
 # Files an injection writes into --out besides run/ and the card: the exported model.
 KEEP = {"run", "card.md", "card.json"}
@@ -102,7 +102,7 @@ def run_one(study: dict, cell: str, seed: int) -> Path:
 def measures(card: dict) -> dict:
     rote_res = card["results"]["rote"]
     out = {}
-    for name, _, path, _ in MEASURES:
+    for name, _, path in MEASURES:
         if path is None:
             t = card["training"]
             out[name] = round(t["phase1"]["seconds"] + t["phase2"]["seconds"], 1)
@@ -132,7 +132,7 @@ def summarize(study: dict) -> dict:
 
 
 def table(summary: dict) -> str:
-    head = "| cell | seeds | " + " | ".join(label for _, label, _, _ in MEASURES) + " |"
+    head = "| cell | seeds | " + " | ".join(label for _, label, _ in MEASURES) + " |"
     lines = [head, "|" + "---|" * (len(MEASURES) + 2)]
     for cell, c in summary["cells"].items():
         row = []

@@ -39,6 +39,7 @@ from rote import runner
 from rote.arms import eval_config
 from rote.config import RunConfig
 from rote.data.facts import DataError, Fact
+from rote.data.factset import short_of_validation_prompts
 from rote.data.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
 from rote.errors import ConfigError, RoteError, quote
 from rote.fileio import is_done, mark_done, read_json, write_json, write_jsonl, write_text
@@ -116,13 +117,14 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     raw["phase2"]["n_prompts"] = min(PHASE2_PROMPTS, len(fewest.train_prompts))
     cfg = config_mod.from_dict(raw, overrides, source="rote inject settings")
     notes = []
-    short = _short_of_validation_prompts(cfg, inp)
+    # The default stop needs prompts held out (the runner's check, rote.data.factset, before anything is written).
+    found = short_of_validation_prompts(cfg, inp.relations) if cfg.phase2.until == "validation" else None
+    short = found[0].name if found else None
     if short and any(config_mod.parse_override(o)[0] == "phase2.until" for o in overrides):
         raise ConfigError(f"--set phase2.until=validation: relation {short} has too few training prompts beyond the "
                           f"{cfg.phase2.n_prompts} phase 2 trains to hold {cfg.phase2.validation_prompts} out for "
                           "validation (lower phase2.validation_prompts or phase2.n_prompts, or add prompts)")
-    if short:
-        # The default stop needs prompts held out; a small user relation keeps the fixed epochs instead.
+    if short:  # a small user relation keeps the fixed epochs instead
         raw["phase2"]["until"] = "epochs"
         cfg = config_mod.from_dict(raw, overrides, source="rote inject settings")
         notes.append(f"phase 2 trains for its {cfg.phase2.epochs} epochs instead of stopping on validation prompts: "
@@ -149,17 +151,6 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
                 notes.append(f"relation {name} has {i['pool']} candidate objects, so its facts get {i['options']} "
                              f"multiple-choice options instead of {cfg.data.n_options}.")
     return cfg, facts, info, notes
-
-
-def _short_of_validation_prompts(cfg: RunConfig, inp: Input) -> str | None:
-    """The first relation without `phase2.validation_prompts` validation prompts
-    (rote.data.prompt_hygiene.validation_prompts), or None; only when phase 2 stops on validation."""
-    from rote.data.prompt_hygiene import validation_prompts
-    if cfg.phase2.until != "validation":
-        return None
-    p2 = cfg.phase2
-    return next((name for name, rel in inp.relations.items()
-                 if len(validation_prompts(rel, p2.n_prompts, p2.validation_prompts)) < p2.validation_prompts), None)
 
 
 def _digest(obj) -> str:

@@ -45,19 +45,30 @@ def check_relations(cfg: RunConfig) -> dict[str, Relation]:
     return relations
 
 
-def _check_validation_prompts(cfg: RunConfig, relations: dict[str, Relation]) -> None:
-    """Enough validation prompts (rote.data.prompt_hygiene.validation_prompts) for every relation's facts."""
+def short_of_validation_prompts(cfg: RunConfig, relations: dict[str, Relation]) -> tuple[Relation, int] | None:
+    """The first relation phase 2 trains with (`phase2.prompts_from`, else each of `relations`) that has
+    fewer than `phase2.validation_prompts` validation prompts (rote.data.prompt_hygiene.validation_prompts)
+    for some relation's facts, and how many it has; None when every one has enough."""
     p2 = cfg.phase2
     prompts_from, repurposed = (resolve_relations((name,), cfg.data.relations_file)[0] if name else None
                                 for name in (p2.prompts_from, cfg.eval.repurposed_prompts or p2.prompts_from))
     for own in relations.values():
         found = validation_prompts(own, p2.n_prompts, p2.validation_prompts, prompts_from, repurposed)
         if len(found) < p2.validation_prompts:
-            rel = prompts_from or own
-            raise ConfigError(f"phase2.validation_prompts={p2.validation_prompts} but relation {rel.name} has "
-                              f"{len(found)} training prompts that phase 2 does not train and evaluation does not "
-                              f"ask ({len(rel.train_prompts)} training prompts, phase2.n_prompts={p2.n_prompts}); "
-                              "lower phase2.validation_prompts or phase2.n_prompts, or give the relation more")
+            return prompts_from or own, len(found)
+    return None
+
+
+def _check_validation_prompts(cfg: RunConfig, relations: dict[str, Relation]) -> None:
+    """Enough validation prompts (rote.data.prompt_hygiene.validation_prompts) for every relation's facts."""
+    short = short_of_validation_prompts(cfg, relations)
+    if short:
+        rel, found = short
+        p2 = cfg.phase2
+        raise ConfigError(f"phase2.validation_prompts={p2.validation_prompts} but relation {rel.name} has "
+                          f"{found} training prompts that phase 2 does not train and evaluation does not "
+                          f"ask ({len(rel.train_prompts)} training prompts, phase2.n_prompts={p2.n_prompts}); "
+                          "lower phase2.validation_prompts or phase2.n_prompts, or give the relation more")
 
 
 def plan_facts(cfg: RunConfig) -> list[Fact]:

@@ -113,7 +113,8 @@ def build_card(run_dir: str | Path) -> dict:
         "phase2": phase2 and {k: phase2.get(k) for k in ("epochs", "steps", "examples", "supervised_tokens", "seconds",
                                                          "best_epoch")},
         # The levers against damage each phase trained with (rote.levers): anchors per kind, and
-        # where the update went (config phaseN.update; absent: every weight).
+        # where the update went (config phaseN.update, when the phase's summary says it restricted
+        # the update: rote.runner writes trainable_parameters then; absent: every weight).
         "levers": {name: _levers(s, (config.get(name) or {}).get("update"))
                    for name, s in (("phase1", phase1), ("phase2", phase2)) if s},
         "baseline": baseline and {k: baseline.get(k) for k in ("steps", "examples", "distinct_examples",
@@ -140,8 +141,8 @@ def build_card(run_dir: str | Path) -> dict:
 
 def _levers(phase: dict, update: dict | None) -> dict:
     kinds = {k: v["anchors"] for k, v in (phase.get("preserve") or {}).items() if isinstance(v, dict) and "anchors" in v}
-    restricted = update and (update.get("layers") or update.get("modules") or update.get("embeddings", "all") != "all")
-    return {"anchors": kinds, "target": (phase.get("preserve") or {}).get("target"), "update": update if restricted else None}
+    return {"anchors": kinds, "target": (phase.get("preserve") or {}).get("target"),
+            "update": update if "trainable_parameters" in phase else None}
 
 
 def _levers_text(levers: dict) -> str:
