@@ -185,6 +185,24 @@ def test_a_refusal_reaches_every_process(tiny_model_dir, tmp_path):
 # ---------------------------------------------------------------- one process: the plain path
 
 
+def test_one_process_computes_on_the_machines_gpu(monkeypatch, tiny_model_dir):
+    """A one-GPU run must evaluate (eval/base too) and build its anchors on the GPU, not where the
+    model was loaded (the CPU). No GPU here: CUDA is claimed, and the session's move is seen on
+    the `meta` device standing in for it."""
+    import torch
+
+    from rote import config
+    from rote.runner import Session
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert processes.device() == torch.device("cuda")
+    monkeypatch.setattr(processes, "device", lambda: torch.device("meta"))
+    cfg = config.load(ROOT / "configs" / "smoke.yaml", [f"model.name={tiny_model_dir}"])
+    session = Session(cfg, Path("unused"), [])
+    monkeypatch.setattr(processes, "is_main", lambda: False)  # writes no key-token record
+    session.model_for("eval/base")
+    assert {p.device.type for p in session.model.parameters()} == {"meta"}
+
+
 def test_one_process_runs_everything_itself():
     assert processes.world() == 1 and processes.is_main() and processes.device() is None
     assert processes.on_main(lambda: 7) == 7

@@ -46,7 +46,10 @@ def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: li
     from rote.training import models
     from rote.training.preserve import attach_targets
 
+    from rote.training import processes
     base = models.load_model(base_name, dtype)
+    if processes.device() is not None:  # the base model's answers and targets on the GPU, as training runs
+        base.to(processes.device())
     base.eval()
     anchors, info = [], {}
     if p.contrast:

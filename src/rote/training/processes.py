@@ -59,9 +59,17 @@ def is_main() -> bool:
 
 
 def device():
-    """The device this process computes on when there are several (accelerate's choice: its GPU,
-    or the CPU); None in one process, whose model stays where it was loaded."""
+    """The device this process computes on: with several processes, accelerate's choice (its GPU,
+    or the CPU); in one process, the machine's accelerator (the one the training loop's
+    Accelerator picks: CUDA, else MPS), or None on a CPU-only machine, where models stay where
+    they were loaded. Models are loaded on the CPU, so whatever evaluates or trains them moves
+    them here first: otherwise a one-GPU run evaluates its base model on the CPU."""
     if world() == 1:
+        import torch
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
         return None
     from accelerate import PartialState
     return PartialState().device
