@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 import rote.training.phases
 
 from rote.cli import main
+from rote.errors import ConfigError
 from rote.report.study import build_study_report, findings, format_summary
 from rote.study_runs import run_study
 from rote.study.collect import damage_names
@@ -224,6 +226,56 @@ def test_rerun_resumes_without_training(tiny_run, monkeypatch):
     run_study(tiny_run["path"], out=tiny_run["out"], quiet=True)
     after = json.loads((tiny_run["dir"] / "summary.json").read_text())
     assert after["cells"] == before["cells"]
+
+
+@pytest.mark.slow
+def test_jobs_run_the_same_study_in_worker_processes(tiny_run, tiny_model_dir, tmp_path):
+    """--jobs 2: every run in one of two worker processes, each cell after the shared phase-1 run it
+    starts from (else it would find no checkpoint and fail); the same runs, answers and summary as
+    one at a time (the tiny model computes in fp32: a worker's thread count moves no argmax)."""
+    study_dir = run_study(_tiny_study(tmp_path, tiny_model_dir), out=tmp_path / "studies", quiet=True, jobs=2)
+    one, two = tiny_run["dir"] / "runs", study_dir / "runs"
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir()) and len(names) == 10  # 8 cells + 2 phase-1 runs
+    for name in names:
+        for predictions in sorted((one / name / "eval").glob("*/predictions.jsonl")):
+            other = two / name / predictions.relative_to(one / name)
+            answers = [json.loads(line)["generation"] for line in predictions.read_text().splitlines()]
+            assert answers == [json.loads(line)["generation"] for line in other.read_text().splitlines()], other
+    before, after = (json.loads((d / "summary.json").read_text()) for d in (tiny_run["dir"], study_dir))
+    for a, b in zip(before["cells"], after["cells"]):
+        assert a["cell"] == b["cell"]
+        assert {k: v["mean"] for k, v in a["metrics"].items()} == pytest.approx({k: v["mean"] for k, v in b["metrics"].items()})
+    assert after["runs"]["finished"] == 8
+    assert json.loads((study_dir / "timing.json").read_text())["jobs"] == 2
+    assert not list(two.glob("k*/phase2/checkpoint"))  # deleted once evaluated, as in one process
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5])
+def test_jobs_must_be_a_whole_number(jobs, tmp_path):
+    with pytest.raises(ConfigError, match=f"--jobs must be a whole number >= 1, got {re.escape(repr(jobs))}"):
+        run_study(tmp_path / "unused.yaml", out=tmp_path, jobs=jobs)
+
+
+@pytest.mark.slow
+def test_a_failing_run_under_jobs_is_raised_and_stops_new_runs(tiny_model_dir, tmp_path):
+    """A run that fails in a worker (here: every phase-1 run, whose model folder is gone) is raised
+    in the caller with its own error, and no cell that needed it was started."""
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    path = _tiny_study(tmp_path, tiny_model_dir)
+    path.write_text(path.read_text().replace(str(tiny_model_dir), str(model)))
+    from rote.study.plan import expand
+    from rote.study.spec import load_study
+    plan = expand(load_study(path), tmp_path / "studies")
+    for cfg in plan.phase1.values():  # plan each phase-1 run's data, then take its model away
+        from rote.runner import run
+        run(cfg, stop_after="data", quiet=True)
+    shutil.rmtree(model)
+    with pytest.raises(Exception, match=str(model)):
+        run_study(path, out=tmp_path / "studies", quiet=True, jobs=2)
+    assert not any((plan.dir / "runs").glob("k*"))  # no cell started
 
 
 @pytest.mark.slow

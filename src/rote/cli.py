@@ -164,7 +164,7 @@ def cmd_study(args) -> int:
     from rote.study_runs import run_study
     from rote.training import processes
     study_dir = run_study(args.study, out=args.out, seeds=seeds, overrides=args.set or [],
-                                train=not args.report_only, keep_checkpoints=args.keep_checkpoints)
+                                train=not args.report_only, keep_checkpoints=args.keep_checkpoints, jobs=args.jobs)
     if not processes.is_main():
         return 0
     print(format_summary(read_summary(study_dir)))
@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="summarize the finished runs and rebuild the report; train nothing")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every cell's phase-2 checkpoint (default: deleted once the cell is evaluated)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in a process of its own with a share of the CPU cores or one GPU "
+                        "(default 1; a cell waits for its shared phase-1 run)")
     p.set_defaults(func=cmd_study)
 
     args = parser.parse_args(argv)

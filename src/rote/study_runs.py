@@ -1,33 +1,59 @@
-"""`rote study`: run (or resume) every run of a study's plan (rote.study.plan), one `rote run`
-(rote.runner.run) at a time, then summarize it and write its report. Studies themselves
-(rote.study) never run models; this module is where a plan meets the runner. Launched as several
-processes, each run is run by all of them (rote.runner.run) and the main process alone writes the
-study's own files (rote.training.processes).
+"""`rote study`: run (or resume) every run of a study's plan (rote.study.plan), then summarize it
+and write its report. Studies themselves (rote.study) never run models; this module is where a
+plan meets the runner (rote.runner.run).
+
+Two ways to spread a study over a machine:
+- `jobs`: that many runs at once, each in a worker process of its own with a share of the CPU
+  cores, or one GPU each when there are GPUs (worker i gets GPU i mod the count). A cell starts
+  once the shared phase-1 run it starts from is finished. Each run's numbers are the same
+  whichever worker runs it, up to the rounding a different thread count gives (one machine).
+- launched as several processes (`accelerate launch`): each run is run by all of them, data
+  parallel, and the main process alone writes the study's own files (rote.training.processes).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from rote.names import CHECKPOINT_DIR
+from rote.errors import ConfigError
+from rote.fileio import write_json
+from rote.names import CHECKPOINT_DIR, TIMING_FILE
 from rote.runner import run
 from rote.training import processes
 
 
 def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | None = None, overrides: list[str] = (),
-              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False) -> Path:
-    """`rote study`: run (or resume) every run of a study (rote.study.plan), then write summary.csv,
-    summary.json, the figure and report.html; returns the study folder. With `train=False`, only the
-    summary and report are rebuilt from the runs that exist."""
+              train: bool = True, quiet: bool = False, keep_checkpoints: bool = False, jobs: int = 1) -> Path:
+    """`rote study`: run (or resume) every run of a study (rote.study.plan), `jobs` at a time, then
+    write summary.csv, summary.json, the figure and report.html; returns the study folder. With
+    `train=False`, only the summary and report are rebuilt from the runs that exist."""
     from rote.report.study import build_study_report
     from rote.study.collect import collect, summarize, write_summary
     from rote.study.plan import expand
     from rote.study.spec import load_study
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a whole number >= 1, got {jobs!r}")
     processes.start()
+    if jobs > 1 and processes.world() > 1:
+        raise ConfigError(f"--jobs {jobs} runs several runs at once in processes of its own; under accelerate "
+                          f"launch ({processes.world()} processes) every run is already shared by all of them: "
+                          f"use one or the other")
     plan = expand(load_study(path, seeds, overrides), out)
     if train:
-        _run_plan(plan, quiet or not processes.is_main(), keep_checkpoints)
+        started = time.perf_counter()
+        say = (lambda *a: None) if quiet or not processes.is_main() else (lambda *a: print(*a, flush=True))
+        if jobs == 1:
+            _run_plan(plan, say, keep_checkpoints)
+        else:
+            _run_plan_in_parallel(plan, say, keep_checkpoints, jobs)
+        # This call's wall time (a resumed study's covers what this call ran): bench/bench_demo.py --study
+        seconds = round(time.perf_counter() - started, 1)
+        processes.on_main(lambda: write_json(plan.dir / TIMING_FILE, {"seconds": seconds, "jobs": jobs,
+                                                                       "runs": len(plan.runs),
+                                                                       "phase1_runs": len(plan.phase1)}))
 
     def summary() -> None:
         rows = collect(plan)
@@ -38,28 +64,98 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
     return plan.dir
 
 
-def _run_plan(plan, quiet: bool = False, keep_checkpoints: bool = False) -> None:
-    """Run (or resume) every shared phase-1 run and every cell x seed. A finished cell's phase-2
-    checkpoint is deleted unless `keep_checkpoints` (its predictions are what the study reads;
-    at 135M parameters each checkpoint is 540 MB)."""
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+def _run_plan(plan, say, keep_checkpoints: bool = False) -> None:
+    """Run (or resume) every shared phase-1 run and every cell x seed, one at a time. A finished
+    cell's phase-2 checkpoint is deleted unless `keep_checkpoints` (its predictions are what the
+    study reads; at 135M parameters each checkpoint is 540 MB)."""
     total = len(plan.runs) + len(plan.phase1)
     done_p1: set[str] = set()
     step = 0
     for cell_run in plan.runs:
         if cell_run.phase1 and cell_run.phase1 not in done_p1:
             step += 1
-            started = time.perf_counter()
-            run(plan.phase1[cell_run.phase1], stop_after="eval/phase1", quiet=True)
+            seconds = _run_one(plan.phase1[cell_run.phase1], "eval/phase1", None)
             done_p1.add(cell_run.phase1)
-            say(f"[study {plan.study.name}] {step}/{total} {cell_run.phase1} (phase 1, seed {cell_run.seed}): "
-                f"{time.perf_counter() - started:.0f} s")
+            say(f"[study {plan.study.name}] {step}/{total} {cell_run.phase1} (phase 1, seed {cell_run.seed}): {seconds:.0f} s")
         step += 1
-        started = time.perf_counter()
         # A cell that shares a phase 1 starts from its checkpoint; the runner reads that run's
         # facts and splits them by the cell's own k.
-        run(cell_run.cfg, quiet=True)
-        if not keep_checkpoints:
-            processes.on_main(lambda: shutil.rmtree(cell_run.cfg.run_dir / "phase2" / CHECKPOINT_DIR, ignore_errors=True))
-        say(f"[study {plan.study.name}] {step}/{total} {cell_run.cell.id} seed {cell_run.seed}: "
-            f"{time.perf_counter() - started:.0f} s")
+        seconds = _run_one(cell_run.cfg, None, None if keep_checkpoints else cell_run.cfg.run_dir)
+        say(f"[study {plan.study.name}] {step}/{total} {cell_run.cell.id} seed {cell_run.seed}: {seconds:.0f} s")
+
+
+def _run_one(cfg, stop_after: str | None, drop_checkpoint_of: Path | None) -> float:
+    """One run (or its resumption) up to `stop_after`; the phase-2 checkpoint of the run folder
+    `drop_checkpoint_of` is deleted once it is evaluated. Returns the seconds it took."""
+    started = time.perf_counter()
+    run(cfg, stop_after=stop_after, quiet=True)
+    if drop_checkpoint_of is not None:
+        processes.on_main(lambda: shutil.rmtree(drop_checkpoint_of / "phase2" / CHECKPOINT_DIR, ignore_errors=True))
+    return time.perf_counter() - started
+
+
+def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
+    """The runs of `_run_plan`, `jobs` at a time in worker processes: every shared phase-1 run and
+    every cell that trains its own phase 1 at once, each other cell as soon as its phase-1 run is
+    done. The first failure stops new runs from starting; the runs already going finish (their
+    folders stay resumable) and the failure is raised, naming its run."""
+    import multiprocessing as mp
+    total, step = len(plan.runs) + len(plan.phase1), 0
+    waiting = {name: [c for c in plan.runs if c.phase1 == name] for name in plan.phase1}
+    context = mp.get_context("spawn")  # a clean interpreter: no torch threads or CUDA state inherited
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    running: dict[Future, tuple[str, object]] = {}
+    failure: tuple[str, BaseException] | None = None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_starts,
+                             initargs=(slots, jobs, _cores(), _gpus())) as pool:
+        def submit(label: str, cfg, stop_after, drop, then=None) -> None:
+            running[pool.submit(_run_one, cfg, stop_after, drop)] = (label, then)
+
+        for name, cfg in plan.phase1.items():
+            submit(f"{name} (phase 1, seed {cfg.seed})", cfg, "eval/phase1", None, name)
+        for cell_run in plan.runs:
+            if not cell_run.phase1:
+                submit(f"{cell_run.cell.id} seed {cell_run.seed}", cell_run.cfg, None,
+                       None if keep_checkpoints else cell_run.cfg.run_dir)
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                label, phase1 = running.pop(future)
+                if future.exception() is not None:
+                    failure = failure or (label, future.exception())
+                    continue
+                step += 1
+                say(f"[study {plan.study.name}] {step}/{total} {label}: {future.result():.0f} s")
+                for cell_run in waiting.get(phase1, []) if failure is None else []:
+                    submit(f"{cell_run.cell.id} seed {cell_run.seed}", cell_run.cfg, None,
+                           None if keep_checkpoints else cell_run.cfg.run_dir)
+    if failure is not None:
+        label, error = failure
+        say(f"[study {plan.study.name}] {label} failed; the runs already started were finished, no other was started")
+        raise error
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (all, when it is unset)."""
+    import torch
+    if not torch.cuda.is_available():
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _worker_starts(slots, jobs: int, cores: int, gpus: list[str]) -> None:
+    """A worker process's set-up, before it computes anything: one GPU of `gpus` (worker i gets
+    GPU i mod their count; set before CUDA starts in this process), else its share of the CPU
+    cores as torch's thread count."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    import torch
+    torch.set_num_threads(max(1, cores // jobs))
