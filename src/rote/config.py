@@ -97,8 +97,9 @@ class UpdateConfig:
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """How a training step runs (rote.training.speedups). Each switch keeps the update within bf16
-    rounding noise (bench/bench_train_step.py measures it) and is off by default: as before."""
+    """How a training step runs (rote.training.speedups). Each switch keeps one step's update within
+    bf16 rounding noise (bench/bench_train_step.py measures it) and is off by default: `eager` still
+    moved a whole study's results (rote.training.speedups)."""
     attn_implementation: Literal["eager", "sdpa"] | None = None  # attention kernel while training; None: as loaded
     keep_memory: bool = False  # freed buffers stay in the process (glibc): no fresh pages faulted in every step
 

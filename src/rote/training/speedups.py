@@ -1,8 +1,10 @@
 """How a training step runs on the hardware (`phaseN.speed`), each switch off by default.
 
-Every switch here keeps the update within bf16 rounding noise of the default step;
+Every switch here keeps one step's update within bf16 rounding noise of the default step;
 `bench/bench_train_step.py` measures both the speed and how far the loss and the update move
-(LOG.md, 2026-12-01). The training loop (rote.training.loop) turns them on for the length of
+(LOG.md, 2026-12-01). Over a whole study that is not the same as no change: `eager` moved the
+depth study's results at every seed, for 1.03x at 2 threads (bench/README.md), so no shipped
+config turns it on. `keep_memory` changes no bit. The training loop (rote.training.loop) turns them on for the length of
 `train()`; the attention kernel goes back to the model's own around the loop's epoch-end callback,
 so evaluation and checkpoints during and after training see the model as loaded.
 
