@@ -249,6 +249,9 @@ def test_jobs_run_the_same_study_in_worker_processes(tiny_run, tiny_model_dir, t
     assert after["runs"]["finished"] == 8
     assert json.loads((study_dir / "timing.json").read_text())["jobs"] == 2
     assert not list(two.glob("k*/phase2/checkpoint"))  # deleted once evaluated, as in one process
+    logs = sorted(p.name for p in (study_dir / "workers").iterdir())
+    assert logs == ["worker-0.log", "worker-1.log"]  # the workers' progress bars, off the console
+    assert "phase 1" in "".join((study_dir / "workers" / name).read_text() for name in logs)
 
 
 @pytest.mark.parametrize("jobs", [0, -1, 1.5])

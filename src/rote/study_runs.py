@@ -108,8 +108,10 @@ def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
         slots.put(slot)
     running: dict[Future, tuple[str, object]] = {}
     failure: tuple[str, BaseException] | None = None
+    logs = plan.dir / "workers"  # each worker's progress bars and warnings, off the study's console
+    logs.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_starts,
-                             initargs=(slots, jobs, _cores(), _gpus())) as pool:
+                             initargs=(slots, jobs, _cores(), _gpus(), str(logs))) as pool:
         def submit(label: str, cfg, stop_after, drop, then=None) -> None:
             running[pool.submit(_run_one, cfg, stop_after, drop)] = (label, then)
 
@@ -150,11 +152,14 @@ def _gpus() -> list[str]:
     return [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _worker_starts(slots, jobs: int, cores: int, gpus: list[str]) -> None:
-    """A worker process's set-up, before it computes anything: one GPU of `gpus` (worker i gets
-    GPU i mod their count; set before CUDA starts in this process), else its share of the CPU
-    cores as torch's thread count."""
+def _worker_starts(slots, jobs: int, cores: int, gpus: list[str], logs: str) -> None:
+    """A worker process's set-up, before it computes anything: its stderr (progress bars,
+    warnings) to `logs`/worker-<i>.log; one GPU of `gpus` (worker i gets GPU i mod their count;
+    set before CUDA starts in this process), else its share of the CPU cores as torch's threads.
+    A run's failure still reaches the study as its exception."""
     slot = slots.get()
+    log = open(os.path.join(logs, f"worker-{slot}.log"), "a", buffering=1)
+    os.dup2(log.fileno(), 2)
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     import torch
