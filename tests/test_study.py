@@ -282,6 +282,26 @@ def test_a_failing_run_under_jobs_is_raised_and_stops_new_runs(tiny_model_dir, t
 
 
 @pytest.mark.slow
+def test_a_failure_under_jobs_cancels_the_runs_not_started(tiny_model_dir, tmp_path):
+    """Four phase-1 runs, two workers; the first fails at once (its folder is locked here), the
+    second is already going and finishes; the third and fourth must not start."""
+    from rote.errors import LockedError
+    from rote.lock import hold
+    from rote.study.plan import expand
+    from rote.study.spec import load_study
+    path = _tiny_study(tmp_path, tiny_model_dir, seeds=[0, 1, 2, 3], grid={"k": {"1": ["data.phase2_facts=1"]}},
+                       paper={}, figure="line")
+    plan = expand(load_study(path), tmp_path / "studies")
+    runs = list(plan.phase1.values())
+    assert len(runs) == 4
+    runs[0].run_dir.mkdir(parents=True)
+    with hold(runs[0].run_dir), pytest.raises(LockedError):
+        run_study(path, out=tmp_path / "studies", quiet=True, jobs=2)
+    started = [cfg.seed for cfg in runs if (cfg.run_dir / "config.yaml").is_file()]
+    assert started == [1], started
+
+
+@pytest.mark.slow
 def test_report_only_and_cli_summary(tiny_run, capsys, monkeypatch):
     import rote.runner
     monkeypatch.setattr(rote.runner, "run", lambda *a, **k: pytest.fail("--report-only ran a stage"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -95,33 +96,37 @@ def _run_one(cfg, stop_after: str | None, drop_checkpoint_of: Path | None) -> fl
 
 
 def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
-    """The runs of `_run_plan`, `jobs` at a time in worker processes: every shared phase-1 run and
-    every cell that trains its own phase 1 at once, each other cell as soon as its phase-1 run is
-    done. The first failure stops new runs from starting; the runs already going finish (their
-    folders stay resumable) and the failure is raised, naming its run."""
+    """The runs of `_run_plan`, `jobs` at a time in worker processes: the shared phase-1 runs and
+    the cells that train their own phase 1 first, each other cell once its phase-1 run is done.
+    A run is handed to the pool only when a worker is free (the pool itself would queue more, and
+    a queued run can no longer be held back), so the first failure stops every run not yet
+    started; the runs already going finish (their folders stay resumable) and it is raised."""
     import multiprocessing as mp
     total, step = len(plan.runs) + len(plan.phase1), 0
     waiting = {name: [c for c in plan.runs if c.phase1 == name] for name in plan.phase1}
+
+    def drop(cell_run) -> Path | None:  # the run folder whose phase-2 checkpoint goes once evaluated
+        return None if keep_checkpoints else cell_run.cfg.run_dir
+
+    todo = deque((f"{name} (phase 1, seed {cfg.seed})", cfg, "eval/phase1", None, name)
+                 for name, cfg in plan.phase1.items())
+    todo += [(f"{c.cell.id} seed {c.seed}", c.cfg, None, drop(c), None) for c in plan.runs if not c.phase1]
     context = mp.get_context("spawn")  # a clean interpreter: no torch threads or CUDA state inherited
     slots = context.Queue()
     for slot in range(jobs):
         slots.put(slot)
-    running: dict[Future, tuple[str, object]] = {}
+    running: dict[Future, tuple[str, str | None]] = {}
     failure: tuple[str, BaseException] | None = None
     logs = plan.dir / "workers"  # each worker's progress bars and warnings, off the study's console
     logs.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_starts,
                              initargs=(slots, jobs, _cores(), _gpus(), str(logs))) as pool:
-        def submit(label: str, cfg, stop_after, drop, then=None) -> None:
-            running[pool.submit(_run_one, cfg, stop_after, drop)] = (label, then)
-
-        for name, cfg in plan.phase1.items():
-            submit(f"{name} (phase 1, seed {cfg.seed})", cfg, "eval/phase1", None, name)
-        for cell_run in plan.runs:
-            if not cell_run.phase1:
-                submit(f"{cell_run.cell.id} seed {cell_run.seed}", cell_run.cfg, None,
-                       None if keep_checkpoints else cell_run.cfg.run_dir)
-        while running:
+        while todo or running:
+            while todo and len(running) < jobs and failure is None:
+                label, cfg, stop_after, dropped, phase1 = todo.popleft()
+                running[pool.submit(_run_one, cfg, stop_after, dropped)] = (label, phase1)
+            if not running:
+                break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 label, phase1 = running.pop(future)
@@ -130,9 +135,7 @@ def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
                     continue
                 step += 1
                 say(f"[study {plan.study.name}] {step}/{total} {label}: {future.result():.0f} s")
-                for cell_run in waiting.get(phase1, []) if failure is None else []:
-                    submit(f"{cell_run.cell.id} seed {cell_run.seed}", cell_run.cfg, None,
-                           None if keep_checkpoints else cell_run.cfg.run_dir)
+                todo += [(f"{c.cell.id} seed {c.seed}", c.cfg, None, drop(c), None) for c in waiting.get(phase1, [])]
     if failure is not None:
         label, error = failure
         say(f"[study {plan.study.name}] {label} failed; the runs already started were finished, no other was started")
