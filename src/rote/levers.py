@@ -43,13 +43,10 @@ def active(p: PreserveConfig) -> bool:
 def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: list[str], seed: int) -> tuple[list, dict]:
     """(anchors with their base-model targets, a summary: how many of each kind, and why any were
     left out). `tokenizer` is the trained model's (its key tokens never occur in these texts)."""
-    from rote.training import models
+    from rote.training import models, processes
     from rote.training.preserve import attach_targets
 
-    from rote.training import processes
-    base = models.load_model(base_name, dtype)
-    if processes.device() is not None:  # the base model's answers and targets on the GPU, as training runs
-        base.to(processes.device())
+    base = processes.to_device(models.load_model(base_name, dtype))  # its answers and targets where training runs
     base.eval()
     anchors, info = [], {}
     if p.contrast:

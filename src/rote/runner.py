@@ -180,8 +180,7 @@ class Session:
                                                                         self.cfg.key.init, self.cfg.seed)
         if add_keys and processes.is_main():
             write_json(self.run_dir / KEY_TOKENS_FILE, self.key_record)
-        if processes.device() is not None:  # a GPU, or several processes each on its own device
-            self.model.to(processes.device())
+        processes.to_device(self.model)  # a GPU, or several processes each on its own device
         self.model.eval()
         self.loaded_from = source
 

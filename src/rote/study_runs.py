@@ -105,12 +105,12 @@ def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
     total, step = len(plan.runs) + len(plan.phase1), 0
     waiting = {name: [c for c in plan.runs if c.phase1 == name] for name in plan.phase1}
 
-    def drop(cell_run) -> Path | None:  # the run folder whose phase-2 checkpoint goes once evaluated
-        return None if keep_checkpoints else cell_run.cfg.run_dir
+    def cell(c) -> tuple:  # (label, config, stop_after, folder whose phase-2 checkpoint goes, phase-1 run name)
+        return f"{c.cell.id} seed {c.seed}", c.cfg, None, None if keep_checkpoints else c.cfg.run_dir, None
 
     todo = deque((f"{name} (phase 1, seed {cfg.seed})", cfg, "eval/phase1", None, name)
                  for name, cfg in plan.phase1.items())
-    todo += [(f"{c.cell.id} seed {c.seed}", c.cfg, None, drop(c), None) for c in plan.runs if not c.phase1]
+    todo += [cell(c) for c in plan.runs if not c.phase1]
     context = mp.get_context("spawn")  # a clean interpreter: no torch threads or CUDA state inherited
     slots = context.Queue()
     for slot in range(jobs):
@@ -135,7 +135,7 @@ def _run_plan_in_parallel(plan, say, keep_checkpoints: bool, jobs: int) -> None:
                     continue
                 step += 1
                 say(f"[study {plan.study.name}] {step}/{total} {label}: {future.result():.0f} s")
-                todo += [(f"{c.cell.id} seed {c.seed}", c.cfg, None, drop(c), None) for c in waiting.get(phase1, [])]
+                todo += [cell(c) for c in waiting.get(phase1, [])]
     if failure is not None:
         label, error = failure
         say(f"[study {plan.study.name}] {label} failed; the runs already started were finished, no other was started")

@@ -75,6 +75,12 @@ def device():
     return PartialState().device
 
 
+def to_device(model):
+    """`model`, moved to `device()` when there is one (else left where it was loaded)."""
+    target = device()
+    return model if target is None else model.to(target)
+
+
 def on_main(fn: Callable[[], T]) -> T:
     """fn() run by the main process only; its result (or the error it raised) is sent to every
     process, which all return it (or raise it) together. Also a barrier: no process goes on before
