@@ -173,6 +173,26 @@ def test_changed_evaluation_code_is_measured_afresh(first, reuse_on, tiny_model_
 
 
 @pytest.mark.slow
+def test_another_processor_measures_afresh(first, reuse_on, tiny_model_dir, tmp_path, monkeypatch):
+    """A cache shared between machines (ROTE_CACHE on a network drive) must not hand an AMD CPU the
+    base model's answers rounded by an Intel one's bf16 kernels."""
+    from rote.training import processes
+    here = processes.processor("cpu")
+    assert json.loads((Path(reused_from(base_eval(tiny_model_dir, tmp_path / "same"))) / reuse.KEY_FILE)
+                      .read_text())["device"] == here
+    monkeypatch.setattr(processes, "processor", lambda device: "cpu: another model (AMX)")
+    assert reused_from(base_eval(tiny_model_dir, tmp_path / "other")) is None
+
+
+def test_the_processor_names_the_cpu_and_its_kernels():
+    import torch
+    from rote.training import processes
+    name = processes.processor("cpu")
+    assert name.startswith("cpu: ") and name.endswith(f"({torch.backends.cpu.get_cpu_capability()})")
+    assert processes.processor(torch.device("meta")) == "meta"
+
+
+@pytest.mark.slow
 def test_switched_off_measures(first, tiny_model_dir, tmp_path):
     assert reused_from(base_eval(tiny_model_dir, tmp_path)) is None  # conftest: ROTE_EVAL_CACHE=0
 

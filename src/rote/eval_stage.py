@@ -98,7 +98,7 @@ def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | 
     eval --stage base` of a checkpoint), or when its files are not found to key it by."""
     from rote.evaluation import reuse
     from rote.evaluation.locality import load_paragraphs, load_probes
-    from rote.training import models
+    from rote.training import models, processes
 
     cfg = session.cfg
     if not reuse.enabled() or session.loaded_from != cfg.model.name:
@@ -113,7 +113,7 @@ def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | 
     parts = {"model": reuse.model_digest(folder, cache), "dtype": cfg.model.dtype, "key_tokens": record,
              "precision": cfg.eval.precision, "locality": reuse.json_digest([load_probes(), load_paragraphs()]),
              "code": reuse.code_digest(), "libraries": reuse.library_versions(),
-             "device": next(session.model.parameters()).device.type}
+             "device": processes.processor(next(session.model.parameters()).device)}
     if queries is not None:
         parts.update(facts=reuse.json_digest([dataclasses.asdict(f) for f in session.facts]),
                      queries=reuse.json_digest([dataclasses.asdict(q) for q in queries]),

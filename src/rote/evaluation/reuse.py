@@ -6,8 +6,8 @@ same of the same base model. The runner (rote.eval_stage.run_eval) keys that eva
 it reads (`stage_key` over the parts it gathers): the model folder's files (weights by content,
 `model_digest`), the key tokens added and their initialisation, the facts, the queries, the
 evaluation settings, the locality probes and paragraphs, the evaluation code (`code_digest`), the
-libraries' versions and the device. Its measurements (predictions.jsonl, locality.jsonl and the
-perplexity record) are stored under <rote cache>/eval/<key>/ (`store`) and copied into a later run
+libraries' versions and the processor (CPU model and kernels, or GPU). Its measurements
+(predictions.jsonl, locality.jsonl and the perplexity record) are stored under <rote cache>/eval/<key>/ (`store`) and copied into a later run
 that asks the same (`restore`); that run builds its summary from them as from fresh ones, so its
 records are the same bytes, and its timing.json says `reused_from`.
 

@@ -75,6 +75,27 @@ def device():
     return PartialState().device
 
 
+def processor(device) -> str:
+    """What computes on `device`, as far as it changes numbers: the GPU's name, or the CPU's model and
+    the instruction set torch's kernels use on it. bf16 kernels round differently on an Intel CPU
+    with AMX than on an AMD one with AVX-512, and on one GPU generation than on another, so a
+    measurement kept for reuse (rote.evaluation.reuse) is keyed by it."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type != "cpu":
+        return device.type
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        pass
+    import platform
+    return f"cpu: {model or platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def to_device(model):
     """`model`, moved to `device()` when there is one (else left where it was loaded)."""
     target = device()
