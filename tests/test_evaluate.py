@@ -245,3 +245,36 @@ def test_option_logprobs_mixed_option_lengths_equal_naive_and_can_fail(tokenizer
     with monkeypatch.context() as planted:  # every option length continues from the one cache
         planted.setattr(ev.copy, "deepcopy", lambda cache: cache)
         assert largest_difference() > 100 * tolerance  # measured 0.09
+
+
+def test_generation_is_greedy_whatever_the_model_config_asks(tokenizer, tiny_model):
+    """An Instruct model's generation_config.json may set a repetition penalty, banned n-grams or
+    beams; `generate` would apply them by default, and answers would not be the argmax."""
+    prompts = ["Where was Gene Finley born? Gene Finley Gene Finley", "The city of the city of"]
+    plain = ev.generate(tiny_model, tokenizer, prompts, max_new_tokens=6, batch_size=2, precision="fp32")
+    g = tiny_model.generation_config
+    g.repetition_penalty, g.no_repeat_ngram_size, g.num_beams, g.min_new_tokens = 5.0, 1, 3, 6
+    vocab = tiny_model.get_input_embeddings().weight.shape[0]
+    g.suppress_tokens = list(range(0, vocab, 2))  # half the vocabulary
+    assert ev.generate(tiny_model, tokenizer, prompts, max_new_tokens=6, batch_size=2, precision="fp32") == plain
+    argmax = []  # and plain is the argmax, token by token
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+        for _ in range(6):
+            ids = torch.cat([ids, tiny_model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        new = ids[0, len(tokenizer(prompt)["input_ids"]):].tolist()
+        argmax.append(ev.decode_answer(tokenizer, new, ev.end_of_sequence_ids(tiny_model, tokenizer) | {tokenizer.pad_token_id}))
+    assert plain == argmax
+
+
+def test_newline_ids_of_a_byte_fallback_vocabulary():
+    """SentencePiece vocabularies (Llama 2, Mistral) write a newline as the byte token <0x0A>: it
+    must stop a row like byte-level BPE's "Ċ", or every batch runs to max_new_tokens."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"<unk>": 0, "</s>": 1, "<0x0A>": 2, "▁Paris": 3, "▁is": 4, "<0x41>": 5}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    core.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="</s>", pad_token="</s>")
+    assert tok.decode([3, 2, 4]) == " Paris\n is"
+    assert ev.newline_ids(tok).tolist() == [2]  # not <0x41> ("A"), not the others

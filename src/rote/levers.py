@@ -121,6 +121,7 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
     """`count` continuations sampled from the base model (temperature 1, seeded) after the replay
     openings, in turn; anchored from the opening's last token on."""
     import torch
+    from rote.evaluation.scoring import PLAIN_DECODING
     from rote.training.encode import pad_left
     from rote.training.preserve import continuation_anchor
 
@@ -134,8 +135,10 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
             ids = [tokenizer(p)["input_ids"] for p in prompts[first:first + 32]]
             batch = pad_left(ids, tokenizer.pad_token_id)
             with torch.no_grad():
-                new = base.generate(**batch, max_new_tokens=REPLAY_TOKENS, do_sample=True, temperature=1.0, top_k=0,
-                                    top_p=1.0, pad_token_id=tokenizer.pad_token_id)
+                # plain sampling at temperature 1, whatever the model's generation config sets
+                new = base.generate(**batch, **PLAIN_DECODING, max_new_tokens=REPLAY_TOKENS, do_sample=True,
+                                    temperature=1.0, top_k=0, top_p=1.0, min_p=None, typical_p=1.0,
+                                    epsilon_cutoff=0.0, eta_cutoff=0.0, pad_token_id=tokenizer.pad_token_id)
             width = batch["input_ids"].shape[1]
             for prompt_ids, row in zip(ids, new.tolist()):
                 sampled = row[width:]

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import inspect
 import math
+import weakref
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +26,17 @@ from rote.training.encode import encode, pad_left
 
 # ---------------------------------------------------------------- model calls
 
+# `generate` fills every argument it is not given from the model folder's generation_config.json,
+# and an Instruct model's often sets a repetition penalty or banned n-grams: greedy answers would
+# then be penalised for repeating the prompt's words (a subject's name, an in-context example) and
+# stop agreeing with the teacher-forced argmax. Every processor that changes which token is chosen
+# is set to "off" here, explicitly (a GenerationConfig object of our own would be merged with the
+# folder's defaults again). rote.levers samples with the same.
+PLAIN_DECODING = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+                      bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None, sequence_bias=None,
+                      forced_bos_token_id=None, forced_eos_token_id=None, exponential_decay_length_penalty=None,
+                      guidance_scale=None, renormalize_logits=False, penalty_alpha=None, dola_layers=None)
+
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
@@ -33,8 +45,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     several processes each run their share of the batches and every process gets all the answers
     (rote.training.processes: every process must call it).
 
-    A batch stops as soon as every row has produced a newline or an end of sequence: the
-    answer is cut at the first newline anyway, so the tokens after it were wasted work.
+    Plain greedy decoding, whatever the model's generation config asks for (PLAIN_DECODING). A batch
+    stops as soon as every row has produced a newline or an end of sequence: the answer is cut at
+    the first newline anyway, so the tokens after it were wasted work.
     Special tokens other than end of sequence and padding stay in the text, so that an answer
     like "<rote:P19> Paris" is not scored as "Paris"."""
     device = next(model.parameters()).device
@@ -48,7 +61,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     for rows in tqdm(processes.my_share(batches, share), desc="generate", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
         with _autocast(device, precision):
-            new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+            new = model.generate(**batch, **PLAIN_DECODING, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id, eos_token_id=sorted(stop_ids),
                                  stopping_criteria=StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))]))
         for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:].tolist()):
@@ -57,19 +70,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return [answers[i] for i in range(len(ids))]
 
 
-_NEWLINE_IDS: dict[int, torch.Tensor] = {}
+# Per tokenizer object, and gone with it: an id() key could be reused by a later tokenizer (another
+# model in the same process) and hand it the first one's ids.
+_NEWLINE_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def newline_ids(tokenizer) -> torch.Tensor:
     """Ids of every token whose text contains a newline (one scan of the vocabulary per
     tokenizer; transformers' `stop_strings` does a far costlier one at every `generate` call)."""
-    key = id(tokenizer)
-    if key not in _NEWLINE_IDS:
+    if tokenizer not in _NEWLINE_IDS:
         vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        # Byte-level vocabularies write "\n" as "Ċ"; others keep it as it is.
-        _NEWLINE_IDS[key] = torch.tensor([i for i, t in enumerate(vocab) if t and ("\n" in t or "Ċ" in t)
-                                          and "\n" in tokenizer.decode([i])], dtype=torch.long)
-    return _NEWLINE_IDS[key]
+        # Byte-level vocabularies write "\n" as "Ċ", SentencePiece's byte fallback as "<0x0A>";
+        # others keep it as it is. The decode confirms each candidate.
+        _NEWLINE_IDS[tokenizer] = torch.tensor([i for i, t in enumerate(vocab) if t and ("\n" in t or "Ċ" in t or t == "<0x0A>")
+                                                and "\n" in tokenizer.decode([i])], dtype=torch.long)
+    return _NEWLINE_IDS[tokenizer]
 
 
 class _NewlineSeen(StoppingCriteria):
