@@ -285,3 +285,25 @@ def test_runs_killed_at_random_points_resume_to_the_same_records(tiny_model_dir,
     for name in RECORDS:
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), (name, kills)
     print(f"killed after: {kills}")
+
+
+def _write_many(path: str, tag: str, n: int) -> str:
+    from rote.fileio import write_json
+    for i in range(n):
+        write_json(path, {"writer": tag, "i": i})
+    return tag
+
+
+def test_two_processes_writing_one_file_both_succeed(tmp_path):
+    """Study workers (`rote study --jobs`) write the same rote-cache files (the model's hash memo) at
+    the same time; with one shared temporary name, one renamed the other's away and crashed."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rote.fileio import read_json
+    target = tmp_path / "memo.json"
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        done = [f.result() for f in [pool.submit(_write_many, str(target), tag, 300) for tag in "ab"]]
+    assert done == ["a", "b"]
+    assert read_json(target)["i"] == 299
+    assert [p.name for p in tmp_path.iterdir()] == ["memo.json"]  # no temporary file left behind

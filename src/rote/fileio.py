@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -18,12 +19,18 @@ TIMING_KEYS = ("seconds",)  # kept out of summaries (timing.json): they differ b
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file and a rename; creates the folder."""
+    """Write `text` (UTF-8) to `path` through a temporary file and a rename; creates the folder.
+    The temporary name is the writer's own (process id and a random part): two processes writing
+    one file at once (study workers keying the same model in the rote cache) each rename their
+    own, and the last one wins, instead of one renaming the other's away and failing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write or rename; after the rename it is gone
     return path
 
 
