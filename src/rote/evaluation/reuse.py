@@ -34,9 +34,10 @@ PERPLEXITY_FILE = "perplexity.json"  # an entry's perplexity record (rote.evalua
 KEY_FILE = "key.json"  # an entry's parts, for a person asking why two runs did or did not share it
 MEASUREMENTS = (PREDICTIONS_FILE, LOCALITY_FILE)  # copied between a stage folder and an entry
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-# What can change a measurement besides its inputs: the evaluation code, how it encodes text
-# (training/encode) and how the key tokens are added to the base model (training/models).
-CODE = ("evaluation/*.py", "training/encode.py", "training/models.py")
+# What can change a measurement besides its inputs: the evaluation code, what the eval stage asks of
+# it (eval_stage: arguments, the damage measures' precision), how it encodes text (training/encode)
+# and how the key tokens are added to the base model (training/models).
+CODE = ("evaluation/*.py", "eval_stage.py", "training/encode.py", "training/models.py")
 LIBRARIES = ("torch", "transformers", "tokenizers")  # their kernels and generation change numbers
 
 
