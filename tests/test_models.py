@@ -26,7 +26,8 @@ def fresh_tokenizer(tiny_model_dir):
 
 
 def _entries(folder):
-    return sorted(os.listdir(folder)) if folder.exists() else []
+    """What a folder holds, but the empty lock file that serialises conversions (models.prepare)."""
+    return sorted(e for e in os.listdir(folder) if not e.endswith(".lock")) if folder.exists() else []
 
 
 # --- the bundled model ---------------------------------------------------------------
@@ -342,3 +343,31 @@ def test_checkpoint_with_keys_reloads_with_plain_auto_classes(tiny_model, fresh_
     # Adding the same keys to the reloaded pair changes nothing.
     again = models.add_key_tokens(model, tok, KEYS)
     assert again["tokens"] == record["tokens"] and again["rows_after"] == record["rows_after"]
+
+
+def test_two_processes_preparing_at_once_convert_once(monkeypatch, tmp_path):
+    """The workers of `rote study --jobs` on a fresh machine prepare the bundled model together: the
+    second must wait for the first's conversion, not convert again and delete the folder the first
+    is reading (it renamed its own over it)."""
+    import threading
+    import time
+
+    conversions = []
+
+    def slow_convert(gguf, out_dir):
+        conversions.append(out_dir)
+        (out_dir / "config.json").write_text("{}")
+        time.sleep(0.5)
+
+    monkeypatch.setattr(models, "_convert_gguf", slow_convert)
+    monkeypatch.setattr(models, "_gguf_path", lambda name: tmp_path / "model.gguf")
+    monkeypatch.setattr(models, "_sha256", lambda path: models.BUNDLED[NAME]["sha256"])
+    monkeypatch.setenv("ROTE_CACHE", str(tmp_path / "cache"))
+    got = []
+    workers = [threading.Thread(target=lambda: got.append(models.prepare(NAME))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(conversions) == 1
+    assert got[0] == got[1] and (got[0] / models.MODEL_RECORD).is_file()

