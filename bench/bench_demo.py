@@ -2,12 +2,19 @@
 
     .venv/bin/python bench/bench_demo.py [--config configs/demo.yaml] [--reuse RUN_DIR]
     .venv/bin/python bench/bench_demo.py --study studies/depth
+    .venv/bin/python bench/bench_demo.py --flops [--against runs/demo]
 
 Runs the config into a fresh temporary run directory (or reads a finished one with --reuse)
 and prints each stage's seconds from its timing file, the total and evaluation's share of it.
 With --study, a finished study's folder: each stage's seconds summed over its runs (shared
 phase-1 runs included), and the wall time of the `rote study` call that ran them (its
 timing.json; a resumed study's covers only the last call).
+With --flops, the config runs under torch's FLOP counter (matrix products and attention, forward
+and backward, as computed: padding included) and each stage's arithmetic is set against this
+machine's bf16 matrix-product peak, measured in the same call: the seconds a stage would take if
+all of it ran at the peak, a floor no implementation reaches. `--against RUN_DIR`, a finished run
+of the same config timed without the counter (which slows Python-side dispatch), adds each
+stage's measured seconds and its share of the peak.
 """
 from __future__ import annotations
 
@@ -51,12 +58,78 @@ def study_seconds(study_dir: Path) -> tuple[dict[str, float], int]:
     return {k: v for k, v in totals.items() if v}, len(runs)
 
 
+def bf16_peak(n: int = 2048, reps: int = 5) -> float:
+    """The best FLOP/s of an n^3 bf16 matrix product here, at torch's present thread count."""
+    import torch
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def stage_flops(config_path: str) -> dict[str, float]:
+    """Each stage's floating-point operations, counting a run of `config_path` (fresh temporary run
+    directory, evaluation reuse off) under torch.utils.flop_counter: the counter's total is read as
+    each stage finishes (the runner's `_finish`)."""
+    import os
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rote import runner
+
+    os.environ["ROTE_EVAL_CACHE"] = "0"  # a reused eval/base computes nothing
+    cfg = config.load(config_path, [f"out_dir={tempfile.mkdtemp(prefix='rote-flops-')}"])
+    counter, seen, out = FlopCounterMode(display=False), [0], {}
+    finish = runner._finish
+
+    def counted_finish(run_dir, stage, info, started):
+        total = counter.get_total_flops()
+        out[stage], seen[0] = total - seen[0], total
+        finish(run_dir, stage, info, started)
+
+    runner._finish = counted_finish
+    try:
+        with counter:
+            run(cfg)  # its stage lines show progress: the counted run is slower
+    finally:
+        runner._finish = finish
+    return out
+
+
+def print_flops(config_path: str, flops: dict[str, float], peak: float, measured: dict[str, float] | None) -> None:
+    import torch
+    print(f"{config_path}: arithmetic by stage (torch.utils.flop_counter), against this machine's bf16 "
+          f"matrix-product peak {peak / 1e12:.3f} TFLOP/s at {torch.get_num_threads()} threads")
+    print(f"  {'stage':12s} {'TFLOP':>8s} {'s at peak':>10s}" + (f" {'measured s':>11s} {'of peak':>8s}" if measured else ""))
+    for stage, f in flops.items():
+        line = f"  {stage:12s} {f / 1e12:8.2f} {f / peak:10.1f}"
+        if measured and measured.get(stage):
+            line += f" {measured[stage]:11.1f} {f / peak / measured[stage]:8.1%}"
+        print(line)
+    total = sum(flops.values())
+    line = f"  {'sum':12s} {total / 1e12:8.2f} {total / peak:10.1f}"
+    if measured:
+        m = sum(measured.get(stage, 0.0) for stage in flops)
+        line += f" {m:11.1f} {total / peak / m:8.1%}"
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--reuse", help="a finished run directory to read instead of running")
     parser.add_argument("--study", help="a finished study folder (studies/NAME) to read")
+    parser.add_argument("--flops", action="store_true", help="count each stage's arithmetic and set it against the bf16 peak")
+    parser.add_argument("--against", help="with --flops: a finished, uncounted run of the same config, for measured seconds")
     args = parser.parse_args()
+    if args.flops:
+        flops = stage_flops(args.config)
+        print_flops(args.config, flops, bf16_peak(), stage_seconds(Path(args.against)) if args.against else None)
+        return
     if args.study:
         study_dir = Path(args.study)
         seconds, n = study_seconds(study_dir)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared call for a lent GPU machine: issue 15's GPU measurements in about 9 minutes.
+# The one prepared call for a lent GPU machine: issue 15's GPU measurements in at most 8 minutes.
 #
 #   make gpu-prepare                      # here, with network: the tokenizer and liger-kernel's wheel -> build/gpu/
 #   device tool: run  command="bash bench/gpu_session.sh"  carry=["build/gpu"]  timeout_s=580
@@ -34,6 +34,6 @@ part() {  # name, time limit in seconds, bench_gpu.py's arguments
 
 # Issue 15's targets, most wanted first: the paper's phase 1 (<= 3 s, >= 50% of the bf16 peak),
 # a paper-scale `rote run` (<= 60 s for all stages), fused kernels (keep what measures faster).
-part phase1 150 --only phase1 --phase1-batches 256 512 --reference-steps 45
-part run 210 --only run
-part kernels 150 --only kernels breakdown
+part phase1 120 --only phase1 --phase1-batches 256 512 --reference-steps 45
+part run 240 --only run
+part kernels 120 --only kernels breakdown
