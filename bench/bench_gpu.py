@@ -241,6 +241,22 @@ def bench_scoring(arch, device, tok, facts, rels, n_prompts, report) -> None:
     sync(device)
     fast_s = time.perf_counter() - t
 
+    # Rows per scoring batch: each batch is a prompt forward and a continuation forward per option
+    # length, so on a GPU, whose every forward has a fixed launch cost, fewer and larger batches
+    # may pay; evaluation uses 512. Many prompts, of the lengths the facts give.
+    many = [(rels[f.relation].test_prompts["en"][k % 3].replace("{subject}", f.subject), [" " + o for o in f.options])
+            for k, f in enumerate(facts[: 8 * n_prompts])]
+    rows_rate = {}
+    for rows in (512, 2048, 8192):
+        sync(device)
+        t = time.perf_counter()
+        option_logprobs(model, tok, many, rows_per_batch=rows)
+        sync(device)
+        rows_rate[rows] = len(many) / (time.perf_counter() - t)
+    print(f"multiple choice, {len(many)} prompts x {len(many[0][1])} options, by rows per batch: "
+          + "  ".join(f"{rows}: {rate:.1f} prompts/s" for rows, rate in rows_rate.items()))
+    report["scoring_rows_per_batch"] = rows_rate  # first: the naive loop below is the slow part
+
     @torch.no_grad()
     def naive():
         out = []
@@ -274,6 +290,7 @@ def bench_scoring(arch, device, tok, facts, rels, n_prompts, report) -> None:
     report["scoring"] = {"prompts": len(prompt_targets), "rote_prompts_per_s": len(prompt_targets) / fast_s,
                          "naive_prompts_per_s": len(prompt_targets) / slow_s, "speedup": slow_s / fast_s,
                          "max_abs_diff_bf16": diff, "generation_examples_per_s": len(prompts) / gen_s}
+
 
 
 def bench_kernels(arch, device, tok, examples, batch, report) -> None:

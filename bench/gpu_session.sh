@@ -13,7 +13,7 @@ set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-build/gpu/out}
 mkdir -p "$out"
-export PYTHONPATH=$PWD/src
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # a part cut off by its time limit keeps what it printed
 py=${PYTHON:-python3}
 { nvidia-smi; nproc; $py -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
   > "$out/machine.txt" 2>&1
@@ -35,5 +35,5 @@ part() {  # name, time limit in seconds, bench_gpu.py's arguments
 # Issue 15's targets, most wanted first: the paper's phase 1 (<= 3 s, >= 50% of the bf16 peak),
 # a paper-scale `rote run` (<= 60 s for all stages), fused kernels (keep what measures faster).
 part phase1 120 --only phase1 --phase1-batches 256 512 --reference-steps 45
-part run 240 --only run
-part kernels 120 --only kernels breakdown
+part run 210 --only run
+part kernels 150 --only kernels scoring
