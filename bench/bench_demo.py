@@ -9,7 +9,7 @@ and prints each stage's seconds from its timing file, the total and evaluation's
 With --study, a finished study's folder: each stage's seconds summed over its runs (shared
 phase-1 runs included), and the wall time of the `rote study` call that ran them (its
 timing.json; a resumed study's covers only the last call).
-With --flops, the config runs under torch's FLOP counter (matrix products and attention, forward
+With --flops, the config runs under a FLOP counter (torch's formulas for matrix products, forward
 and backward, as computed: padding included) and each stage's arithmetic is set against this
 machine's bf16 matrix-product peak, measured in the same call: the seconds a stage would take if
 all of it ran at the peak, a floor no implementation reaches. `--against RUN_DIR`, a finished run
@@ -71,24 +71,44 @@ def bf16_peak(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def matmul_flops_mode():
+    """A dispatch mode that adds up the floating-point operations of matrix products and attention
+    (torch's own formulas, torch.utils.flop_counter.flop_registry) and keeps nothing else. torch's
+    FlopCounterMode also tracks modules, and over the demo's training it kept tensors alive until
+    the process had 23 GB and was killed. CPU attention (`_scaled_dot_product_flash_attention_for_cpu`)
+    has no formula: uncounted, about 1% at these lengths (4 x length x width per token and layer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class MatmulFlops(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    return MatmulFlops()
+
+
 def stage_flops(config_path: str) -> dict[str, float]:
     """Each stage's floating-point operations, counting a run of `config_path` (fresh temporary run
-    directory, evaluation reuse off) under torch.utils.flop_counter: the counter's total is read as
-    each stage finishes (the runner's `_finish`)."""
+    directory, evaluation reuse off) under matmul_flops_mode: the count is read as each stage
+    finishes (the runner's `_finish`)."""
     import os
-
-    from torch.utils.flop_counter import FlopCounterMode
 
     from rote import runner
 
     os.environ["ROTE_EVAL_CACHE"] = "0"  # a reused eval/base computes nothing
     cfg = config.load(config_path, [f"out_dir={tempfile.mkdtemp(prefix='rote-flops-')}"])
-    counter, seen, out = FlopCounterMode(display=False), [0], {}
+    counter, seen, out = matmul_flops_mode(), [0], {}
     finish = runner._finish
 
     def counted_finish(run_dir, stage, info, started):
-        total = counter.get_total_flops()
-        out[stage], seen[0] = total - seen[0], total
+        out[stage], seen[0] = counter.total - seen[0], counter.total
         finish(run_dir, stage, info, started)
 
     runner._finish = counted_finish
@@ -102,7 +122,7 @@ def stage_flops(config_path: str) -> dict[str, float]:
 
 def print_flops(config_path: str, flops: dict[str, float], peak: float, measured: dict[str, float] | None) -> None:
     import torch
-    print(f"{config_path}: arithmetic by stage (torch.utils.flop_counter), against this machine's bf16 "
+    print(f"{config_path}: matrix-product arithmetic by stage (torch.utils.flop_counter formulas), against this machine's bf16 "
           f"matrix-product peak {peak / 1e12:.3f} TFLOP/s at {torch.get_num_threads()} threads")
     print(f"  {'stage':12s} {'TFLOP':>8s} {'s at peak':>10s}" + (f" {'measured s':>11s} {'of peak':>8s}" if measured else ""))
     for stage, f in flops.items():
