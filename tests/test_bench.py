@@ -51,3 +51,20 @@ def test_gpu_bench_runs_whole_as_its_tiny_stand_in(tmp_path):
     assert {"eval/base", "phase1", "phase2", "eval/phase2"} <= set(run["stages"])  # facts asked after phase 2
     assert run["queries_per_stage"] > 0
     assert "[rote] eval/phase2 done" in proc.stdout  # stages are printed as they end
+
+
+def test_the_demo_bench_counts_matrix_products_forward_and_backward(monkeypatch):
+    """bench_demo.py --flops: 2mnk per product; a linear layer's backward adds the two products of
+    its gradients; nothing else (element-wise work) counts."""
+    import torch
+    monkeypatch.syspath_prepend(str(BENCH))
+    from bench_demo import matmul_flops_mode
+    a, b = torch.randn(4, 8), torch.randn(8, 16)
+    with matmul_flops_mode() as counter:
+        (a @ b).relu().sum()
+    assert counter.total == 2 * 4 * 8 * 16
+    layer = torch.nn.Linear(8, 16, bias=False)
+    x = torch.randn(4, 8, requires_grad=True)
+    with matmul_flops_mode() as counter:
+        layer(x).sum().backward()
+    assert counter.total == 3 * 2 * 4 * 8 * 16  # forward, input gradient, weight gradient
