@@ -193,3 +193,37 @@ def test_a_run_saves_the_best_epochs_weights(tiny_model_dir, tmp_path):
     a = load_file(stopped / "phase2" / "checkpoint" / "model.safetensors")
     b = load_file(plain / "phase2" / "checkpoint" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("gradient", ["masked", "rows"])
+def test_the_best_epochs_key_rows_come_back_too(tokenizer, tiny_model_dir, tmp_path, gradient):
+    """With update.embeddings: key_rows, the key tokens' rows are phase 2's own weights; under
+    `key_rows_gradient: rows` they train as a block apart from the (frozen) matrix, which the
+    snapshot of the model's trainable parameters missed: the restore left the last epoch's rows."""
+    from rote.config import UpdateConfig
+    from rote.data.templates import key_tokens
+    from rote.training import trainable
+    from rote.training.models import load_stage
+
+    rel = load_relation("capital")
+    keys = key_tokens([rel], KeyConfig())
+    model, tok, record = load_stage(str(tiny_model_dir), key_tokens=keys)
+    key_ids = sorted(record["tokens"].values())
+    facts = make_facts([rel], 4, 4, n_options=4, seed=0)
+    cfg = Phase2Config(epochs=3, until="validation", patience=5, lr=1e-2, batch_size=2, precision="fp32",
+                       n_prompts=2, update=UpdateConfig(embeddings="key_rows", key_rows_gradient=gradient))
+    restricted = trainable.restrict(model, cfg.update, key_ids)
+    rows, signal = [], iter([0.9, 0.5, 0.5])  # epoch 1 is the best
+    matrix = model.get_input_embeddings().weight
+
+    def measure():
+        rows.append(matrix[key_ids].detach().clone())
+        return next(signal)
+
+    # the key rows train through the tied output head (every position's softmax reaches them)
+    summary = generalize(model, tok, facts, {"capital": rel}, cfg, tmp_path, seed=0, measure=measure,
+                         frozen_decay=restricted["frozen_decay"])
+    trainable.release(model, restricted)
+    assert summary["best_epoch"] == 1 and len(rows) == 3
+    assert not torch.equal(rows[0], rows[2])  # the key rows did train after epoch 1
+    assert torch.equal(matrix[key_ids], rows[0])

@@ -96,7 +96,9 @@ def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relatio
     examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
-    best = KeepBest(model, cfg.patience) if cfg.until == "validation" else None
+    own = {id(p) for p in model.parameters()}
+    apart = [p for p in loop_kw.get("frozen_decay", ()) if id(p) not in own]  # key rows trained apart
+    best = KeepBest(model, cfg.patience, apart) if cfg.until == "validation" else None
     summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed,
                     (lambda epoch: best.update(epoch, measure())) if best else None, desc="phase 2", **loop_kw)
     summary["examples"] = len(examples)
@@ -108,13 +110,17 @@ def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relatio
 
 class KeepBest:
     """The best epoch by a measure and a CPU copy of the model's trainable weights after it. A tie
-    keeps the earlier epoch: the same signal with fewer updates, so less drift from what phase 1 made."""
+    keeps the earlier epoch: the same signal with fewer updates, so less drift from what phase 1 made.
+    `apart`: trained tensors that are not the model's parameters (the key-row block of
+    `key_rows_gradient: rows`, a view into a frozen matrix: rote.training.trainable); copied and
+    put back with the rest, or the restored model would keep the last epoch's key rows."""
 
-    def __init__(self, model, patience: int):
-        self.model, self.patience = model, patience
+    def __init__(self, model, patience: int, apart=()):
+        self.model, self.patience, self.apart = model, patience, list(apart)
         self.history: list[dict] = []
         self.epoch: int | None = None
         self.accuracy = self.state = None
+        self.apart_state: list = []
 
     def update(self, epoch: int, accuracy: float) -> bool:
         """Record `epoch`'s accuracy; True (stop) once `patience` epochs have passed without improvement."""
@@ -124,6 +130,7 @@ class KeepBest:
             # Only what trains can change; frozen weights need no copy.
             self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters()
                           if p.requires_grad}
+            self.apart_state = [p.detach().to("cpu", copy=True) for p in self.apart]
         return epoch - self.epoch >= self.patience
 
     @torch.no_grad()
@@ -132,6 +139,8 @@ class KeepBest:
         params = dict(self.model.named_parameters())
         for name, value in self.state.items():
             params[name].copy_(value)
+        for block, value in zip(self.apart, self.apart_state):
+            block.copy_(value)
 
 
 # ---------------------------------------------------------------- a budget of supervised tokens
