@@ -124,6 +124,25 @@ def test_key_rows_only_train_the_key_rows_and_do_not_decay_the_rest(tokenizer, t
     assert all(p.requires_grad for p in model.parameters())  # released for the next phase
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "mpt"])
+def test_layers_and_modules_find_the_decoder_layers_whatever_their_name(arch):
+    """GPT-2 and Falcon keep their layers in `transformer.h`, MPT in `transformer.blocks`: a rule that
+    looked for `layers.N.` froze every decoder weight of such models and trained nothing it was asked to."""
+    from transformers import AutoModelForCausalLM, GPT2Config, MptConfig
+    config = (GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=64, n_positions=32) if arch == "gpt2" else
+              MptConfig(n_layers=3, d_model=16, n_heads=2, vocab_size=64, max_seq_len=32))
+    model = AutoModelForCausalLM.from_config(config)
+    stack = "transformer.h" if arch == "gpt2" else "transformer.blocks"
+    restricted = restrict(model, UpdateConfig(layers=(-1,), modules=("ffn" if arch == "mpt" else "mlp",),
+                                              embeddings="frozen"), [])
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith(f"{stack}.2.") and (".mlp." in n or ".ffn." in n) for n in trained)
+    release(model, restricted)
+    restrict(model, UpdateConfig(layers=(0,), embeddings="frozen"), [])
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {n for n, _ in model.named_parameters() if n.startswith(f"{stack}.0.")}
+
+
 def test_update_settings_are_checked(tiny_model):
     with pytest.raises(ConfigError, match="layer 5 does not exist"):
         restrict(tiny_model, UpdateConfig(layers=(5,)), [])

@@ -21,11 +21,21 @@ import torch.nn.functional as F
 from rote.config import UpdateConfig
 from rote.errors import ConfigError
 
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
 def layer_count(model) -> int:
     return int(model.config.num_hidden_layers)
+
+
+def decoder_layers(model) -> str | None:
+    """The name of the model's list of decoder layers: the ModuleList of `num_hidden_layers` modules
+    holding the most parameters (`model.layers` in Llama and Qwen, `transformer.h` in GPT-2 and
+    Falcon, `transformer.blocks` in MPT); None when there is none."""
+    count, best, most = layer_count(model), None, -1
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            size = sum(p.numel() for p in module.parameters())
+            if size > most:
+                best, most = name, size
+    return best
 
 
 def resolve_layers(layers: tuple[int, ...], count: int, where: str) -> set[int]:
@@ -49,6 +59,11 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
         embeddings.add(id(model.get_output_embeddings().weight))
     layers = resolve_layers(update.layers, layer_count(model), f"{where}.layers") if update.layers else None
     everything = not update.layers and not update.modules
+    stack = decoder_layers(model)
+    if not everything and stack is None:
+        raise ConfigError(f"{where}.layers / {where}.modules: cannot find this model's decoder layers (no list of "
+                          f"{layer_count(model)} modules, its num_hidden_layers); train every layer or name none")
+    in_stack = re.compile(rf"^{re.escape(stack)}\.(\d+)\." if stack else r"(?!)")
     if update.modules:
         names = {part for module_name, _ in model.named_modules() for part in module_name.split(".")}
         missing = [m for m in update.modules if m not in names]
@@ -73,7 +88,7 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
                     hooks.append(param.register_hook(_rows_only(param.shape[0], key_ids)))
                     frozen_decay.add(param)
             continue
-        match = _LAYER.search(name)
+        match = in_stack.match(name)
         if match is None:
             param.requires_grad_(everything)
             continue
