@@ -191,6 +191,28 @@ def test_build_makes_every_kind_of_anchor(tokenizer, tiny_model_dir):
     assert len(samples) == 3 and info["replay"]["source"] == "samples"
 
 
+def test_replay_samples_end_at_any_end_of_sequence_and_leave_the_random_state(tokenizer, tiny_model, monkeypatch):
+    """An Instruct model may list several end-of-sequence ids in its generation config: a sample that
+    stops on one that is not the tokenizer's own must be cut there, not carry it and the padding
+    after it as anchored text. Sampling is seeded without moving anyone else's random state."""
+    other_end = 7
+    tiny_model.generation_config.eos_token_id = [tokenizer.eos_token_id, other_end]
+    pad = tokenizer.pad_token_id
+
+    def fake_generate(input_ids, **kwargs):
+        width = input_ids.shape[1]
+        tail = torch.tensor([[11, 12, other_end, pad, pad]] * input_ids.shape[0])
+        return torch.cat([input_ids, tail], dim=1) if width else tail
+
+    monkeypatch.setattr(tiny_model, "generate", fake_generate)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    anchors = levers.replay_samples(tiny_model, tokenizer, 2, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a in anchors:
+        assert list(a.input_ids[-2:]) == [11, 12]  # cut at the other end id
+
+
 @pytest.mark.slow
 def test_a_run_trains_its_levers_in_both_phases_and_the_baseline_reads_them(tokenizer, tiny_model_dir, tmp_path):
     from pathlib import Path

@@ -121,19 +121,21 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
     """`count` continuations sampled from the base model (temperature 1, seeded) after the replay
     openings, in turn; anchored from the opening's last token on."""
     import torch
-    from rote.evaluation.scoring import PLAIN_DECODING
+    from rote.evaluation.scoring import PLAIN_DECODING, end_of_sequence_ids
     from rote.training.encode import pad_left
     from rote.training.preserve import continuation_anchor
 
     openings = preserve_data.replay_openings()
     prompts = [openings[i % len(openings)] for i in range(count)]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    stops = end_of_sequence_ids(base, tokenizer)  # every id that ends a sample (an Instruct model may list several)
+    device = next(base.parameters()).device  # where build() put the base model: a GPU when there is one
     out = []
-    try:
+    # Seeded samples, and every random state (CPU and each GPU) left as it was found.
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
         for first in range(0, len(prompts), 32):
             ids = [tokenizer(p)["input_ids"] for p in prompts[first:first + 32]]
-            batch = pad_left(ids, tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in pad_left(ids, tokenizer.pad_token_id).items()}
             with torch.no_grad():
                 # plain sampling at temperature 1, whatever the model's generation config sets
                 new = base.generate(**batch, **PLAIN_DECODING, max_new_tokens=REPLAY_TOKENS, do_sample=True,
@@ -142,9 +144,6 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
             width = batch["input_ids"].shape[1]
             for prompt_ids, row in zip(ids, new.tolist()):
                 sampled = row[width:]
-                if tokenizer.eos_token_id in sampled:  # a sample ends at its end of sequence
-                    sampled = sampled[:sampled.index(tokenizer.eos_token_id)]
-                out.append(continuation_anchor(prompt_ids, prompt_ids + sampled, "replay", False))
-    finally:
-        torch.random.set_rng_state(generator_state)
+                end = next((k for k, t in enumerate(sampled) if t in stops), len(sampled))  # its end, then padding
+                out.append(continuation_anchor(prompt_ids, prompt_ids + sampled[:end], "replay", False))
     return out
