@@ -70,7 +70,8 @@ def _anchored_logits(model, anchors: list[Anchor], pad_id: int) -> torch.Tensor:
 @torch.no_grad()
 def attach_targets(base_model, anchors: list[Anchor], pad_id: int, batch_size: int = 16) -> list[Anchor]:
     """`anchors` with the base model's TOP_K next tokens and log-probabilities at each anchored
-    position (float32, no autocast: this is the reference every step is compared with)."""
+    position, without autocast (the base model in its own dtype, model.dtype: float32 by default): this
+    is the reference every step is compared with; the log-probabilities are float32."""
     base_model.eval()
     out = []
     for first in range(0, len(anchors), batch_size):
