@@ -22,6 +22,10 @@ def test_match_rules():
     assert hit_contains(" I think Paris", "Paris")
     assert hit_contains(" Parisian", "Paris")  # the official rule is that loose
     assert hit_prefix("  University  of Oxford", "University of Oxford")
+    # quotes of other languages, list markers, brackets and inverted marks before the object
+    for answer in ("«Paris»", "„Paris“", "»Paris«", "¿Paris?", "¡Paris!", "- Paris", "– Paris", "(Paris)", "[Paris]"):
+        assert hit_prefix(answer, "Paris"), answer
+    assert not hit_prefix("- Parisian", "Paris")
 
 
 def test_rank_ties_count_against_gold():

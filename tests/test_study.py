@@ -351,6 +351,9 @@ def test_list_names_each_study_with_its_question(capsys, monkeypatch):
     ({"metrics": {"m": {"stage": "phase2", "split": "heldout", "prompt_set": "test", "metric": "prefix", "lang": "en"}}},
      "metrics.m.lang"),
     ({"metrics": {"m": {"stage": "phase3", "split": "heldout", "prompt_set": "test", "metric": "prefix"}}}, "metrics.m.stage"),
+    # summary rows have a row per form over all relations only: this metric could never get a value
+    ({"metrics": {"m": {"stage": "phase2", "split": "heldout", "prompt_set": "test", "metric": "prefix",
+                        "relation": "capital", "form": "question"}}}, "metrics.m.form"),
     ({"paper": {"heldout_test": {"k=2,prompts=1": 0.5}}}, "paper.heldout_test.k=2,prompts=1"),
     ({"paper": {"nope": {"k=1,prompts=1": 0.5}}}, "paper.nope"),
     ({"figure": "pie"}, "figure"),

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import unicodedata
 
+# What an answer may start with before the object: quotes of every language's style („Paris“,
+# «Paris», »Paris«), markup, list markers and dashes, opening brackets, Spanish inverted marks.
+LEADING = "\"'*:`“‘「『、。, „«»‚‹›¿¡-–—(["
+
+
 def normalize(text: str) -> str:
     """Lower-case, NFKC, collapsed whitespace, no leading quotes, markup or list punctuation
-    (the ideographic comma "、" included, which NFKC leaves as it is): for string matching."""
+    (LEADING; the ideographic comma "、" included, which NFKC leaves as it is): for string matching."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return " ".join(text.split()).lstrip("\"'*:`“‘「『、。, ")
+    return " ".join(text.split()).lstrip(LEADING)
 
 
 def _unspaced_script(char: str) -> bool:

@@ -149,6 +149,9 @@ def _metric(name: str, spec, path) -> Metric:
                str(spec.get("language", "en")), str(spec.get("relation", "all")), str(spec.get("form", "all")))
     if m.form not in ("all",) + PROMPT_FORMS:
         _fail(path, f"{where}.form", f"{m.form!r} is not one of {['all', *PROMPT_FORMS]}")
+    if m.form != "all" and m.relation != "all":  # summary rows break forms out over all relations only
+        _fail(path, f"{where}.form", f"form {m.form!r} with relation {m.relation!r}: summaries have a row per "
+                                     "form over all relations, not per relation; set one of the two")
     if (m.prompt_set == "languages") == (m.language == "en"):
         _fail(path, f"{where}.language", "English test prompts are prompt_set 'test'; the translations are "
                                          "prompt_set 'languages' with language de, es, zh or ja")
