@@ -33,6 +33,9 @@ def test_rank_ties_count_against_gold():
     assert rank_with_ties_against_gold([-1.0, -1.0, -3.0], gold=0) == 2  # a tie is not a win
     assert rank_with_ties_against_gold([-1.0, -1.0, -3.0], gold=1) == 2
     assert rank_with_ties_against_gold([-5.0, -1.0, -3.0], gold=0) == 3
+    nan = float("nan")
+    assert rank_with_ties_against_gold([nan, -1.0, -3.0], gold=0) == 3  # a NaN gold is never a hit
+    assert rank_with_ties_against_gold([-1.0, nan, -3.0], gold=0) == 2  # nor a NaN option a loss to beat
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 import unicodedata
 
 # What an answer may start with before the object: quotes of every language's style („Paris“,
@@ -42,5 +43,9 @@ def hit_contains(generation: str, gold: str) -> bool:
 
 
 def rank_with_ties_against_gold(scores: list[float], gold: int) -> int:
-    """1-based rank of option `gold`; an option that ties with the gold ranks above it."""
-    return 1 + sum(1 for k, s in enumerate(scores) if k != gold and s >= scores[gold])
+    """1-based rank of option `gold`; an option that ties with the gold ranks above it. A NaN score
+    (a model that overflowed) is no score: a NaN gold ranks last, a NaN option above the gold, so
+    that NaN never wins (every comparison with NaN is false, which made a NaN gold rank first)."""
+    if math.isnan(scores[gold]):
+        return len(scores)
+    return 1 + sum(1 for k, s in enumerate(scores) if k != gold and (math.isnan(s) or s >= scores[gold]))
