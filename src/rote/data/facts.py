@@ -67,7 +67,7 @@ def relation_from_dict(raw: dict, source: str) -> Relation:
         if key not in raw:
             raise DataError(f"{source}: relation is missing '{key}'")
     name = raw["name"]
-    where = f"{source} (relation {name})"
+    where = f"{source}: relation {name}"  # "file:line: relation x: ..." (the line number stays right after the file)
     if raw["subject_kind"] not in SUBJECT_KINDS:
         raise DataError(f"{where}: subject_kind {raw['subject_kind']!r} is not one of {SUBJECT_KINDS}")
     prompts = raw["prompts"]
