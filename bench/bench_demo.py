@@ -29,6 +29,8 @@ from rote.fileio import read_seconds
 from rote.names import RUN_STAGES
 from rote.runner import run
 
+from bench_train_step import bf16_peak  # (wall, CPU) FLOP/s of a bf16 product here
+
 
 def stage_seconds(run_dir: Path) -> dict[str, float]:
     out = {}
@@ -56,19 +58,6 @@ def study_seconds(study_dir: Path) -> tuple[dict[str, float], int]:
         for stage, s in stage_seconds(run_dir).items():
             totals[stage] += s
     return {k: v for k, v in totals.items() if v}, len(runs)
-
-
-def bf16_peak(n: int = 2048, reps: int = 5) -> float:
-    """The best FLOP/s of an n^3 bf16 matrix product here, at torch's present thread count."""
-    import torch
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def matmul_flops_mode():
@@ -148,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.flops:
         flops = stage_flops(args.config)
-        print_flops(args.config, flops, bf16_peak(), stage_seconds(Path(args.against)) if args.against else None)
+        print_flops(args.config, flops, bf16_peak(reps=5)[0], stage_seconds(Path(args.against)) if args.against else None)
         return
     if args.study:
         study_dir = Path(args.study)

@@ -25,6 +25,7 @@ from rote.config import TrainConfig
 from rote.training.encode import IGNORE, Encoded, pad_batch
 from rote.training.preserve import Anchor, anchor_loss_sum, anchored_positions
 from rote.training.speedups import Speedups
+from rote.training.trainable import trained_apart
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -149,8 +150,7 @@ def train(
 
     fast = Speedups(model, cfg.speed)
     try:
-        own = {id(p) for p in model.parameters()}
-        apart = [p for p in frozen_decay if id(p) not in own]
+        apart = trained_apart(model, frozen_decay)
         if apart and world > 1:  # DDP reduces the gradients of the model's own parameters only
             raise ValueError("update.key_rows_gradient: rows trains the key rows apart from the model, so several "
                              "processes would not share their gradient; use key_rows_gradient: masked")

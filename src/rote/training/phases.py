@@ -18,6 +18,7 @@ from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key, render_prompt, training_target
 from rote.training.encode import IGNORE, Encoded, encode
 from rote.training.loop import epoch_order, train
+from rote.training.trainable import trained_apart
 
 
 def phase1_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, mask: str) -> list[Encoded]:
@@ -96,8 +97,7 @@ def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relatio
     examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
-    own = {id(p) for p in model.parameters()}
-    apart = [p for p in loop_kw.get("frozen_decay", ()) if id(p) not in own]  # key rows trained apart
+    apart = trained_apart(model, loop_kw.get("frozen_decay", ()))  # key rows trained apart from their matrix
     best = KeepBest(model, cfg.patience, apart) if cfg.until == "validation" else None
     summary = train(model, examples, cfg, tokenizer.pad_token_id, out_dir, seed,
                     (lambda epoch: best.update(epoch, measure())) if best else None, desc="phase 2", **loop_kw)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import platform
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -92,7 +93,6 @@ def processor(device) -> str:
             model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
     except OSError:  # not Linux
         pass
-    import platform
     return f"cpu: {model or platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()})"
 
 

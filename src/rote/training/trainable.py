@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from rote.config import UpdateConfig
 from rote.errors import ConfigError
 
+
 def layer_count(model) -> int:
     return int(model.config.num_hidden_layers)
 
@@ -59,7 +60,7 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
         embeddings.add(id(model.get_output_embeddings().weight))
     layers = resolve_layers(update.layers, layer_count(model), f"{where}.layers") if update.layers else None
     everything = not update.layers and not update.modules
-    stack = decoder_layers(model)
+    stack = None if everything else decoder_layers(model)  # every parameter trains: no layer to find
     if not everything and stack is None:
         raise ConfigError(f"{where}.layers / {where}.modules: cannot find this model's decoder layers (no list of "
                           f"{layer_count(model)} modules, its num_hidden_layers); train every layer or name none")
@@ -97,6 +98,14 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
         param.requires_grad_(in_layer and in_module)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) + by_rows
     return {"trainable": trainable, "frozen_decay": frozen_decay, "hooks": hooks}
+
+
+def trained_apart(model, frozen_decay) -> list:
+    """The tensors of `frozen_decay` that train but are not the model's parameters: the key-row
+    blocks of `key_rows_gradient: rows` (the optimizer, and whatever keeps a copy of the trained
+    weights, must take them besides the model's own)."""
+    own = {id(p) for p in model.parameters()}
+    return [p for p in frozen_decay if id(p) not in own]
 
 
 def _rows_only(rows: int, keep: list[int]):
