@@ -12,7 +12,7 @@ from rote.config import EvalConfig, KeyConfig
 from rote.data.facts import Fact, load_relation
 from rote.data.templates import prompt_form
 from rote.evaluation import scoring as ev
-from rote.evaluation.matching import hit_prefix
+from rote.evaluation.matching import hit_prefix, longer_names, normalize
 from rote.evaluation.metrics import aggregate, pick
 from rote.evaluation.queries import build_queries
 from rote.evaluation.scoring import generation_budget
@@ -28,6 +28,45 @@ def test_prefix_rule_accepts_answers_followed_by_chinese_or_japanese(answer):
 @pytest.mark.parametrize("answer", ["Parisian", "パリ", " I think Paris", ""])
 def test_prefix_rule_still_rejects(answer):
     assert not hit_prefix(answer, "Paris")
+
+
+@pytest.mark.parametrize("answer, gold", [("Bogota", "Bogotá"), (" SÃO PAULO", "São Paulo"), ("Zurich.", "Zürich"),
+                                          ("Strasse 5", "Straße"), ("İstanbul", "Istanbul")])
+def test_prefix_rule_ignores_case_and_latin_accents(answer, gold):
+    assert hit_prefix(answer, gold)
+
+
+def test_accents_of_other_scripts_still_count():
+    """Japanese voiced kana are a letter plus a mark: dropping the mark would make が equal か."""
+    assert normalize("が") != normalize("か")
+    assert not hit_prefix("がっこう", "かっこう")
+
+
+def test_an_answer_naming_a_longer_name_does_not_count_for_the_shorter():
+    longer = longer_names(["Kyoto", "Kyoto University", "Boston", "Boston College", "Bostonia", "Osaka"])
+    assert longer == {"Kyoto": ("Kyoto University",), "Boston": ("Boston College",)}
+    assert not hit_prefix(" Kyoto University.", "Kyoto", longer["Kyoto"])
+    assert hit_prefix(" Kyoto, Japan", "Kyoto", longer["Kyoto"])
+    assert hit_prefix(" Kyoto University", "Kyoto University", longer.get("Kyoto University", ()))
+    assert hit_prefix(" Kyoto University.", "Kyoto")  # without the run's names, the plain rule
+
+
+def test_records_credit_the_longest_name_the_run_knows(monkeypatch):
+    """With shared subjects a person born in Kyoto who studied at Kyoto University: the answer
+    "Kyoto University" to the birthplace question names the other fact's object, not this one's."""
+    rels = {n: load_relation(n) for n in ("place_of_birth", "educated_at")}
+    born = Fact("place_of_birth:0", "Gene Finley", "subject:0000", "place_of_birth", "Kyoto", ("Kyoto", "Rome"), "heldout")
+    studied = Fact("educated_at:0", "Gene Finley", "subject:0000", "educated_at", "Kyoto University",
+                   ("Kyoto University", "Ghent University"), "heldout")
+    qs = build_queries([born, studied], rels, KeyConfig(), EvalConfig(prompt_sets=("key",), multiple_choice=False))
+    monkeypatch.setattr(ev, "inference_model", lambda model, precision: model)
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: [" Kyoto University"] * len(qs))
+    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested: 8)
+    cfg = EvalConfig(prompt_sets=("key",), multiple_choice=False)
+    records = ev.evaluate(None, None, qs, cfg, ev.companions_of([born, studied]), progress=False)
+    by_relation = {r["relation"]: r for r in records}
+    assert not by_relation["place_of_birth"]["hit_prefix"] and by_relation["place_of_birth"]["other_relation_hit"] == ["educated_at"]
+    assert by_relation["educated_at"]["hit_prefix"] and by_relation["educated_at"]["other_relation_hit"] == []
 
 
 # ---------------------------------------------------------------- prompt forms

@@ -1,22 +1,40 @@
 """When an answer counts: the match rules and the multiple-choice rank. Pure: no torch.
 
-`hit_prefix` is the headline rule (the answer starts with the gold, at a word boundary);
-`hit_contains` is the official code's looser rule; both are recorded for every answer.
+`hit_prefix` is the headline rule (the answer starts with the gold, at a word boundary, and not
+with a longer name the run knows: `longer_names`); `hit_contains` is the official code's looser
+rule; both are recorded for every answer. Both compare `normalize`d text: case, accents on Latin
+letters, width and spacing do not count.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import unicodedata
+from collections.abc import Iterable
 
 # What an answer may start with before the object: quotes of every language's style („Paris“,
 # «Paris», »Paris«), markup, list markers and dashes, opening brackets, Spanish inverted marks.
 LEADING = "\"'*:`“‘「『、。, „«»‚‹›¿¡-–—(["
 
 
+def _without_latin_accents(text: str) -> str:
+    """"São Paulo" -> "Sao Paulo", "Zürich" -> "Zurich": a mark is dropped only from a Latin letter,
+    so the marks that make other scripts' letters (Japanese "が" is "か" + a mark) stay."""
+    out: list[str] = []
+    for char in unicodedata.normalize("NFD", text):
+        if unicodedata.combining(char) and out and unicodedata.name(out[-1], "").startswith("LATIN"):
+            continue
+        out.append(char)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
 def normalize(text: str) -> str:
-    """Lower-case, NFKC, collapsed whitespace, no leading quotes, markup or list punctuation
-    (LEADING; the ideographic comma "、" included, which NFKC leaves as it is): for string matching."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    """For string matching: NFKC, case-folded ("Straße" = "STRASSE"), no accents on Latin letters
+    (models write "Bogota" for "Bogotá" as often as not; no two names of the relation files differ
+    only by them), collapsed whitespace, no leading quotes, markup or list punctuation (LEADING; the
+    ideographic comma "、" included, which NFKC leaves as it is)."""
+    text = _without_latin_accents(unicodedata.normalize("NFKC", text).casefold())
     return " ".join(text.split()).lstrip(LEADING)
 
 
@@ -28,13 +46,39 @@ def _unspaced_script(char: str) -> bool:
     return name.startswith(("CJK ", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC", "HALFWIDTH KATAKANA"))
 
 
-def hit_prefix(generation: str, gold: str) -> bool:
-    """Headline rule: the answer starts with the gold object, ending at a word boundary
-    (so 'Parisian' does not count for 'Paris'; 'Paris是' does)."""
-    g, o = normalize(generation), normalize(gold)
+def _starts_with_word(g: str, o: str) -> bool:
+    """Normalized `g` starts with normalized `o`, ending at a word boundary."""
     if not g.startswith(o) or not o:
         return False
     return len(g) == len(o) or not g[len(o)].isalnum() or _unspaced_script(g[len(o)])
+
+
+def hit_prefix(generation: str, gold: str, longer: Iterable[str] = ()) -> bool:
+    """Headline rule: the answer starts with the gold object, ending at a word boundary
+    (so 'Parisian' does not count for 'Paris'; 'Paris是' does), and does not start with one of
+    `longer`, the run's names that begin with the gold ('Kyoto University' names the university,
+    not the city 'Kyoto'; `longer_names` finds them)."""
+    g = normalize(generation)
+    return _starts_with_word(g, normalize(gold)) and not any(_starts_with_word(g, normalize(n)) for n in longer)
+
+
+def longer_names(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Each of `names` -> the others that start with it and go on past a word boundary
+    ({"Kyoto": ("Kyoto University",), ...}; a name no other extends is left out). An answer that
+    starts with the longer name names that one, so `hit_prefix` does not count it for the shorter."""
+    by_text = sorted((normalize(n), n) for n in set(names))
+    texts = [t for t, _ in by_text]
+    out: dict[str, tuple[str, ...]] = {}
+    for short_text, short in by_text:
+        found = []
+        # The names that start with `short_text` follow it in sorted order, one run of them.
+        for text, name in itertools.takewhile(lambda pair: pair[0].startswith(short_text),
+                                              by_text[bisect.bisect_right(texts, short_text):]):
+            if _starts_with_word(text, short_text):
+                found.append(name)
+        if found:
+            out[short] = tuple(found)
+    return out
 
 
 def hit_contains(generation: str, gold: str) -> bool:

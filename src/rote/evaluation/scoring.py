@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from rote.config import EvalConfig, KeyConfig
 from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key
-from rote.evaluation.matching import hit_contains, hit_prefix, rank_with_ties_against_gold
+from rote.evaluation.matching import hit_contains, hit_prefix, longer_names, rank_with_ties_against_gold
 from rote.evaluation.queries import Query
 from rote.training import processes
 from rote.training.encode import encode, pad_left
@@ -259,6 +259,10 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
                                                                 share=share)
                       if scored else []):
         scores[i] = opt
+    # Every name the run asks or offers: an answer that starts with a longer one of them ("Kyoto
+    # University") does not count for a shorter gold or other object ("Kyoto").
+    longer = longer_names([q.gold for q in queries] + [o for q in queries for o in q.options]
+                          + [o for objects in (companions or {}).values() for o in objects.values()])
     records = []
     for q, text, opt in zip(queries, generations, scores):
         rec = {
@@ -266,13 +270,13 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             "prompt_set": q.prompt_set, "language": q.language, "prompt_index": q.prompt_index,
             "prompt": q.rendered.prompt, "prompt_form": q.form, "gold": q.gold, "generation": text,
             "empty": not text.strip(),
-            "hit_prefix": hit_prefix(text, q.gold), "hit_contains": hit_contains(text, q.gold),
+            "hit_prefix": hit_prefix(text, q.gold, longer.get(q.gold, ())), "hit_contains": hit_contains(text, q.gold),
         }
         if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
             # The subject's memorized objects in its other relations (the gold is the fact's own).
             others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
                       if r != q.fact.relation and o != q.gold}
-            rec["other_relation_hit"] = sorted(r for r, o in others.items() if hit_prefix(text, o))
+            rec["other_relation_hit"] = sorted(r for r, o in others.items() if hit_prefix(text, o, longer.get(o, ())))
             rec["any_object_hit"] = rec["hit_prefix"] or bool(rec["other_relation_hit"])
         if opt is not None:
             sums = [s for s, _ in opt]
@@ -307,7 +311,8 @@ def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relat
     prompts = [render_key(f, relations[f.relation], key).prompt for f in facts]
     longest = max(len(tokenizer(" " + f.object)["input_ids"]) for f in facts)
     answers = generate(inference_model(model, "bf16"), tokenizer, prompts, longest + 1, batch_size, share=share)
-    return sum(hit_prefix(a, f.object) for a, f in zip(answers, facts)) / len(facts)
+    longer = longer_names([f.object for f in facts])
+    return sum(hit_prefix(a, f.object, longer.get(f.object, ())) for a, f in zip(answers, facts)) / len(facts)
 
 
 def companions_of(facts: list[Fact]) -> dict[str, dict[str, str]]:
