@@ -8,7 +8,7 @@ import yaml
 
 import rote
 from rote.data.facts import PromptOverlapWarning, load_relation, relation_from_dict
-from rote.data.prompt_hygiene import MAX_SHARED_WORDS, overlaps, prompts_overlap, words
+from rote.data.prompt_hygiene import MAX_SHARED_WORDS, overlaps, prompts_overlap, two_hop_overlaps, words
 from rote.data.relation_files import load_relations_file
 from rote.data.relation_files import read_relations_file
 
@@ -90,3 +90,18 @@ def test_user_relation_file_with_a_leak_warns(tmp_path):
         (message,) = [str(w.message) for w in record if w.category is PromptOverlapWarning]
         assert "mine.yaml" in message and "relation home" in message
         assert "'These days, {subject} lives in'" in message and "'{subject} lives in'" in message
+
+
+def test_no_two_hop_prompt_contains_a_training_prompt_of_either_hop():
+    from rote.data.synth import two_hop_prompts
+    problems = [line for pair, templates in two_hop_prompts().items()
+                for line in two_hop_overlaps(pair, templates, {n: load_relation(n) for n in pair.split("+")})]
+    assert not problems, "\n".join(problems)
+
+
+def test_two_hop_prompt_ending_in_the_first_hops_question_is_flagged():
+    relations = {"mother": load_relation("mother"), "place_of_birth": load_relation("place_of_birth")}
+    lines = two_hop_overlaps("mother+place_of_birth", ["The birthplace of {subject}'s mother is",
+                                                       "The mother of {subject} was born in",
+                                                       "Where was {subject}'s mother born?"], relations)
+    assert [line.split(" contains ")[1].split(" train")[0] for line in lines] == ["mother", "place_of_birth"]

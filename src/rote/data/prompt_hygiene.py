@@ -6,7 +6,10 @@ contains the other's whole word sequence, or when they share a run of `MAX_SHARE
 consecutive words; a shared run of `MAX_SHARED_WORDS` = 3 words is allowed.
 
 Checked, per relation: every test prompt (every language) against every training prompt, and
-every unrelated prompt against every training and every test prompt.
+every unrelated prompt against every training and every test prompt. A two-hop prompt must name the
+first hop ("the mother of {subject}"), so it may share runs of words with either relation's
+training prompts, but it must not contain a whole one (`two_hop_overlaps`): "The birthplace of
+{subject}'s mother is" ends in the first hop's own question and measures that hop's answer.
 
 Phase 2's validation prompts (`validation_prompts`, phase2.until: validation) are training prompts
 phase 2 does not train; they must never be a prompt evaluation asks, or stopping on them would
@@ -71,6 +74,18 @@ def overlaps(relation) -> list[str]:
         if run is not None:
             out.append(f"relation {relation.name}: {name_a} {a!r} overlaps {name_b} {b!r} "
                        f"(shared words: {' '.join(run)!r})")
+    return out
+
+
+def two_hop_overlaps(pair: str, templates, relations: dict) -> list[str]:
+    """One line per two-hop prompt of `pair` ("first+second") that contains a whole training prompt
+    of `first` or `second` (the `relations` by name); [] when clean."""
+    out = []
+    for name in pair.split("+"):
+        for i, prompt in enumerate(templates):
+            for j, trained in enumerate(relations[name].train_prompts):
+                if _contains(words(prompt), words(trained)):
+                    out.append(f"two-hop {pair}[{i}] {prompt!r} contains {name} train[{j}] {trained!r}")
     return out
 
 
