@@ -78,7 +78,8 @@ def load(group: dict):
     examples = phase1_examples(tok, facts, {r.name: r for r in rels}, KeyConfig(), "object")
     anchors = []
     if "anchors" in group:
-        anchors, _ = levers.build(PreserveConfig(**group["anchors"]), "smollm2-135m", "float32", tok, [], seed=0)
+        anchors, _ = levers.build(PreserveConfig(**group["anchors"]), "smollm2-135m", "float32", tok, [], seed=0,
+                                   relations=rels)
     return model, tok, examples[:group["batch"] * STEPS_PER_EPOCH], list(record["tokens"].values()), anchors
 
 

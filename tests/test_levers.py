@@ -1,6 +1,7 @@
 """The levers against damage act: the anchor loss pulls toward the base model, the update goes only
 where `update` says, and the settings are checked (rote.levers, rote.training.preserve, .trainable)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,7 +167,27 @@ def test_preserve_and_update_config_keys():
         with pytest.raises(ConfigError, match=match):
             config_mod.from_dict({}, bad)
     with pytest.raises(ConfigError, match="contrast=999"):
-        levers.check(PreserveConfig(contrast=999), "phase2.preserve")
+        levers.check(PreserveConfig(contrast=999), "phase2.preserve", [])
+
+
+def test_contrast_leaves_out_templates_that_ask_what_the_runs_relations_ask(tmp_path):
+    """A user relation whose unrelated prompt is a contrast template ("How old is {subject}?"), or
+    that asks about instruments as a template does: those templates are never trained (they would
+    train the control's own question), the built-in relations leave every template in, and a
+    count the remaining templates cannot serve is refused with the reason."""
+    from rote.data.facts import builtin_relation_names, load_relation
+    from rote.data.preserve import contrast_templates, contrast_templates_for
+    from rote.data.relation_files import load_relations_file
+    assert contrast_templates_for([load_relation(n) for n in builtin_relation_names()]) == (contrast_templates(), {})
+    (instrument,) = load_relations_file(Path(__file__).parents[1] / "examples" / "relations.yaml")
+    usable, left_out = contrast_templates_for([instrument])
+    assert "How old is {subject}?" in left_out and "How old is {subject}?" not in usable
+    assert "instrument" in left_out["The instrument {subject} plays is the"]
+    assert set(usable) | set(left_out) == set(contrast_templates())
+    prompts = levers.contrast_prompts(["Ada Brook"], len(usable), seed=0, templates=usable)
+    assert not {p.replace("Ada Brook", "{subject}") for p in prompts} & set(left_out)
+    with pytest.raises(ConfigError, match=r"contrast=%d: there are %d .* left out" % (len(usable) + 1, len(usable))):
+        levers.check(PreserveConfig(contrast=len(usable) + 1), "phase2.preserve", [instrument])
 
 
 def test_contrast_prompts_ask_each_subject_and_are_seeded():
@@ -179,7 +200,8 @@ def test_contrast_prompts_ask_each_subject_and_are_seeded():
 @pytest.mark.slow
 def test_build_makes_every_kind_of_anchor(tokenizer, tiny_model_dir):
     p = PreserveConfig(contrast=2, replay=5, known_facts=10)
-    anchors, info = levers.build(p, str(tiny_model_dir), "float32", tokenizer, ["Ada Brook", "Cy Dunn"], seed=0)
+    anchors, info = levers.build(p, str(tiny_model_dir), "float32", tokenizer, ["Ada Brook", "Cy Dunn"], seed=0,
+                                 relations=[])
     kinds = [a.kind for a in anchors]
     assert kinds.count("contrast") == info["contrast"]["anchors"] == 4 - info["contrast"]["not_a_continuation"]
     assert kinds.count("replay") == 5 and info["replay"]["source"] == "text"
@@ -187,7 +209,7 @@ def test_build_makes_every_kind_of_anchor(tokenizer, tiny_model_dir):
     assert kinds.count("known_facts") == info["known_facts"]["anchors"] <= info["known_facts"]["base_correct"]
     assert all(a.top_ids is not None for a in anchors)
     samples, info = levers.build(PreserveConfig(replay=3, replay_source="samples"), str(tiny_model_dir), "float32",
-                                 tokenizer, [], seed=0)
+                                 tokenizer, [], seed=0, relations=[])
     assert len(samples) == 3 and info["replay"]["source"] == "samples"
 
 
@@ -234,5 +256,8 @@ def test_a_run_trains_its_levers_in_both_phases_and_the_baseline_reads_them(toke
     assert all("preserve_loss" in r for r in rows)
     plain = config_mod.with_arm(cfg, "plain_finetune", ["name=plain", "phase1.preserve.contrast=1"])
     summary = read_json(run(plain, quiet=True) / "phase1" / "summary.json")
-    assert summary["preserve"]["contrast"]["prompts"] == len({f["subject"] for f in facts})  # every fact trains
+    # The plain arm trains every fact, but contrast still asks about the phase-2 people only: the
+    # held-out people's unrelated prompts stay the control it is measured on, as the method's.
+    assert summary["preserve"]["contrast"]["prompts"] == len(trained) < len({f["subject"] for f in facts})
+    assert summary["preserve"]["contrast"]["templates_left_out"] == {}
     assert summary["preserve"]["replay"]["anchors"] == 4

@@ -3,11 +3,13 @@
 Each lever adds examples whose target is what the *base* model (the run's `model.name`, loaded
 afresh, so phase 2 is anchored to the original model and not to phase 1's) does on them:
 
-- contrast: for each person the phase trains (subjects of a relation whose subject_kind is
+- contrast: for each person of the phase-2 split (subjects of a relation whose subject_kind is
   person: the templates ask about a person), `contrast` questions that are not any relation's
   question (rote/data/contrast.yaml, seeded choice per subject), anchored along the base model's
-  greedy answer and the token that ends it. The templates share no prompt with the evaluation's
-  `unrelated` set (tests/test_preserve_data.py), so the control stays a held-out measurement.
+  greedy answer and the token that ends it. Never about a held-out person, in any arm or phase,
+  and never a template that overlaps a prompt of the run's relations or asks about their topic
+  (`rote.data.preserve.contrast_templates_for`): the held-out people's unrelated prompts stay a
+  held-out control.
 - replay: general text. `text`: 32-token windows of rote/data/replay.txt (kept apart from the
   perplexity paragraphs); `samples`: the base model's own sampled continuations of
   rote/data/replay_openings.yaml. Always matched by KL.
@@ -29,20 +31,24 @@ ANSWER_TOKENS = 8  # greedy tokens of the base model's answer a contrast / known
 REPLAY_TOKENS = 32  # tokens per replay window or sample
 
 
-def check(p: PreserveConfig, where: str) -> None:
-    """Counts the shipped data can serve; called before a run writes anything."""
-    templates = len(preserve_data.contrast_templates())
-    if p.contrast > templates:
-        raise ConfigError(f"{where}.contrast={p.contrast}: there are {templates} contrast templates per subject")
+def check(p: PreserveConfig, where: str, relations) -> None:
+    """Counts the shipped data can serve a run of `relations`; called before a run writes anything."""
+    usable, left_out = preserve_data.contrast_templates_for(relations)
+    if p.contrast > len(usable):
+        why = f" ({len(left_out)} left out for this run's relations, e.g. {next(iter(left_out))!r}: " \
+              f"{next(iter(left_out.values()))})" if left_out else ""
+        raise ConfigError(f"{where}.contrast={p.contrast}: there are {len(usable)} contrast templates per subject{why}")
 
 
 def active(p: PreserveConfig) -> bool:
     return bool(p.contrast or p.replay or p.known_facts)
 
 
-def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: list[str], seed: int) -> tuple[list, dict]:
+def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: list[str], seed: int,
+          relations) -> tuple[list, dict]:
     """(anchors with their base-model targets, a summary: how many of each kind, and why any were
-    left out). `tokenizer` is the trained model's (its key tokens never occur in these texts)."""
+    left out). `tokenizer` is the trained model's (its key tokens never occur in these texts);
+    `relations` are the ones the run trains and asks (contrast leaves their questions alone)."""
     from rote.training import models, processes
     from rote.training.preserve import attach_targets
 
@@ -50,8 +56,10 @@ def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: li
     base.eval()
     anchors, info = [], {}
     if p.contrast:
-        prompts = contrast_prompts(subjects, p.contrast, seed)
+        templates, left_out = preserve_data.contrast_templates_for(relations)
+        prompts = contrast_prompts(subjects, p.contrast, seed, templates)
         made, info["contrast"] = _answer_anchors(base, tokenizer, prompts, "contrast", p.target == "greedy")
+        info["contrast"]["templates_left_out"] = left_out
         anchors += made
     if p.replay:
         made = replay_samples(base, tokenizer, p.replay, seed) if p.replay_source == "samples" \
@@ -67,9 +75,10 @@ def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: li
     return anchors, info
 
 
-def contrast_prompts(subjects: list[str], per_subject: int, seed: int) -> list[str]:
-    """`per_subject` contrast templates for each subject, a seeded choice per subject."""
-    templates = preserve_data.contrast_templates()
+def contrast_prompts(subjects: list[str], per_subject: int, seed: int, templates=None) -> list[str]:
+    """`per_subject` of `templates` (default: every contrast template) for each subject, a seeded
+    choice per subject."""
+    templates = list(templates if templates is not None else preserve_data.contrast_templates())
     rng = random.Random(f"contrast-{seed}")
     return [t.replace("{subject}", s) for s in subjects for t in rng.sample(templates, per_subject)]
 

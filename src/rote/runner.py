@@ -137,7 +137,7 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     from rote import levers
     relations = check_relations(cfg)
     for phase in ("phase1", "phase2"):
-        levers.check(getattr(cfg, phase).preserve, phase + ".preserve")
+        levers.check(getattr(cfg, phase).preserve, phase + ".preserve", Session(cfg, None, facts).asked_relations())
     context = models.context_length(cfg.model.name)
     tokenizer = models.load_tokenizer(cfg.model.name)
     ecfg = eval_config(cfg)
@@ -165,6 +165,11 @@ class Session:
         self.model = self.tokenizer = None
         self.key_record: dict = {}
         self.loaded_from: str | None = None
+
+    def asked_relations(self) -> list:
+        """Every relation whose prompts the run trains or asks: its own, phase2.prompts_from's and the
+        repurposed set's (contrast questions leave all of them alone)."""
+        return list(self.relations.values()) + [r for r in (self.prompts_from, self.repurposed) if r is not None]
 
     @staticmethod
     def relation(cfg: RunConfig, name: str | None):
@@ -240,8 +245,9 @@ def run_training(session: Session, phase: str) -> dict:
                                      session.prompts_from, session.repurposed)
         return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg), share=True)
 
-    trained = k_facts if trains == "natural_k" else session.facts  # whose subjects the contrast questions ask about
-    loop_kw, preserve_info = _levers(session, tcfg, trained, restricted)
+    # Contrast questions ask about the phase-2 split's people only, whatever the arm trains: the
+    # held-out people's unrelated prompts are the control every arm is measured on.
+    loop_kw, preserve_info = _levers(session, tcfg, k_facts, restricted)
     if trains == "natural_k" and phase == "phase2":
         summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
                                     cfg.seed, session.prompts_from, validate, **loop_kw)
@@ -282,20 +288,21 @@ def run_training(session: Session, phase: str) -> dict:
     return summary
 
 
-def _levers(session: Session, tcfg, trained: list[Fact], restricted: dict | None) -> tuple[dict, dict]:
+def _levers(session: Session, tcfg, asked_about: list[Fact], restricted: dict | None) -> tuple[dict, dict]:
     """The training loop's extra arguments for a phase's levers against damage: the anchors of
-    `tcfg.preserve` (rote.levers: contrast questions about `trained`'s subjects, replay, known
+    `tcfg.preserve` (rote.levers: contrast questions about `asked_about`'s subjects, replay, known
     facts) and the parameters a row mask freezes (`tcfg.update`); and what the summary says of them."""
     from rote import levers
     frozen = restricted["frozen_decay"] if restricted else set()
     if not levers.active(tcfg.preserve):
         return {"frozen_decay": frozen}, {}
     # The contrast templates ask about a person ("How old is {subject}?"): people only.
-    subjects = list(dict.fromkeys(f.subject for f in trained if session.relations[f.relation].subject_kind == "person"))
+    subjects = list(dict.fromkeys(f.subject for f in asked_about if session.relations[f.relation].subject_kind == "person"))
     # Built by the main process and sent to the others: every process trains the same anchors (their
     # base-model answers and samples could differ in the last bits from one machine to another).
     anchors, info = processes.on_main(lambda: levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype,
-                                                           session.tokenizer, subjects, session.cfg.seed))
+                                                           session.tokenizer, subjects, session.cfg.seed,
+                                                           session.asked_relations()))
     return {"anchors": anchors, "frozen_decay": frozen}, info
 
 
