@@ -2,6 +2,9 @@
 budget, and one end-to-end injection of one fact into the tiny model (exported, reloaded with
 plain transformers, answering the fact)."""
 import json
+import shutil
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -9,12 +12,12 @@ import yaml
 
 import rote
 from rote.cli import main
-from rote.data.facts import DataError
-from rote.data.userdata import build_facts, load_input, phase2_count
+from rote.data.facts import DataError, load_relation
+from rote.data.userdata import build_facts, load_input, option_pools, phase2_count
 from rote.evaluation import metrics
 from rote.evaluation.locality import load_paragraphs, load_probes
 from rote.evaluation.metrics import damage_summary, locality_summary
-from rote.injection import InjectError, check_out, clear_out
+from rote.injection import InjectError, check_out, clear_out, inject
 from rote.training.phases import budgeted, supervised_tokens
 from rote.report.card import build_card, conflict_metrics, format_card, stage_metrics
 
@@ -478,3 +481,57 @@ def test_same_input_resumes_without_training_again(injected, tiny_model_dir, mon
     with pytest.raises(InjectError, match="other facts"):
         rote.inject([{**FACT, "object": "Rome"}], model=str(tiny_model_dir), out=injected, overrides=SETTINGS, quiet=True)
     assert (injected / "card.json").read_text() == before
+
+
+# ---------------------------------------------------------------- review fixes: who is one person, what is one option
+
+
+def test_a_person_is_wholly_in_phase_2_or_held_out(tmp_path):
+    """A held-out fact's person is never trained with natural prompts (nor asked contrast questions)
+    through another of their facts; each relation still gets its phase-2 facts."""
+    rows = [{"subject": f"Person {i}", "relation": "place_of_birth", "object": f"City {i}"} for i in range(12)]
+    rows += [{"subject": f"Person {i}", "relation": "pet_name", "object": f"Pet {i}"} for i in range(0, 12, 2)]
+    rows += [{"subject": f"Person {i}", "relation": "author", "object": f"Writer {i}"} for i in range(0, 12, 3)]
+    inp = load_input(jsonl(tmp_path / "f.jsonl", rows), write(tmp_path / "rel.yaml", RELATION))
+    for seed in range(20):
+        facts, info = build_facts(inp, n_options=4, phase2_fraction=0.2, seed=seed)
+        trained = {f.subject_id for f in facts if f.split == "phase2"}
+        assert not [f.id for f in facts if f.split == "heldout" and f.subject_id in trained], seed
+        assert all(i["phase2"] >= 1 and i["heldout"] >= 1 for i in info.values()), (seed, info)
+        assert {n: i["phase2"] for n, i in info.items()} == dict(Counter(f.relation for f in facts if f.split == "phase2"))
+
+
+def test_one_name_typed_two_ways_is_one_person(tmp_path):
+    """"José Núñez" pasted from macOS (letters + combining marks) or with a zero-width space is the
+    same person: two birthplaces for them is the conflict error, not two people."""
+    nfc, nfd = "Jos\u00e9 N\u00fa\u00f1ez", unicodedata.normalize("NFD", "Jos\u00e9 N\u00fa\u00f1ez")
+    assert nfc != nfd
+    for other in (nfd, "Jos\u00e9\u200b N\u00fa\u00f1ez"):
+        path = jsonl(tmp_path / "f.jsonl", [{**GOOD, "subject": nfc}, {**GOOD, "subject": other, "object": "Porto"}])
+        with pytest.raises(DataError, match="given twice with different objects"):
+            load_input(path)
+    inp = load_input(jsonl(tmp_path / "g.jsonl", [{**GOOD, "subject": nfd}]))
+    assert inp.rows[0].subject == nfc  # trained as typed on any machine
+
+
+def test_options_never_offer_the_answer_in_another_case(tmp_path):
+    rows = [{"subject": f"Person {i}", "relation": "place_of_birth", "object": city}
+            for i, city in enumerate(["paris", "ROME", "Lisbon"])]
+    inp = load_input(jsonl(tmp_path / "f.jsonl", rows))
+    assert len(option_pools(inp)["place_of_birth"]) == len(set(load_relation("place_of_birth").objects))
+    for seed in range(30):
+        facts, _ = build_facts(inp, n_options=60, phase2_fraction=0.5, seed=seed)
+        for f in facts:
+            assert [o for o in f.options if o.casefold() == f.object.casefold()] == [f.object], (seed, f.options)
+
+
+def test_out_may_not_be_the_model_folder(tmp_path, tiny_model_dir):
+    """Adding facts to an injected model must write a new folder: --overwrite into the model folder
+    itself would delete the model before it is loaded."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    path = jsonl(tmp_path / "f.jsonl", [GOOD])
+    with pytest.raises(InjectError, match="is the model folder"):
+        inject(path, model=str(model), out=model, overwrite=True, quiet=True)
+    assert sorted(p.name for p in model.iterdir()) == before

@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rote"
 # Each module's layer: a folder, or a named group of top-level modules.
 LAYERS = {
     "package": ["rote"],  # `import rote`: the version, and rote.inject on first use
-    "base": ["rote.errors", "rote.names", "rote.fileio", "rote.lock", "rote.config", "rote.config_checks", "rote.arms"],
+    "base": ["rote.errors", "rote.names", "rote.fileio", "rote.lock", "rote.config", "rote.config_checks", "rote.arms",
+             "rote.text"],
     "data": ["rote.data"],
     "evaluation.pure": ["rote.evaluation", "rote.evaluation.queries", "rote.evaluation.matching",
                         "rote.evaluation.metrics"],

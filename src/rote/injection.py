@@ -189,6 +189,15 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
                       "holds no injection of this input; pass --overwrite to write into it, or choose another --out")
 
 
+def _check_out_is_not_the_model(out: Path, model: str) -> None:
+    """--out may not be the model folder the injection starts from: --overwrite would delete the
+    model before it is loaded (adding facts to an injected model must write a new folder)."""
+    local = Path(model).expanduser()
+    if local.is_dir() and local.resolve() == out:
+        raise InjectError(f"--out {out} is the model folder --model {model}: the injection would replace the model "
+                          "it starts from; choose another --out")
+
+
 def clear_out(out: Path) -> None:
     """For --overwrite: remove what an injection writes (run/, the card, the exported model files);
     other files in the folder are left alone (and same-named ones are replaced by the export).
@@ -318,6 +327,7 @@ def inject(facts, model: str = "smollm2-135m", relations=None, out="injected", o
     inp = load_input(facts, relations, conflicts)
     cfg, fact_list, info, notes = plan(inp, out, model, overrides, phase2_fraction)
     parts = fingerprint_parts(inp, model, overrides, phase2_fraction, baseline)
+    _check_out_is_not_the_model(out, model)
     check_out(out, parts, overwrite)
     preflight(cfg, inp, fact_list)
     # Everything is checked: now lock --out (one writer; rote.lock) and look at it again under the lock.

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import random
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from pathlib import Path
 from rote.data.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
 from rote.data.relation_files import read_relations_file
 from rote.errors import quote, read_utf8
+from rote.text import normalize
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))  # zero-width space, word joiner, BOM
 
 FIELDS = ("subject", "relation", "object")
 OPTIONAL_FIELDS = ("id", "conflict")
@@ -60,7 +64,10 @@ def _text(value, field: str, where: str) -> str:
         raise DataError(f"{where}: {field} must be a string, got {quote(value)}")
     if len(value) > MAX_FIELD_CHARS:
         raise DataError(f"{where}: {field} is {len(value):,} characters long (at most {MAX_FIELD_CHARS:,}): {quote(value)}")
-    text = " ".join(value.split())  # surrounding and repeated whitespace is not part of a name
+    # Surrounding and repeated whitespace and invisible characters are not part of a name, and a
+    # name is one sequence of characters however it was typed: NFC (macOS pastes "é" as "e" + a
+    # mark, which the tokenizer, with no normalizer, would read as another word).
+    text = unicodedata.normalize("NFC", " ".join(value.translate(_INVISIBLE).split()))
     if not text:
         raise DataError(f"{where}: empty {field} ({quote(value)})")
     if "<rote:" in text:
@@ -174,7 +181,8 @@ class Input:
 
 
 def _norm(text: str) -> str:
-    return text.casefold()
+    """Two subjects or objects are the same when the match rule could not tell them apart."""
+    return normalize(text)
 
 
 def load_input(facts, relations_file=None, conflicts=None) -> Input:
@@ -234,18 +242,26 @@ def phase2_count(n: int, fraction: float) -> int:
 
 def option_pools(inp: Input) -> dict[str, list[str]]:
     """Per relation, the candidate objects for multiple choice: its `objects`, then the objects
-    of the input facts of that relation (so a small or missing pool is filled from the input)."""
+    of the input facts of that relation (so a small or missing pool is filled from the input);
+    one spelling of each name (`_norm`: "paris" and "Paris" are one option)."""
     pools: dict[str, list[str]] = {}
     for name, rel in inp.relations.items():
-        pools[name] = list(dict.fromkeys(list(rel.objects) + [r.object for r in inp.rows if r.relation == name]))
+        spellings = {}
+        for obj in list(rel.objects) + [r.object for r in inp.rows if r.relation == name]:
+            spellings.setdefault(_norm(obj), obj)
+        pools[name] = list(spellings.values())
     return pools
 
 
 def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 0) -> tuple[list[Fact], dict]:
     """Fact records (ids, shared subject ids, seeded splits and options) and a summary per relation.
 
-    Per relation, `phase2_count` facts go to phase 2, drawn (seeded) from the non-conflicting
-    facts first. Each fact gets min(n_options, pool size) options, the gold at a seeded position."""
+    Phase 2 takes whole people, so that a held-out fact's person is never seen with natural prompts
+    nor asked contrast questions: "held out" means what the card says. Per relation it takes about
+    `phase2_count` facts: people in a seeded order (those without a conflicting fact first) join
+    phase 2 while every relation they have facts in still wants one; a relation still short then
+    takes the next people who have it, even past another relation's count. Each fact gets
+    min(n_options, pool size) options, the gold at a seeded position."""
     if not 0 < phase2_fraction <= 1:
         raise DataError(f"the phase-2 fraction must lie in (0, 1], got {phase2_fraction}")
     if n_options < 1:
@@ -253,20 +269,36 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
     rng = random.Random(seed)
     pools = option_pools(inp)
     subject_ids: dict[str, str] = {}
-    for r in inp.rows:
-        subject_ids.setdefault(_norm(r.subject), f"subject:{len(subject_ids):04d}")
+    people: dict[str, list[int]] = {}  # subject id -> the person's rows
+    for i, r in enumerate(inp.rows):
+        sid = subject_ids.setdefault(_norm(r.subject), f"subject:{len(subject_ids):04d}")
+        people.setdefault(sid, []).append(i)
+    count = Counter(r.relation for r in inp.rows)
+    want = {name: phase2_count(count[name], phase2_fraction) for name in inp.relations}
+    order = list(people)
+    rng.shuffle(order)
+    order.sort(key=lambda sid: any(inp.rows[i].conflict for i in people[sid]))  # stable: conflict-free first
+    have: Counter = Counter()
     phase2: set[int] = set()
+
+    def take(sid: str) -> None:
+        phase2.update(people[sid])
+        have.update(inp.rows[i].relation for i in people[sid])
+
+    for sid in order:
+        if all(have[n] + c <= want[n] for n, c in Counter(inp.rows[i].relation for i in people[sid]).items()):
+            take(sid)
+    for name in inp.relations:
+        for sid in order:
+            if have[name] >= want[name]:
+                break
+            if people[sid][0] not in phase2 and any(inp.rows[i].relation == name for i in people[sid]):
+                take(sid)
     info: dict[str, dict] = {}
     for name, rel in inp.relations.items():
-        idx = [i for i, r in enumerate(inp.rows) if r.relation == name]
-        plain = [i for i in idx if not inp.rows[i].conflict]
-        conflicting = [i for i in idx if inp.rows[i].conflict]
-        rng.shuffle(plain)
-        rng.shuffle(conflicting)
-        k = phase2_count(len(idx), phase2_fraction)
-        phase2.update((plain + conflicting)[:k])
-        info[name] = {"id": rel.id, "key_token": rel.key_token, "facts": len(idx), "phase2": k,
-                      "heldout": len(idx) - k, "conflict": len(conflicting),
+        info[name] = {"id": rel.id, "key_token": rel.key_token, "facts": count[name], "phase2": have[name],
+                      "heldout": count[name] - have[name],
+                      "conflict": sum(1 for r in inp.rows if r.relation == name and r.conflict),
                       "options": min(n_options, len(pools[name])), "pool": len(pools[name]),
                       "source": "user" if name in inp.user_relations else "built-in"}
     counters: Counter = Counter()
@@ -275,7 +307,7 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
         rel = inp.relations[r.relation]
         counters[r.relation] += 1
         ident = r.id or f"{rel.id}:{counters[r.relation] - 1:04d}"
-        others = [o for o in pools[r.relation] if o != r.object]
+        others = [o for o in pools[r.relation] if _norm(o) != _norm(r.object)]  # never the answer in another case
         options = rng.sample(others, info[r.relation]["options"] - 1) + [r.object]
         rng.shuffle(options)
         facts.append(Fact(id=ident, subject=r.subject, subject_id=subject_ids[_norm(r.subject)], relation=r.relation,

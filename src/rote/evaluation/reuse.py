@@ -37,7 +37,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # What can change a measurement besides its inputs: the evaluation code, what the eval stage asks of
 # it (eval_stage: arguments, the damage measures' precision), how it encodes text (training/encode)
 # and how the key tokens are added to the base model (training/models).
-CODE = ("evaluation/*.py", "eval_stage.py", "training/encode.py", "training/models.py")
+CODE = ("evaluation/*.py", "text.py", "eval_stage.py", "training/encode.py", "training/models.py")
 LIBRARIES = ("torch", "transformers", "tokenizers")  # their kernels and generation change numbers
 
 
