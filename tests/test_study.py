@@ -502,3 +502,38 @@ def test_tradeoff_figure_places_each_cell_by_its_damage(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     build_study_report(tmp_path)
     assert (tmp_path / "figures" / "tradeoff.png").read_bytes().startswith(PNG)
+
+
+def _grid_study(tmp_path, grid: str, extra: str = "") -> Path:
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(f"study: s\nquestion: q\nbase: {SMOKE}\nseeds: [0]\n{extra}grid:\n  e:\n{grid}"
+                          "metrics:\n  t: {stage: phase2, split: heldout, prompt_set: test, metric: prefix}\n")
+    return study_file
+
+
+def test_cells_sharing_phase1_must_evaluate_it_alike(tmp_path):
+    """The shared run evaluates base and phase 1 once for all its cells: cells that ask those stages
+    with different eval settings are refused, naming the setting (they were silently measured with
+    the first cell's); a cell that asks neither stage does not constrain it, and the shared run
+    evaluates every stage any cell asks."""
+    clash = _grid_study(tmp_path, '    "1": [eval.prompts_per_set=1, "eval.stages=[phase1, phase2]"]\n'
+                                  '    "3": [eval.prompts_per_set=3, "eval.stages=[phase1, phase2]"]\n')
+    with pytest.raises(StudyError, match=r"different eval settings \(eval.prompts_per_set\)"):
+        expand(load_study(clash), tmp_path / "out")
+    fine = _grid_study(tmp_path, '    "1": [eval.prompts_per_set=1, "eval.stages=[phase2]"]\n'
+                                 '    "3": [eval.prompts_per_set=3, "eval.stages=[base, phase2]"]\n'
+                                 '    "4": [eval.prompts_per_set=3, "eval.stages=[phase1, phase2]"]\n')
+    plan = expand(load_study(fine), tmp_path / "out")
+    (shared,) = plan.phase1.values()
+    assert shared.eval.prompts_per_set == 3 and list(shared.eval.stages) == ["base", "phase1"]
+
+
+def test_a_shared_run_asks_the_repurposed_set_of_its_cells_prompts_from(tmp_path):
+    """Cells that train another relation's prompts (phase2.prompts_from) and ask the `repurposed`
+    set: the shared phase-1 run, which trains no phase 2, still knows which relation that set asks."""
+    study = _grid_study(tmp_path, '    "r": [phase2.prompts_from=place_of_residence, '
+                                  '"eval.prompt_sets=[key, test, repurposed]", "eval.stages=[phase1, phase2]"]\n',
+                        extra="set: [\"data.relations=[place_of_birth]\"]\n")
+    plan = expand(load_study(study), tmp_path / "out")
+    (shared,) = plan.phase1.values()
+    assert shared.eval.repurposed_prompts == "place_of_residence" and shared.phase2.prompts_from is None

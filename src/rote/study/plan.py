@@ -91,9 +91,44 @@ def _phase1_run(members: list[tuple[dict, RunConfig]], name: str, where: str) ->
     else:
         d["data"]["phase2_facts"] = 0
         d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
-    d["eval"]["stages"] = [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
+    d["eval"] = _shared_eval(members, where)
     tree, _ = config_mod.drop_unread(d, source=where)
     return config_mod.from_dict(tree, source=where)
+
+
+def _asks_early(d: dict) -> list[str]:
+    return [s for s in d["eval"]["stages"] if s in ("base", "phase1")]
+
+
+def _effective_eval(d: dict) -> dict:
+    """A cell's eval settings as the shared run must apply them: without the stages and the in-context
+    demonstrations (the shared run's arm shows none), and with the relation the `repurposed` prompt
+    set asks named (phase2.prompts_from when eval does not name one: the shared run trains no phase
+    2 of its own). A setting a cell's arm leaves out is None."""
+    ev = {k: v for k, v in d["eval"].items() if k not in ("stages", "icl_examples")}
+    if "repurposed" in ev.get("prompt_sets", ()) and not ev.get("repurposed_prompts"):
+        ev["repurposed_prompts"] = d["phase2"].get("prompts_from")
+    return ev
+
+
+def _shared_eval(members: list[tuple[dict, RunConfig]], where: str) -> dict:
+    """The eval section of a shared phase-1 run: the stages base and phase 1 that any of its cells
+    asks for, with the eval settings of those cells, which must agree (the run evaluates once for
+    all of them; a cell that asks neither stage reads nothing of it)."""
+    asking = [d for d, _ in members if _asks_early(d)]
+    if not asking:
+        return {**_effective_eval(members[0][0]), "stages": []}
+    first = _effective_eval(asking[0])
+    for d in asking[1:]:
+        other = _effective_eval(d)
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if diff:
+            raise StudyError(f"{where}: cells {asking[0]['name']} and {d['name']} share this phase-1 run but evaluate "
+                             f"the base model or phase 1 with different eval settings ({', '.join('eval.' + k for k in diff)}); "
+                             "the run evaluates once: give them the same settings, or leave base and phase1 out of "
+                             "eval.stages for one of them")
+    stages = {s for d in asking for s in _asks_early(d)}
+    return {**first, "stages": [s for s in ("base", "phase1") if s in stages]}
 
 
 def _check_cell(study: Study, cell: Cell, cfg: RunConfig) -> None:
