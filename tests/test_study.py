@@ -537,3 +537,22 @@ def test_a_shared_run_asks_the_repurposed_set_of_its_cells_prompts_from(tmp_path
     plan = expand(load_study(study), tmp_path / "out")
     (shared,) = plan.phase1.values()
     assert shared.eval.repurposed_prompts == "place_of_residence" and shared.phase2.prompts_from is None
+
+
+def test_report_only_leaves_out_runs_trained_with_other_settings(tiny_run, capsys, monkeypatch):
+    """--report-only after --set (or an edited study file) must not put the new settings on numbers
+    trained with the old ones: those runs count nowhere, and the summary and a warning name them."""
+    import rote.runner
+    monkeypatch.setattr(rote.runner, "run", lambda *a, **k: pytest.fail("--report-only ran a stage"))
+    out = tiny_run["out"] / "edited"
+    import shutil
+    shutil.copytree(tiny_run["out"] / "tiny", out / "tiny")
+    assert main(["study", str(tiny_run["path"]), "--out", str(out), "--report-only", "--set", "phase2.lr=0.5"]) == 0
+    assert "phase2.lr: " in capsys.readouterr().err
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    assert summary["runs"]["finished"] == 0 and len(summary["runs"]["stale"]) == 8
+    assert all(m["n"] == 0 for c in summary["cells"] for m in c["metrics"].values())
+    # the same settings again: every run counts, the moved folder's paths do not matter
+    assert main(["study", str(tiny_run["path"]), "--out", str(out), "--report-only"]) == 0
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    assert summary["runs"]["finished"] == 8 and summary["runs"]["stale"] == {}

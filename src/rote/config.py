@@ -368,6 +368,16 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     return from_dict(upgrade(raw.get("config") or {}), source=str(path))
 
 
+def differences(a, b, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every leaf where two config dicts differ (a key one lacks is None)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
 # Keys runs written by earlier versions of rote carry at values that are now the only behaviour:
 # dropped when such a run is read back, so it can still be resumed, evaluated and probed.
 # (phase2.until is a key again, but `epochs` is its default: dropping it changes nothing, and an

@@ -74,7 +74,7 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             # Nothing was finished with the old config (a start that failed): the fixed command reuses the folder.
             print(f"[rote] note: {run_dir} had no finished stage; its config is replaced", file=sys.stderr)
         elif before != resolved:
-            diff = _differences(before, resolved)
+            diff = config_mod.differences(before, resolved)
             raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
                            f"use another name (--set name=...) or delete the folder")
         else:
@@ -82,15 +82,6 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_text(path, yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
-
-
-def _differences(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 # ---------------------------------------------------------------- stages

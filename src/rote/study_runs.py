@@ -13,6 +13,7 @@ Two ways to spread a study over a machine:
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 import time
 from collections import deque
@@ -32,7 +33,7 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
     write summary.csv, summary.json, the figure and report.html; returns the study folder. With
     `train=False`, only the summary and report are rebuilt from the runs that exist."""
     from rote.report.study import build_study_report
-    from rote.study.collect import collect, summarize, write_summary
+    from rote.study.collect import collect, stale_runs, summarize, write_summary
     from rote.study.plan import expand
     from rote.study.spec import load_study
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -57,8 +58,13 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
                                                                        "phase1_runs": len(plan.phase1)}))
 
     def summary() -> None:
-        rows = collect(plan)
-        write_summary(plan, rows, summarize(plan, rows))
+        stale = stale_runs(plan)
+        for name, diff in sorted(stale.items()):
+            print(f"[study {plan.study.name}] warning: {name} was trained with other settings than the study "
+                  f"asks now ({'; '.join(diff[:3])}); its numbers are left out (delete runs/{name} and run the study to redo it)",
+                  file=sys.stderr)
+        rows = collect(plan, stale)
+        write_summary(plan, rows, summarize(plan, rows, stale))
         build_study_report(plan.dir)
 
     processes.on_main(summary)

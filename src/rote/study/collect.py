@@ -10,14 +10,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import statistics
 import time
 from pathlib import Path
 
+from rote import config as config_mod
 from rote.data.facts import read_facts
+from rote.errors import RunError
 from rote.evaluation.metrics import aggregate, pick
 from rote.fileio import is_done, read_json, read_jsonl, read_seconds, write_json, write_text
-from rote.names import PREDICTIONS_FILE, SUMMARY_FILE, eval_dir
+from rote.names import CONFIG_FILE, PREDICTIONS_FILE, SUMMARY_FILE, eval_dir
 from rote.study.plan import Plan, Run
 
 
@@ -62,13 +65,53 @@ def _damage(plan: Plan, run: Run, stage: str) -> dict | None:
     return (read_json(folder / eval_dir(stage) / SUMMARY_FILE) or {}).get("damage")
 
 
-def collect(plan: Plan) -> list[dict]:
+# Where a run lives, not how it was trained: a study folder moved elsewhere still reads its runs.
+_LOCATIONS = (("out_dir",), ("phase2", "checkpoint"))
+
+
+def _settings(cfg: dict) -> dict:
+    cfg = json.loads(json.dumps(cfg))
+    for path in _LOCATIONS:
+        parent = cfg
+        for key in path[:-1]:
+            parent = parent.get(key) or {}
+        parent.pop(path[-1], None)
+    return cfg
+
+
+def stale_runs(plan: Plan) -> dict[str, list[str]]:
+    """The run folders (cells' and shared phase-1 runs') trained with settings other than the plan's,
+    as `rote study --report-only` after an edit of the study file or another --set finds them:
+    folder name -> what differs. Their numbers are left out of the summary, never put under the
+    new settings. A folder without a config (not started) is not stale, only missing."""
+    planned = {run.cfg.name: run.cfg for run in plan.runs} | dict(plan.phase1)
+    out = {}
+    for name, cfg in planned.items():
+        folder = plan.runs_dir / name
+        if not (folder / CONFIG_FILE).is_file():
+            continue
+        try:
+            before = config_mod.to_dict(config_mod.read_run_config(folder))
+        except (config_mod.ConfigError, RunError) as e:
+            out[name] = [f"its config cannot be read ({e})"]
+            continue
+        if diff := config_mod.differences(_settings(before), _settings(config_mod.to_dict(cfg))):
+            out[name] = diff
+    return out
+
+
+def collect(plan: Plan, stale: dict[str, list[str]] | None = None) -> list[dict]:
     """One row per cell x seed x metric: {cell, seed, labels, metric, value (None while missing)};
-    the study's metrics, then the damage metrics (damage_names)."""
+    the study's metrics, then the damage metrics (damage_names). A cell x seed whose run or shared
+    phase-1 run is in `stale` (default: stale_runs) has no values."""
+    stale = stale_runs(plan) if stale is None else stale
     cache: dict = {}
     rows = []
     for run in plan.runs:
         row = {"cell": run.cell.id, "seed": run.seed, "labels": run.cell.labels}
+        if run.cfg.name in stale or run.phase1 in stale:
+            rows += [row | {"metric": name, "value": None} for name in [m.name for m in plan.study.metrics] + damage_names()]
+            continue
         for m in plan.study.metrics:
             stage_rows = _stage_rows(plan, run, m.stage, cache)
             found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
@@ -112,9 +155,12 @@ def _stat(rows: list[dict]) -> dict:
             "n": len(values), "values": [{"seed": r["seed"], "value": r["value"]} for r in rows]}
 
 
-def summarize(plan: Plan, rows: list[dict]) -> dict:
+def summarize(plan: Plan, rows: list[dict], stale: dict[str, list[str]] | None = None) -> dict:
     """Per cell x metric: mean, sample std (n - 1) and n over the seeds that have a value, and the
-    paper's number; per cell x damage metric (`damage`) the same without a paper's number."""
+    paper's number; per cell x damage metric (`damage`) the same without a paper's number. Runs in
+    `stale` (default: stale_runs) count nowhere, and the summary names them."""
+    stale = stale_runs(plan) if stale is None else stale
+    current = [r for r in plan.runs if r.cfg.name not in stale and r.phase1 not in stale]
     s = plan.study
     by = {}
     for r in rows:
@@ -126,10 +172,10 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
             entry["metrics"][m.name] = _stat(by.get((cell.id, m.name), [])) | {"paper": s.paper.get(m.name, {}).get(cell.id)}
         entry["damage"] = {name: _stat(by.get((cell.id, name), [])) for name in damage_names()}
         # What each cell cost in supervised training tokens (baselines are compared at equal cost).
-        spent = [t for t in (training_tokens(plan, r) for r in plan.runs if r.cell.id == cell.id) if t]
+        spent = [t for t in (training_tokens(plan, r) for r in current if r.cell.id == cell.id) if t]
         entry["training_tokens"] = {k: statistics.fmean(t[k] for t in spent) for k in ("phase1", "phase2", "total")} \
             if spent else None
-        seconds = [t for t in (training_seconds(plan, r) for r in plan.runs if r.cell.id == cell.id) if t is not None]
+        seconds = [t for t in (training_seconds(plan, r) for r in current if r.cell.id == cell.id) if t is not None]
         entry["training_seconds"] = statistics.fmean(seconds) if seconds else None
         # What the cell is (rote.arms) and, for a one-phase arm, the token budget it trained to.
         runs = [r for r in plan.runs if r.cell.id == cell.id]
@@ -138,14 +184,15 @@ def summarize(plan: Plan, rows: list[dict]) -> dict:
                                for r in runs) if b]
         entry["budget"] = budgets[0] if budgets else None
         cells.append(entry)
-    finished = sum(is_done(r.cfg.run_dir, "report") for r in plan.runs)
+    finished = sum(is_done(r.cfg.run_dir, "report") for r in current)
     return {
         "study": s.name, "question": s.question, "study_file": str(s.path), "base": str(s.base),
         "set": list(s.set), "cli_set": list(s.cli_set), "seeds": list(s.seeds), "axes": {a: list(v) for a, v in s.axes.items()},
         "figure": s.figure, "paper_note": s.paper_note,
         "metrics": {m.name: dataclasses.asdict(m) | {"description": m.describe(), "lower_is_better": m.lower_is_better}
                     for m in s.metrics},
-        "runs": {"total": len(plan.runs), "finished": finished, "phase1_runs": sorted(plan.phase1)},
+        "runs": {"total": len(plan.runs), "finished": finished, "phase1_runs": sorted(plan.phase1),
+                 "stale": {name: diff[:5] for name, diff in sorted(stale.items())}},
         "cells": cells,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
