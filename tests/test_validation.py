@@ -150,6 +150,10 @@ def test_a_training_prompt_that_evaluation_asks_is_never_a_validation_prompt(tmp
     prompt is skipped, and the count check counts what is left."""
     rel = relation_from_dict(_home(["Where is {subject} living now?"]), "test")
     assert validation_prompts(rel, 1, 2) == ("{subject} has a home in", "{subject} resides in")
+    with warnings.catch_warnings():  # the same question in other case and punctuation is skipped too
+        warnings.simplefilter("ignore", PromptOverlapWarning)
+        near = relation_from_dict(_home(["where is {subject} living now"]), "test")
+    assert validation_prompts(near, 1, 2) == ("{subject} has a home in", "{subject} resides in")
     facts = make_facts([rel], 2, 2, n_options=2, seed=0)
     asked = {q.rendered.prompt for q in build_queries(facts, {"home": rel}, KeyConfig(), EvalConfig(), 1)}
     checks = validation_queries(facts, {"home": rel}, 1, 2)

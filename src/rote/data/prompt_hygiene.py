@@ -99,4 +99,7 @@ def validation_prompts(own, n_prompts: int, count: int, prompts_from=None, repur
     evaluated = {p for ps in two_hop_prompts().values() for p in ps} | set(own.train_prompts[:n_prompts])
     for rel in (r for r in (own, repurposed) if r is not None):
         evaluated |= set(rel.unrelated_prompts) | {p for ps in rel.test_prompts.values() for p in ps}
-    return tuple(p for p in (prompts_from or own).train_prompts[n_prompts:] if p not in evaluated)[:count]
+    # Compared as the overlap rule reads them: a test prompt that differs from a training prompt
+    # only by case or punctuation is the same question.
+    asked = {words(p) for p in evaluated}
+    return tuple(p for p in (prompts_from or own).train_prompts[n_prompts:] if words(p) not in asked)[:count]
