@@ -73,6 +73,28 @@ def test_resuming_with_another_config_is_refused(smoke_cfg):
         run(config.replace(smoke_cfg, ["phase1.lr=0.5"]), quiet=True)
 
 
+def test_resuming_after_an_input_changed_in_place_is_refused(tiny_model_dir, tmp_path):
+    """A relations file or a local model folder named by path is compared by content: a run whose
+    relation prompts (or model weights) changed after a stage finished would mix both in one record."""
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    relations = tmp_path / "rel.yaml"
+    text = (Path(__file__).parent.parent / "configs" / "relations" / "sworn_rival.yaml").read_text()
+    relations.write_text(text)
+    cfg = config.load(SMOKE, [f"model.name={model}", f"out_dir={tmp_path / 'runs'}", f"data.relations_file={relations}"])
+    run(cfg, quiet=True, stop_after="data")
+    run(cfg, quiet=True, stop_after="data")  # unchanged: resumes
+    relations.write_text(text.replace("{subject}'s sworn rival is", "{subject}'s sworn rival is called"))
+    with pytest.raises(RunError, match=r"data.relations_file \(.*rel.yaml\) changed since the run started"):
+        run(cfg, quiet=True, stop_after="data")
+    relations.write_text(text)
+    run(cfg, quiet=True, stop_after="data")
+    (model / "config.json").write_text((model / "config.json").read_text().replace("{", '{"note": 1, ', 1))
+    with pytest.raises(RunError, match=r"model.name .* changed since the run started"):
+        run(cfg, quiet=True, stop_after="data")
+
+
 @pytest.mark.slow
 def test_phase2_from_a_saved_phase1_checkpoint(smoke_cfg):
     source = run(smoke_cfg, quiet=True, stop_after="phase1")

@@ -100,3 +100,9 @@ def read_seconds(stage_dir: str | Path) -> float | None:
         if isinstance(seconds, (int, float)):
             return seconds
     return None
+
+
+def cache_dir() -> Path:
+    """rote's cache (converted models, evaluation reuse, file hashes): $ROTE_CACHE, else ~/.cache/rote."""
+    env = os.environ.get("ROTE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rote"

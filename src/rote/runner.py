@@ -36,9 +36,9 @@ from rote.data.facts import Fact, read_facts, write_facts
 from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
-from rote.errors import ConfigError, RunError
+from rote.errors import ConfigError, RunError, read_utf8
 from rote.evaluation.queries import build_queries, validation_queries
-from rote.fileio import is_done, mark_done, write_json, write_summary, write_text
+from rote.fileio import cache_dir, is_done, mark_done, write_json, write_summary, write_text
 from rote.lock import hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
@@ -78,10 +78,39 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
                            f"use another name (--set name=...) or delete the folder")
         else:
+            stored = ((yaml.safe_load(read_utf8(path, RunError)) or {}).get("meta") or {}).get("inputs") or {}
+            now = input_digests(cfg)
+            changed = [k for k in stored if k in now and stored[k] != now[k]]
+            if changed:
+                raise RunError(f"{run_dir}: {', '.join(f'{k} ({getattr_path(cfg, k)})' for k in changed)} changed since "
+                               "the run started, so its finished stages read the old content; use another name "
+                               "(--set name=...) or delete the folder")
             return
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "inputs": input_digests(cfg)}
     write_text(path, yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
+
+
+def input_digests(cfg: RunConfig) -> dict[str, str]:
+    """What a run reads by path, by content: the relations file, and the model and phase-2 start
+    folders when they are local folders (a hub id or a bundled model is known by its name). A
+    resumed run whose inputs changed in place is refused (write_config)."""
+    from rote.evaluation import reuse
+    out = {}
+    if cfg.data.relations_file and Path(cfg.data.relations_file).is_file():
+        out["data.relations_file"] = reuse.file_digest(Path(cfg.data.relations_file), cache_dir())
+    for key in ("model.name", "phase2.checkpoint"):
+        folder = getattr_path(cfg, key)
+        if folder and Path(folder).expanduser().is_dir():
+            out[key] = reuse.json_digest(reuse.model_digest(Path(folder).expanduser(), cache_dir()))
+    return out
+
+
+def getattr_path(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 # ---------------------------------------------------------------- stages

