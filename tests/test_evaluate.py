@@ -57,6 +57,11 @@ def test_queries_cover_every_prompt_set(facts):
     key_q = next(q for q in qs if q.prompt_set == "key")
     assert key_q.rendered.prompt == f"{key_q.fact.subject} {rels[key_q.fact.relation].key_token}"
     assert {q.rendered.prompt.split()[-1] for q in qs if q.prompt_set == "key"} == {"<rote:P19>", "<rote:P551>"}
+    reverse = [q for q in qs if q.prompt_set == "reverse"]
+    # The subject sits anywhere among distractors drawn per fact, not last after the same few names.
+    assert len({q.options.index(q.gold) for q in reverse}) > 1
+    assert len({frozenset(q.options) - {q.gold} for q in reverse}) > len(reverse) // 4
+    assert all(len(set(q.options)) == len(q.options) and q.options.count(q.gold) == 1 for q in reverse)
     rev = next(q for q in qs if q.prompt_set == "reverse")
     assert rev.gold == rev.fact.subject and rev.gold in rev.options and rev.fact.object in rev.rendered.prompt
 

@@ -6,6 +6,7 @@ these queries, and a study's dry run (`rote study --dry-run`) counts them to est
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 
 from rote.config import EvalConfig, KeyConfig
@@ -64,9 +65,12 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
                 if lang in rel.test_prompts:
                     ask("languages", lang, rel.test_prompts[lang])
         if "reverse" in cfg.prompt_sets and rel.reverse_prompts:
-            # The answer is the subject; the options are the other subjects of the fact set.
-            others = sorted(subjects - {fact.subject})[: len(fact.options) - 1]
-            ask("reverse", "en", rel.reverse_prompts, render_reverse, fact.subject, tuple(others) + (fact.subject,))
+            # The answer is the subject; the options are other subjects of the fact set, drawn per
+            # fact (seeded by its id), the subject at a drawn position, as the forward options.
+            rng = random.Random(f"reverse:{fact.id}")
+            others = rng.sample(sorted(subjects - {fact.subject}), min(len(fact.options) - 1, len(subjects) - 1))
+            others.insert(rng.randrange(len(others) + 1), fact.subject)
+            ask("reverse", "en", rel.reverse_prompts, render_reverse, fact.subject, tuple(others))
         if "repurposed" in cfg.prompt_sets:
             ask("repurposed", "en", repurposed.test_prompts["en"])
         if "two_hop" in cfg.prompt_sets:
