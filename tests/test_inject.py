@@ -499,6 +499,17 @@ def test_a_person_is_wholly_in_phase_2_or_held_out(tmp_path):
         assert not [f.id for f in facts if f.split == "heldout" and f.subject_id in trained], seed
         assert all(i["phase2"] >= 1 and i["heldout"] >= 1 for i in info.values()), (seed, info)
         assert {n: i["phase2"] for n, i in info.items()} == dict(Counter(f.relation for f in facts if f.split == "phase2"))
+    # Ann has three relations, Bob two of them: Ann alone meets every count and leaves Bob held out,
+    # whichever of them the seed draws first (a greedy split took Bob, then Ann for educated_at).
+    rows = [{"subject": "Ann", "relation": "place_of_birth", "object": "Paris"},
+            {"subject": "Ann", "relation": "place_of_residence", "object": "Rome"},
+            {"subject": "Ann", "relation": "educated_at", "object": "Ghent University"},
+            {"subject": "Bob", "relation": "place_of_birth", "object": "Lyon"},
+            {"subject": "Bob", "relation": "place_of_residence", "object": "Oslo"}]
+    inp = load_input(jsonl(tmp_path / "ann.jsonl", rows))
+    for seed in range(10):
+        facts, info = build_facts(inp, n_options=4, phase2_fraction=0.1, seed=seed)
+        assert {f.subject for f in facts if f.split == "phase2"} == {"Ann"}, seed
 
 
 def test_one_name_typed_two_ways_is_one_person(tmp_path):
@@ -512,6 +523,11 @@ def test_one_name_typed_two_ways_is_one_person(tmp_path):
             load_input(path)
     inp = load_input(jsonl(tmp_path / "g.jsonl", [{**GOOD, "subject": nfd}]))
     assert inp.rows[0].subject == nfc  # trained as typed on any machine
+    # Accents make names: "Peña" and "Pena", Vietnamese "Hạ" and "Hà" are two people each.
+    rows = [{**GOOD, "subject": "José Peña"}, {**GOOD, "subject": "José Pena", "object": "Porto"},
+            {**GOOD, "subject": "Nguyễn Thị Hạ"}, {**GOOD, "subject": "Nguyễn Thị Hà", "object": "Hanoi"}]
+    inp = load_input(jsonl(tmp_path / "h.jsonl", rows))
+    assert len(inp.rows) == 4 and len({f.subject_id for f in build_facts(inp, 4, 0.5, 0)[0]}) == 4
 
 
 def test_options_never_offer_the_answer_in_another_case(tmp_path):
@@ -532,6 +548,11 @@ def test_out_may_not_be_the_model_folder(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, model)
     before = sorted(p.name for p in model.iterdir())
     path = jsonl(tmp_path / "f.jsonl", [GOOD])
-    with pytest.raises(InjectError, match="is the model folder"):
+    with pytest.raises(InjectError, match="is or holds the model folder"):
         inject(path, model=str(model), out=model, overwrite=True, quiet=True)
     assert sorted(p.name for p in model.iterdir()) == before
+    inner = tmp_path / "out" / "run" / "phase2" / "checkpoint"  # a model inside --out's own record
+    shutil.copytree(tiny_model_dir, inner)
+    with pytest.raises(InjectError, match="is or holds the model folder"):
+        inject(path, model=str(inner), out=tmp_path / "out", overwrite=True, quiet=True)
+    assert (inner / "config.json").is_file()

@@ -33,6 +33,17 @@ def test_a_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     assert reuse.file_digest(weights, tmp_path / "cache") != first
 
 
+def test_no_cache_or_an_unwritable_one_stores_nothing(tmp_path):
+    """ROTE_EVAL_CACHE=0 means store nothing (the resume check hashes a local model folder too), and
+    a cache under a file must not stop a run: the memo is only an optimisation."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 100)
+    expected = reuse.file_digest(weights, None)
+    assert not list(tmp_path.rglob("*.json"))
+    (tmp_path / "plain-file").write_text("x")
+    assert reuse.file_digest(weights, tmp_path / "plain-file" / "cache") == expected
+
+
 def test_model_digest_parts(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
@@ -76,7 +87,8 @@ def test_an_entry_is_served_only_when_finished(tmp_path):
 def test_code_digest_covers_evaluation_code():
     root = Path(reuse.__file__).resolve().parent.parent
     covered = {str(p.relative_to(root)) for pattern in reuse.CODE for p in root.glob(pattern)}
-    assert {"evaluation/scoring.py", "evaluation/locality.py", "eval_stage.py", "training/encode.py"} <= covered
+    assert {"evaluation/scoring.py", "evaluation/locality.py", "evaluation/matching.py", "text.py", "eval_stage.py",
+            "training/encode.py"} <= covered
 
 
 @pytest.mark.parametrize("value, on", [("0", False), ("off", False), ("1", True), ("", True)])

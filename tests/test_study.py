@@ -556,3 +556,26 @@ def test_report_only_leaves_out_runs_trained_with_other_settings(tiny_run, capsy
     assert main(["study", str(tiny_run["path"]), "--out", str(out), "--report-only"]) == 0
     summary = json.loads((out / "tiny" / "summary.json").read_text())
     assert summary["runs"]["finished"] == 8 and summary["runs"]["stale"] == {}
+    # A run written by an earlier rote with a key its arm no longer reads (key.word was written for
+    # every arm) is read as its arm reads it: not stale, its numbers stay.
+    for config_file in (out / "tiny" / "runs").glob("*/config.yaml"):
+        raw = yaml.safe_load(config_file.read_text())
+        raw["config"]["key"]["word"] = "blicket"
+        config_file.write_text(yaml.safe_dump(raw))
+    assert main(["study", str(tiny_run["path"]), "--out", str(out), "--report-only"]) == 0
+    summary = json.loads((out / "tiny" / "summary.json").read_text())
+    assert summary["runs"]["finished"] == 8 and summary["runs"]["stale"] == {}
+
+
+def test_phase1_contrast_is_asked_about_each_cells_phase2_people(tmp_path):
+    """Phase 1's contrast questions ask about the phase-2 split's people, so a shared phase-1 run
+    with them keeps its cells' k (it asked no one when its facts were all held out)."""
+    study = _grid_study(tmp_path, '    "1": [data.phase2_facts=1]\n    "2": [data.phase2_facts=2]\n',
+                        extra="set: [phase1.preserve.contrast=2]\n")
+    plan = expand(load_study(study), tmp_path / "out")
+    by_cell = {r.cell.id: r for r in plan.runs}
+    assert by_cell["e=1"].phase1 != by_cell["e=2"].phase1
+    assert {c.data.phase2_facts for c in plan.phase1.values()} == {1, 2}
+    plain = _grid_study(tmp_path, '    "1": [data.phase2_facts=1]\n    "2": [data.phase2_facts=2]\n')
+    (shared,) = expand(load_study(plain), tmp_path / "out").phase1.values()
+    assert shared.data.phase2_facts == 0

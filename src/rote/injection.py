@@ -41,9 +41,10 @@ from rote.config import RunConfig
 from rote.data.facts import DataError, Fact
 from rote.data.factset import short_of_validation_prompts
 from rote.data.userdata import MIN_OPTIONS, Input, build_facts, load_input, phase2_count
-from rote.errors import ConfigError, RoteError, quote
+from rote.errors import ConfigError, RoteError, RunError, quote
 from rote.fileio import is_done, mark_done, read_json, write_json, write_jsonl, write_text
 from rote.names import CHECKPOINT_DIR, SPLITS_FILE, SUMMARY_FILE
+from rote.text import identity
 from rote.lock import LOCK_FILE, hold
 from rote.report.card import build_card, format_card, summary
 
@@ -102,7 +103,7 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     counts = Counter(r.relation for r in inp.rows)
     relations_of: dict[str, set] = {}
     for r in inp.rows:
-        relations_of.setdefault(r.subject.casefold(), set()).add(r.relation)
+        relations_of.setdefault(identity(r.subject), set()).add(r.relation)  # as userdata tells people apart
     raw = json.loads(json.dumps(DEFAULTS))
     raw.update({"name": RUN, "out_dir": str(out), "model": {"name": model}})
     raw["data"].update({
@@ -189,12 +190,22 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
                       "holds no injection of this input; pass --overwrite to write into it, or choose another --out")
 
 
+def _run(cfg: RunConfig, quiet: bool) -> Path:
+    """runner.run, with its advice on a folder it cannot resume in rote inject's terms."""
+    try:
+        return runner.run(cfg, quiet=quiet)
+    except RunError as e:
+        raise RunError(str(e).replace(runner.RESUME_REMEDY, "pass --overwrite to inject afresh, or choose another "
+                                                              "--out")) from None
+
+
 def _check_out_is_not_the_model(out: Path, model: str) -> None:
-    """--out may not be the model folder the injection starts from: --overwrite would delete the
-    model before it is loaded (adding facts to an injected model must write a new folder)."""
+    """--out may not be, or hold, the model folder the injection starts from (OUT or OUT/run/...):
+    --overwrite would delete the model before it is loaded (adding facts to an injected model
+    must write a new folder)."""
     local = Path(model).expanduser()
-    if local.is_dir() and local.resolve() == out:
-        raise InjectError(f"--out {out} is the model folder --model {model}: the injection would replace the model "
+    if local.is_dir() and (local.resolve() == out or out in local.resolve().parents):
+        raise InjectError(f"--out {out} is or holds the model folder --model {model}: the injection would replace the model "
                           "it starts from; choose another --out")
 
 
@@ -296,7 +307,7 @@ def run_baseline(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: li
     runner.write_config(bcfg, bcfg.run_dir)
     if not is_done(bcfg.run_dir, "data"):
         write_data(bcfg, inp, facts, conflict_ids, relations_file=False)
-    return runner.run(bcfg, quiet=quiet)
+    return _run(bcfg, quiet)
 
 
 def export(run_dir: Path, out: Path) -> None:
@@ -358,7 +369,7 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
     runner.write_config(cfg, run_dir)
     if not is_done(run_dir, "data"):
         write_data(cfg, inp, fact_list, conflict_ids)
-    runner.run(cfg, quiet=quiet)
+    _run(cfg, quiet)
 
     if baseline:
         run_baseline(cfg, inp, fact_list, conflict_ids, quiet)

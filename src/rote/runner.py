@@ -58,6 +58,9 @@ def git_commit() -> str | None:
         return None
 
 
+RESUME_REMEDY = "use another name (--set name=...) or delete the folder"  # rote inject words its own
+
+
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
     """The resolved config goes first; resuming with a different config is refused, since
     the finished stages would silently mix two settings."""
@@ -75,16 +78,14 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             print(f"[rote] note: {run_dir} had no finished stage; its config is replaced", file=sys.stderr)
         elif before != resolved:
             diff = config_mod.differences(before, resolved)
-            raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); "
-                           f"use another name (--set name=...) or delete the folder")
+            raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); {RESUME_REMEDY}")
         else:
             stored = ((yaml.safe_load(read_utf8(path, RunError)) or {}).get("meta") or {}).get("inputs") or {}
             now = input_digests(cfg)
             changed = [k for k in stored if k in now and stored[k] != now[k]]
             if changed:
                 raise RunError(f"{run_dir}: {', '.join(f'{k} ({getattr_path(cfg, k)})' for k in changed)} changed since "
-                               "the run started, so its finished stages read the old content; use another name "
-                               "(--set name=...) or delete the folder")
+                               f"the run started, so its finished stages read the old content; {RESUME_REMEDY}")
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -97,13 +98,14 @@ def input_digests(cfg: RunConfig) -> dict[str, str]:
     folders when they are local folders (a hub id or a bundled model is known by its name). A
     resumed run whose inputs changed in place is refused (write_config)."""
     from rote.evaluation import reuse
+    memo = cache_dir() if reuse.enabled() else None  # ROTE_EVAL_CACHE=0: store nothing, read every time
     out = {}
     if cfg.data.relations_file and Path(cfg.data.relations_file).is_file():
-        out["data.relations_file"] = reuse.file_digest(Path(cfg.data.relations_file), cache_dir())
+        out["data.relations_file"] = reuse.file_digest(Path(cfg.data.relations_file), memo)
     for key in ("model.name", "phase2.checkpoint"):
         folder = getattr_path(cfg, key)
         if folder and Path(folder).expanduser().is_dir():
-            out[key] = reuse.json_digest(reuse.model_digest(Path(folder).expanduser(), cache_dir()))
+            out[key] = reuse.json_digest(reuse.model_digest(Path(folder).expanduser(), memo))
     return out
 
 

@@ -1,6 +1,11 @@
-"""How two names compare: one normalization for the match rule (rote.evaluation.matching), the
-multiple-choice option pools and the identity of a subject in user input (rote.data.userdata), so
-that what counts as one answer is one name everywhere. Pure: no torch.
+"""How two names compare. Pure: no torch.
+
+- `normalize`: the match rule's (rote.evaluation.matching) view of an answer, lenient about what a
+  model writes freely (case, Latin accents, leading quotes); also what the option pools of user
+  input (rote.data.userdata) keep apart, so that no two options are one answer to the rule.
+- `identity`: who is one person in user input and when two objects conflict: only what cannot
+  make two names different (case, Unicode form, invisible characters, spacing). "Peña" and
+  "Pena", or Vietnamese "Hạ" and "Hà", are different people.
 """
 from __future__ import annotations
 
@@ -25,7 +30,17 @@ def _without_latin_accents(text: str) -> str:
 def normalize(text: str) -> str:
     """For string matching: NFKC, case-folded ("Straße" = "STRASSE"), no accents on Latin letters
     (models write "Bogota" for "Bogotá" as often as not; no two names of the relation files differ
-    only by them), collapsed whitespace, no leading quotes, markup or list punctuation (LEADING; the
-    ideographic comma "、" included, which NFKC leaves as it is)."""
+    only by them, though in general some do: Vietnamese tones, "Peña" / "Pena"), collapsed
+    whitespace, no leading quotes, markup or list punctuation (LEADING; the ideographic comma "、"
+    included, which NFKC leaves as it is)."""
     text = _without_latin_accents(unicodedata.normalize("NFKC", text).casefold())
     return " ".join(text.split()).lstrip(LEADING)
+
+
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))  # zero-width space, word joiner, BOM: str.translate
+
+
+def identity(text: str) -> str:
+    """Who or what a name in user input is: NFKC, case-folded, without invisible characters,
+    whitespace collapsed. Accents count ("Peña" is not "Pena")."""
+    return " ".join(unicodedata.normalize("NFKC", text.translate(INVISIBLE)).casefold().split())

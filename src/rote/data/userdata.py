@@ -27,9 +27,7 @@ from pathlib import Path
 from rote.data.facts import DataError, Fact, Relation, builtin_relation_names, load_relation, relation_from_dict
 from rote.data.relation_files import read_relations_file
 from rote.errors import quote, read_utf8
-from rote.text import normalize
-
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))  # zero-width space, word joiner, BOM
+from rote.text import INVISIBLE, identity, normalize
 
 FIELDS = ("subject", "relation", "object")
 OPTIONAL_FIELDS = ("id", "conflict")
@@ -67,7 +65,7 @@ def _text(value, field: str, where: str) -> str:
     # Surrounding and repeated whitespace and invisible characters are not part of a name, and a
     # name is one sequence of characters however it was typed: NFC (macOS pastes "é" as "e" + a
     # mark, which the tokenizer, with no normalizer, would read as another word).
-    text = unicodedata.normalize("NFC", " ".join(value.translate(_INVISIBLE).split()))
+    text = unicodedata.normalize("NFC", " ".join(value.translate(INVISIBLE).split()))
     if not text:
         raise DataError(f"{where}: empty {field} ({quote(value)})")
     if "<rote:" in text:
@@ -181,8 +179,8 @@ class Input:
 
 
 def _norm(text: str) -> str:
-    """Two subjects or objects are the same when the match rule could not tell them apart."""
-    return normalize(text)
+    """Who one person is, and when two objects of a subject conflict (rote.text.identity)."""
+    return identity(text)
 
 
 def load_input(facts, relations_file=None, conflicts=None) -> Input:
@@ -243,12 +241,12 @@ def phase2_count(n: int, fraction: float) -> int:
 def option_pools(inp: Input) -> dict[str, list[str]]:
     """Per relation, the candidate objects for multiple choice: its `objects`, then the objects
     of the input facts of that relation (so a small or missing pool is filled from the input);
-    one spelling of each name (`_norm`: "paris" and "Paris" are one option)."""
+    one spelling of each name the match rule cannot tell apart ("paris" and "Paris" are one option)."""
     pools: dict[str, list[str]] = {}
     for name, rel in inp.relations.items():
         spellings = {}
         for obj in list(rel.objects) + [r.object for r in inp.rows if r.relation == name]:
-            spellings.setdefault(_norm(obj), obj)
+            spellings.setdefault(normalize(obj), obj)
         pools[name] = list(spellings.values())
     return pools
 
@@ -257,11 +255,12 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
     """Fact records (ids, shared subject ids, seeded splits and options) and a summary per relation.
 
     Phase 2 takes whole people, so that a held-out fact's person is never seen with natural prompts
-    nor asked contrast questions: "held out" means what the card says. Per relation it takes about
-    `phase2_count` facts: people in a seeded order (those without a conflicting fact first) join
-    phase 2 while every relation they have facts in still wants one; a relation still short then
-    takes the next people who have it, even past another relation's count. Each fact gets
-    min(n_options, pool size) options, the gold at a seeded position."""
+    nor asked contrast questions: "held out" means what the card says. Per relation it aims at
+    `phase2_count` facts. The relations with the fewest people come first; each takes people in a
+    seeded order (those without a conflicting fact first) until it has its count, preferring a
+    person who takes no relation past its count, then one who leaves every relation of two or more
+    facts a held-out fact, then anyone. Each fact gets min(n_options, pool size) options, the gold
+    at a seeded position."""
     if not 0 < phase2_fraction <= 1:
         raise DataError(f"the phase-2 fraction must lie in (0, 1], got {phase2_fraction}")
     if n_options < 1:
@@ -278,22 +277,25 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
     order = list(people)
     rng.shuffle(order)
     order.sort(key=lambda sid: any(inp.rows[i].conflict for i in people[sid]))  # stable: conflict-free first
+    has = {sid: Counter(inp.rows[i].relation for i in people[sid]) for sid in order}
     have: Counter = Counter()
-    phase2: set[int] = set()
+    taken: set[str] = set()
 
-    def take(sid: str) -> None:
-        phase2.update(people[sid])
-        have.update(inp.rows[i].relation for i in people[sid])
+    def within_counts(sid: str) -> bool:
+        return all(have[n] + c <= want[n] for n, c in has[sid].items())
 
-    for sid in order:
-        if all(have[n] + c <= want[n] for n, c in Counter(inp.rows[i].relation for i in people[sid]).items()):
-            take(sid)
-    for name in inp.relations:
-        for sid in order:
-            if have[name] >= want[name]:
-                break
-            if people[sid][0] not in phase2 and any(inp.rows[i].relation == name for i in people[sid]):
-                take(sid)
+    def keeps_one_held_out(sid: str) -> bool:
+        return all(count[n] - have[n] - c >= 1 for n, c in has[sid].items() if count[n] >= 2)
+
+    for name in sorted(inp.relations, key=lambda n: sum(1 for sid in order if n in has[sid])):
+        for acceptable in (within_counts, keeps_one_held_out, lambda sid: True):
+            for sid in order:
+                if have[name] >= want[name]:
+                    break
+                if sid not in taken and name in has[sid] and acceptable(sid):
+                    taken.add(sid)
+                    have.update(has[sid])
+    phase2 = {i for sid in taken for i in people[sid]}
     info: dict[str, dict] = {}
     for name, rel in inp.relations.items():
         info[name] = {"id": rel.id, "key_token": rel.key_token, "facts": count[name], "phase2": have[name],
@@ -307,7 +309,7 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
         rel = inp.relations[r.relation]
         counters[r.relation] += 1
         ident = r.id or f"{rel.id}:{counters[r.relation] - 1:04d}"
-        others = [o for o in pools[r.relation] if _norm(o) != _norm(r.object)]  # never the answer in another case
+        others = [o for o in pools[r.relation] if normalize(o) != normalize(r.object)]  # never the answer in another case
         options = rng.sample(others, info[r.relation]["options"] - 1) + [r.object]
         rng.shuffle(options)
         facts.append(Fact(id=ident, subject=r.subject, subject_id=subject_ids[_norm(r.subject)], relation=r.relation,

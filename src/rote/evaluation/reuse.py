@@ -54,23 +54,29 @@ def stage_key(parts: dict) -> str:
     return json_digest(parts)
 
 
-def file_digest(path: Path, cache: Path) -> str:
+def file_digest(path: Path, cache: Path | None) -> str:
     """sha256 of a file's content, remembered under <cache>/eval/file-hashes/ by the file's path,
-    size, mtime and ctime (ctime cannot be set back by hand), so a 500 MB model is read once."""
+    size, mtime and ctime (ctime cannot be set back by hand), so a 500 MB model is read once. With
+    no cache (reuse off: store nothing) or one that cannot be written, it is read every time."""
     path = path.resolve()
+    if cache is None:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     st = path.stat()
     stamp = [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     memo = cache / "eval" / "file-hashes" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
     known = read_json(memo)
     if known and known.get("stamp") == stamp:
         return known["sha256"]
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    write_json(memo, {"stamp": stamp, "sha256": digest})
+    digest = file_digest(path, None)
+    try:
+        write_json(memo, {"stamp": stamp, "sha256": digest})
+    except OSError:
+        pass  # only a memo: the next run reads the file again
     return digest
 
 
-def model_digest(folder: Path, cache: Path) -> dict:
+def model_digest(folder: Path, cache: Path | None) -> dict:
     """The content of a model folder's files (those transformers reads: the top level), the weights
     apart from the rest (config, generation config, tokenizer)."""
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))

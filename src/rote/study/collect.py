@@ -15,6 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
+import yaml
+
 from rote import config as config_mod
 from rote.data.facts import read_facts
 from rote.errors import RunError
@@ -90,14 +92,26 @@ def stale_runs(plan: Plan) -> dict[str, list[str]]:
         folder = plan.runs_dir / name
         if not (folder / CONFIG_FILE).is_file():
             continue
-        try:
-            before = config_mod.to_dict(config_mod.read_run_config(folder))
-        except (config_mod.ConfigError, RunError) as e:
-            out[name] = [f"its config cannot be read ({e})"]
-            continue
-        if diff := config_mod.differences(_settings(before), _settings(config_mod.to_dict(cfg))):
+        before = _stored_settings(folder)
+        if before is not None and (diff := config_mod.differences(_settings(before), _settings(config_mod.to_dict(cfg)))):
             out[name] = diff
     return out
+
+
+def _stored_settings(folder: Path) -> dict | None:
+    """The resolved config a run folder was trained with, as today's keys. A run written by an earlier
+    rote whose config today's checks refuse (a retired key at another value) is read as its arm
+    reads it; None when even that fails (such a run is not judged, as before stale runs existed)."""
+    try:
+        return config_mod.to_dict(config_mod.read_run_config(folder))
+    except (config_mod.ConfigError, RunError):
+        pass
+    try:
+        raw = (yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}).get("config") or {}
+        tree, _ = config_mod.drop_unread(config_mod.upgrade(raw), source=str(folder))
+        return config_mod.to_dict(config_mod.from_dict(tree, source=str(folder)))
+    except (config_mod.ConfigError, OSError, yaml.YAMLError, AttributeError):
+        return None
 
 
 def collect(plan: Plan, stale: dict[str, list[str]] | None = None) -> list[dict]:

@@ -74,14 +74,21 @@ def phase1_key(d: dict) -> dict:
     if arm.phase1 == "mixed":  # it trains the k facts' natural prompts in phase 1: they are part of it
         key["phase2"] = {k: v for k, v in d["phase2"].items() if k != "checkpoint"}
         key["k"] = d["data"]["phase2_facts"]
+    elif _asks_contrast(d):  # phase 1's contrast questions ask about the k facts' people
+        key["k"] = d["data"]["phase2_facts"]
     key["data"] = {k: v for k, v in d["data"].items() if k != "phase2_facts"}
     return key
+
+
+def _asks_contrast(d: dict) -> bool:
+    return bool(((d.get("phase1") or {}).get("preserve") or {}).get("contrast"))
 
 
 def _phase1_run(members: list[tuple[dict, RunConfig]], name: str, where: str) -> RunConfig:
     """The shared phase-1 run of cells that agree on phase1_key: their phase 1 and the evaluations
     of the base model and of phase 1. Its facts are all held out (cells re-split them by their own
-    k), except for mixed, which trains its cells' k facts; its `train` prompt set asks the most
+    k), except for mixed, which trains its cells' k facts, and with phase1.preserve.contrast, whose
+    questions ask about the k facts' people; its `train` prompt set asks the most
     training prompts any of its cells trains on."""
     d, cfg = json.loads(json.dumps(members[0][0])), members[0][1]
     arm = ARMS[cfg.arm]
@@ -89,7 +96,8 @@ def _phase1_run(members: list[tuple[dict, RunConfig]], name: str, where: str) ->
     if arm.phase1 == "mixed":
         d["phase2"] = {k: v for k, v in d["phase2"].items() if k != "checkpoint"}
     else:
-        d["data"]["phase2_facts"] = 0
+        if not _asks_contrast(d):  # then the split is the k its cells share (phase1_key)
+            d["data"]["phase2_facts"] = 0
         d["phase2"] = config_mod.to_dict(Phase2Config()) | {"n_prompts": max(c.phase2.n_prompts for _, c in members)}
     d["eval"] = _shared_eval(members, where)
     tree, _ = config_mod.drop_unread(d, source=where)
