@@ -148,7 +148,7 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert all(r["value"] != "" for r in rows if not r["metric"].endswith(".locality"))
     assert {r["metric"] for r in rows} == set(METRICS) | set(damage)
     summary = json.loads((d / "summary.json").read_text())
-    assert summary["runs"] == {"total": 8, "finished": 8, "phase1_runs": summary["runs"]["phase1_runs"]}
+    assert summary["runs"] == {"total": 8, "finished": 8, "phase1_runs": summary["runs"]["phase1_runs"], "stale": {}}
     assert len(summary["runs"]["phase1_runs"]) == 2
     for cell in summary["cells"]:
         for name, stat in cell["metrics"].items():
