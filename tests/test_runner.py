@@ -88,6 +88,7 @@ def test_resuming_after_an_input_changed_in_place_is_refused(tiny_model_dir, tmp
     relations.write_text(text.replace("{subject}'s sworn rival is", "{subject}'s sworn rival is called"))
     with pytest.raises(RunError, match=r"data.relations_file \(.*rel.yaml\) changed since the run started"):
         run(cfg, quiet=True, stop_after="data")
+    assert main(["eval", str(cfg.run_dir)]) == 3  # nor is a stage added to it by `rote eval`
     relations.write_text(text)
     run(cfg, quiet=True, stop_after="data")
     (model / "config.json").write_text((model / "config.json").read_text().replace("{", '{"note": 1, ', 1))

@@ -82,11 +82,12 @@ def cmd_eval(args) -> int:
     from rote.data.facts import read_facts
     from rote.report.headline import format_headline
     from rote.eval_stage import run_eval
-    from rote.runner import Session
+    from rote.runner import Session, check_inputs_unchanged
     from rote.training import processes
     run_dir = Path(args.run)
     stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
     cfg = read_run_config(run_dir)
+    check_inputs_unchanged(cfg, run_dir)  # its new stage must ask what the finished ones asked
     processes.start()
     with processes.main_holds(run_dir):
         session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))

@@ -80,17 +80,25 @@ def write_config(cfg: RunConfig, run_dir: Path) -> None:
             diff = config_mod.differences(before, resolved)
             raise RunError(f"{run_dir} was started with another config ({'; '.join(diff[:5])}); {RESUME_REMEDY}")
         else:
-            stored = ((yaml.safe_load(read_utf8(path, RunError)) or {}).get("meta") or {}).get("inputs") or {}
-            now = input_digests(cfg)
-            changed = [k for k in stored if k in now and stored[k] != now[k]]
-            if changed:
-                raise RunError(f"{run_dir}: {', '.join(f'{k} ({getattr_path(cfg, k)})' for k in changed)} changed since "
-                               f"the run started, so its finished stages read the old content; {RESUME_REMEDY}")
+            check_inputs_unchanged(cfg, run_dir)
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"rote_version": rote.__version__, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "inputs": input_digests(cfg)}
     write_text(path, yaml.safe_dump({"config": resolved, "meta": meta}, sort_keys=False, allow_unicode=True))
+
+
+def check_inputs_unchanged(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse (RunError) to add to a run folder when a path it reads (input_digests) holds other
+    content than when the run started: its finished stages read the old content. A run written
+    before these digests were stored, or an input that is gone, is not compared."""
+    path = run_dir / CONFIG_FILE
+    stored = ((yaml.safe_load(read_utf8(path, RunError)) or {}).get("meta") or {}).get("inputs") or {}
+    now = input_digests(cfg)
+    changed = [k for k in stored if k in now and stored[k] != now[k]]
+    if changed:
+        raise RunError(f"{run_dir}: {', '.join(f'{k} ({getattr_path(cfg, k)})' for k in changed)} changed since "
+                       f"the run started, so its finished stages read the old content; {RESUME_REMEDY}")
 
 
 def input_digests(cfg: RunConfig) -> dict[str, str]:
