@@ -33,7 +33,8 @@ for _phase in ("phase1", "phase2"):
                     f"{_phase}.preserve.batch_size": (1, None)})
 
 
-def _value(cfg, dotted: str):
+def value_at(cfg, dotted: str):
+    """The setting `dotted` ("phase1.preserve.contrast") of a RunConfig."""
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
@@ -41,7 +42,7 @@ def _value(cfg, dotted: str):
 
 def _check_bounds(cfg, source: str) -> None:
     for key, (low, high) in _BOUNDS.items():
-        value = _value(cfg, key)
+        value = value_at(cfg, key)
         if value is None:  # an optional value left to its default
             continue
         exclusive = isinstance(low, str)
@@ -56,7 +57,7 @@ def _check_lists(cfg, source: str) -> None:
     for key in ("data.relations", "data.two_hop", "eval.prompt_sets", "eval.languages", "eval.mc_prompt_sets",
                 "eval.stages", "phase1.save_epochs", "phase1.update.layers", "phase1.update.modules",
                 "phase2.update.layers", "phase2.update.modules"):
-        values = list(_value(cfg, key))
+        values = list(value_at(cfg, key))
         twice = [v for v in values if values.count(v) > 1]
         if twice:
             raise ConfigError(f"{source}: {key} names {twice[0]!r} twice")

@@ -32,6 +32,7 @@ import rote
 from rote import eval_stage
 from rote.arms import ARMS, eval_config
 from rote.config import RunConfig, UpdateConfig, read_run_config
+from rote.config_checks import value_at
 from rote.data.facts import Fact, read_facts, write_facts
 from rote.data.factset import check_relations, plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
@@ -97,7 +98,7 @@ def check_inputs_unchanged(cfg: RunConfig, run_dir: Path) -> None:
     now = input_digests(cfg)
     changed = [k for k in stored if k in now and stored[k] != now[k]]
     if changed:
-        raise RunError(f"{run_dir}: {', '.join(f'{k} ({getattr_path(cfg, k)})' for k in changed)} changed since "
+        raise RunError(f"{run_dir}: {', '.join(f'{k} ({value_at(cfg, k)})' for k in changed)} changed since "
                        f"the run started, so its finished stages read the old content; {RESUME_REMEDY}")
 
 
@@ -111,16 +112,10 @@ def input_digests(cfg: RunConfig) -> dict[str, str]:
     if cfg.data.relations_file and Path(cfg.data.relations_file).is_file():
         out["data.relations_file"] = reuse.file_digest(Path(cfg.data.relations_file), memo)
     for key in ("model.name", "phase2.checkpoint"):
-        folder = getattr_path(cfg, key)
+        folder = value_at(cfg, key)
         if folder and Path(folder).expanduser().is_dir():
             out[key] = reuse.json_digest(reuse.model_digest(Path(folder).expanduser(), memo))
     return out
-
-
-def getattr_path(cfg, dotted: str):
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 # ---------------------------------------------------------------- stages
@@ -166,8 +161,9 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     from rote.training import models  # torch-heavy: the stages after this one need it anyway
     from rote import levers
     relations = check_relations(cfg)
+    asked = Session(cfg, None, facts).asked_relations()
     for phase in ("phase1", "phase2"):
-        levers.check(getattr(cfg, phase).preserve, phase + ".preserve", Session(cfg, None, facts).asked_relations())
+        levers.check(getattr(cfg, phase).preserve, phase + ".preserve", asked)
     context = models.context_length(cfg.model.name)
     tokenizer = models.load_tokenizer(cfg.model.name)
     ecfg = eval_config(cfg)
