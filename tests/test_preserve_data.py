@@ -15,16 +15,13 @@ from collections import Counter
 import pytest
 
 from rote.data.facts import builtin_relation_names, load_relation
-from rote.data.preserve import contrast_templates, known_facts, replay_openings, replay_paragraphs
+from rote.data.preserve import (FUNCTION_WORDS, contrast_templates, known_facts, relation_topic, replay_openings,
+                                replay_paragraphs)
 from rote.data.prompt_hygiene import shared_run, words
 from rote.data.synth import two_hop_prompts
 from rote.data.templates import prompt_form
 from rote.evaluation.locality import load_paragraphs, load_probes
 
-# Words that carry no topic: shared with relation prompts, unrelated prompts or probes freely.
-FUNCTION_WORDS = frozenset(
-    "a an the of or and as at such to in on by for from with is are was were be been has have had "
-    "does did do can what which who how many q {subject} {subject}'s".split())
 # Frame words a known fact may share with a locality probe without sharing its subject: the
 # relation words of the statement ("is located in", "was written by"), numbers, and a category
 # ("a mountain range" is not "the tallest mountain").
@@ -48,12 +45,7 @@ def _relation_prompts() -> list[tuple[str, str]]:
 def _topic_words() -> set[str]:
     """What the relations ask about: the content words of their labels, descriptions and object kinds,
     and of their unrelated prompts (which evaluation asks; a contrast template must leave them unseen)."""
-    out = set()
-    for name in builtin_relation_names():
-        r = load_relation(name)
-        for text in (r.label, r.description, r.object_kind, *r.unrelated_prompts):
-            out |= set(words(text)) - FUNCTION_WORDS
-    return out
+    return set().union(*(relation_topic(load_relation(name)) for name in builtin_relation_names()))
 
 
 def _leaks(template: str, prompts: list[tuple[str, str]]) -> list[str]:

@@ -178,11 +178,6 @@ class Input:
     sources: dict  # where the input came from, for the card
 
 
-def _norm(text: str) -> str:
-    """Who one person is, and when two objects of a subject conflict (rote.text.identity)."""
-    return identity(text)
-
-
 def load_input(facts, relations_file=None, conflicts=None) -> Input:
     """Read and check everything `rote inject` is given; raises DataError naming file, line and value."""
     user = read_relations_file(relations_file) if relations_file else {}
@@ -202,10 +197,10 @@ def load_input(facts, relations_file=None, conflicts=None) -> Input:
             else:
                 known = f"built-in: {', '.join(builtin)}" + (f"; in {relations_file}: {', '.join(user)}" if user else "")
                 raise DataError(f"{row.where}: unknown relation {quote(row.relation)} ({known})")
-        key = (_norm(row.subject), row.relation)
+        key = (identity(row.subject), row.relation)
         if key in first:
             before = first[key]
-            if _norm(before.object) != _norm(row.object):
+            if identity(before.object) != identity(row.object):
                 raise DataError(f"{row.where}: {quote(row.subject)} {row.relation} is given twice with different objects: "
                                 f"{quote(row.object)} here, {quote(before.object)} at {before.where}")
             if (row.id is not None and before.id != row.id) or before.conflict != row.conflict:
@@ -270,7 +265,7 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
     subject_ids: dict[str, str] = {}
     people: dict[str, list[int]] = {}  # subject id -> the person's rows
     for i, r in enumerate(inp.rows):
-        sid = subject_ids.setdefault(_norm(r.subject), f"subject:{len(subject_ids):04d}")
+        sid = subject_ids.setdefault(identity(r.subject), f"subject:{len(subject_ids):04d}")
         people.setdefault(sid, []).append(i)
     count = Counter(r.relation for r in inp.rows)
     want = {name: phase2_count(count[name], phase2_fraction) for name in inp.relations}
@@ -312,7 +307,7 @@ def build_facts(inp: Input, n_options: int, phase2_fraction: float, seed: int = 
         others = [o for o in pools[r.relation] if normalize(o) != normalize(r.object)]  # never the answer in another case
         options = rng.sample(others, info[r.relation]["options"] - 1) + [r.object]
         rng.shuffle(options)
-        facts.append(Fact(id=ident, subject=r.subject, subject_id=subject_ids[_norm(r.subject)], relation=r.relation,
+        facts.append(Fact(id=ident, subject=r.subject, subject_id=subject_ids[identity(r.subject)], relation=r.relation,
                           object=r.object, options=tuple(options), split="phase2" if i in phase2 else "heldout"))
     seen: dict[str, int] = {}
     for i, f in enumerate(facts):  # a generated id may collide with one given in the input
