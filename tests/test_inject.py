@@ -17,6 +17,7 @@ from rote.data.userdata import build_facts, load_input, option_pools, phase2_cou
 from rote.evaluation import metrics
 from rote.evaluation.locality import load_paragraphs, load_probes
 from rote.evaluation.metrics import damage_summary, locality_summary
+from rote.errors import RunError
 from rote.injection import InjectError, check_out, clear_out, inject
 from rote.training.phases import budgeted, supervised_tokens
 from rote.report.card import build_card, conflict_metrics, format_card, stage_metrics
@@ -556,3 +557,33 @@ def test_out_may_not_be_the_model_folder(tmp_path, tiny_model_dir):
     with pytest.raises(InjectError, match="is or holds the model folder"):
         inject(path, model=str(inner), out=tmp_path / "out", overwrite=True, quiet=True)
     assert (inner / "config.json").is_file()
+
+
+def test_resuming_after_the_model_changed_in_place_is_refused_in_injects_terms(tmp_path, tiny_model_dir, monkeypatch):
+    """An interrupted injection whose local model folder was edited since: refused (its finished
+    stages read the old weights), with advice a `rote inject` user can follow, and nothing deleted."""
+    import rote.runner
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out = tmp_path / "out"
+    path = jsonl(tmp_path / "f.jsonl", [GOOD])
+
+    class Interrupted(Exception):
+        pass
+
+    real_run = rote.runner.run
+
+    def interrupted_after_data(cfg, quiet=False, **kw):
+        real_run(cfg, quiet=quiet, stop_after="data")
+        raise Interrupted
+
+    monkeypatch.setattr(rote.runner, "run", interrupted_after_data)
+    with pytest.raises(Interrupted):
+        inject(path, model=str(model), out=out, overrides=SETTINGS, quiet=True)
+    monkeypatch.setattr(rote.runner, "run", real_run)
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    (model / "config.json").write_text((model / "config.json").read_text().replace("{", '{"note": 1, ', 1))
+    with pytest.raises(RunError, match=r"model.name .* changed since the run started.*; pass --overwrite to inject afresh") as e:
+        inject(path, model=str(model), out=out, overrides=SETTINGS, quiet=True)
+    assert "--set name=" not in str(e.value)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == written

@@ -23,6 +23,7 @@ Steps, each resumable (the same command continues an interrupted injection):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,13 +191,27 @@ def check_out(out: Path, parts: dict, overwrite: bool) -> str:
                       "holds no injection of this input; pass --overwrite to write into it, or choose another --out")
 
 
-def _run(cfg: RunConfig, quiet: bool) -> Path:
-    """runner.run, with its advice on a folder it cannot resume in rote inject's terms."""
+@contextlib.contextmanager
+def _in_inject_terms():
+    """runner's advice on a run folder it cannot resume (another config, an input changed in place),
+    in rote inject's terms: --set name=... means nothing to inject."""
     try:
-        return runner.run(cfg, quiet=quiet)
+        yield
     except RunError as e:
         raise RunError(str(e).replace(runner.RESUME_REMEDY, "pass --overwrite to inject afresh, or choose another "
                                                               "--out")) from None
+
+
+def _start(cfg: RunConfig) -> None:
+    """runner.write_config (which refuses a changed config or input), in rote inject's terms."""
+    with _in_inject_terms():
+        runner.write_config(cfg, cfg.run_dir)
+
+
+def _run(cfg: RunConfig, quiet: bool) -> Path:
+    """runner.run, in rote inject's terms."""
+    with _in_inject_terms():
+        return runner.run(cfg, quiet=quiet)
 
 
 def _check_out_is_not_the_model(out: Path, model: str) -> None:
@@ -304,7 +319,7 @@ def baseline_config(cfg: RunConfig) -> RunConfig:
 def run_baseline(cfg: RunConfig, inp: Input, facts: list[Fact], conflict_ids: list[str], quiet: bool) -> Path:
     """Run (or resume) the baseline run on the same facts (its data stage written as the method's is)."""
     bcfg = baseline_config(cfg)
-    runner.write_config(bcfg, bcfg.run_dir)
+    _start(bcfg)
     if not is_done(bcfg.run_dir, "data"):
         write_data(bcfg, inp, facts, conflict_ids, relations_file=False)
     return _run(bcfg, quiet)
@@ -366,7 +381,7 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
                          "phase1": {k: getattr(cfg.phase1, k) for k in ("until", "epochs", "lr", "batch_size")},
                          "phase2": {k: getattr(cfg.phase2, k) for k in ("until", "epochs", "lr", "batch_size")}}})
     say(f"[rote inject] {len(fact_list)} facts in {len(info)} relations -> {out} ({state})")
-    runner.write_config(cfg, run_dir)
+    _start(cfg)
     if not is_done(run_dir, "data"):
         write_data(cfg, inp, fact_list, conflict_ids)
     _run(cfg, quiet)
