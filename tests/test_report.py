@@ -220,3 +220,31 @@ def test_damage_block_in_the_headline_and_the_report(tmp_path):
     assert "base (not in config; damage measured)" in text
     page = build_report(run).read_text()
     assert "Damage to general ability" in page and "not measured" in page and "p0 x -&gt; &#x27; y&#x27;" in page
+
+
+def test_accuracy_figure_draws_the_unrelated_control_as_any_memorized_object():
+    """The unrelated bar is the control the report's table and the headline give: answering with any
+    memorized object of the subject (with shared subjects, the other relation's object counts too)."""
+    from rote.report.figures import accuracy_by_stage
+    rows = [{"split": split, "prompt_set": p, "language": "en", "relation": "all", "prefix": 0.125,
+             **({"any_object": 0.375} if p == "unrelated" else {})}
+            for split in ("phase2", "heldout") for p in ("key", "train", "test", "unrelated")]
+    ax = accuracy_by_stage({"phase2": rows}).axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [0.125, 0.125, 0.125, 0.375]
+    old = [{k: v for k, v in r.items() if k != "any_object"} for r in rows]  # a summary from before any_object
+    assert [b.get_height() for b in accuracy_by_stage({"phase2": old}).axes[0].patches] == [0.125] * 4
+
+
+def test_sample_generations_show_one_record_per_fact_before_any_fact_repeats(tmp_path):
+    from rote.report.run import _samples
+    stage_dir = tmp_path / "eval" / "phase2"
+    stage_dir.mkdir(parents=True)
+    # F0 is right at every prompt; F1..F9 only at prompt 1.
+    recs = [{"split": "heldout", "prompt_set": "test", "language": "en", "hit_prefix": True, "fact_id": f"F{i}",
+             "prompt_index": p} for i in range(10) for p in ((0, 1, 2) if i == 0 else (1,))]
+    _jsonl(stage_dir / "predictions.jsonl", recs)
+    right, wrong = _samples(tmp_path, "phase2", k=10)
+    assert [r["fact_id"] for r in right] == ["F0"] + [f"F{i}" for i in range(1, 10)] and wrong == []
+    right, _ = _samples(tmp_path, "phase2", k=12)
+    assert [(r["fact_id"], r["prompt_index"]) for r in right][10:] == [("F0", 1), ("F0", 2)]

@@ -417,6 +417,31 @@ def test_findings_are_computed_from_the_numbers():
     assert "unrelated (" in text and "lower is better" in text
 
 
+def test_findings_of_the_only_cell_with_a_value_name_that_cell():
+    summary = _planted("bars", {"a": ["1", "2"]}, {"a=1": None, "a=2": 0.4})
+    summary["cells"][0]["metrics"] = {m: {"mean": None, "std": None, "n": 0, "paper": None, "values": []}
+                                      for m in ("acc", "unrelated")}
+    text = " ".join(findings(summary))
+    assert "Across the metrics of a=2, the only cell with a value for acc so far, from highest to lowest: " \
+           "acc 0.40, unrelated 0.10." in text
+
+
+def test_one_seed_is_drawn_without_a_spread():
+    """A cell of one seed has no std: the heatmap says so and no error bar is drawn (a bar of length 0
+    would claim a measured spread of 0)."""
+    from rote.report.study_figures import bars_figure, heatmap_figure
+    summary = _planted("heatmap", {"a": ["1"], "b": ["x", "y"]}, {"a=1,b=x": 0.4, "a=1,b=y": 0.5}, std=None)
+    texts = [t.get_text() for t in heatmap_figure(summary).axes[0].texts]
+    assert texts == ["0.40\nno spread", "0.50\nno spread"]
+
+    def error_bars(std):
+        ax = bars_figure(_planted("bars", {"v": ["a", "b"]}, {"v=a": 0.4, "v=b": 0.5}, std=std)).axes[0]
+        return [seg for c in ax.containers if getattr(c, "errorbar", None)
+                for lines in c.errorbar.lines[2] for seg in lines.get_segments() if len(seg)]
+
+    assert len(error_bars(0.05)) == 2 * 2 and error_bars(None) == []  # 2 metrics x 2 cells
+
+
 @pytest.mark.parametrize("figure, axes, means", [
     ("line", {"a": ["1", "2"], "b": ["x", "y"]}, {"a=1,b=x": 0.1, "a=1,b=y": 0.2, "a=2,b=x": 0.5, "a=2,b=y": None}),
     ("heatmap", {"a": ["1", "2"], "b": ["x", "y"]}, {"a=1,b=x": 0.1, "a=1,b=y": 0.2, "a=2,b=x": 0.5, "a=2,b=y": 0.7}),

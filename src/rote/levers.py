@@ -132,6 +132,7 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
     import torch
     from rote.evaluation.scoring import PLAIN_DECODING, end_of_sequence_ids
     from rote.training.encode import pad_left
+    from rote.training import processes
     from rote.training.preserve import continuation_anchor
 
     openings = preserve_data.replay_openings()
@@ -139,9 +140,8 @@ def replay_samples(base, tokenizer, count: int, seed: int) -> list:
     stops = end_of_sequence_ids(base, tokenizer)  # every id that ends a sample (an Instruct model may list several)
     device = next(base.parameters()).device  # where build() put the base model: a GPU when there is one
     out = []
-    # Seeded samples, and every random state (CPU and each GPU) left as it was found.
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-        torch.manual_seed(seed)
+    # Seeded samples; the random state is left as it was found.
+    with processes.seeded(seed):
         for first in range(0, len(prompts), 32):
             ids = [tokenizer(p)["input_ids"] for p in prompts[first:first + 32]]
             batch = {k: v.to(device) for k, v in pad_left(ids, tokenizer.pad_token_id).items()}

@@ -246,7 +246,7 @@ def run_training(session: Session, phase: str) -> dict:
         (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
     key_ids = list(session.key_record.get("tokens", {}).values())
     if tcfg.method == "lora":
-        session.model = apply_lora(session.model, tcfg.lora, key_ids)
+        session.model = apply_lora(session.model, tcfg.lora, key_ids, cfg.seed * 10 + (1 if phase == "phase1" else 2))
         restricted = None
     else:
         restricted = trainable.restrict(session.model, tcfg.update, key_ids, f"{phase}.update")

@@ -114,9 +114,21 @@ def _ordered(rows_by_stage: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return {s: rows_by_stage[s] for s in sorted(rows_by_stage, key=lambda s: (s not in EVAL_STAGES, EVAL_STAGES.index(s) if s in EVAL_STAGES else s))}
 
 
+def _bar_value(row: dict | None, prompt_set: str, metric: str) -> float | None:
+    """A row's bar: for `unrelated`, the rate of answering with any memorized object of the subject
+    (the run report's control and the headline; with shared subjects the other relation's object
+    counts too), else `metric`. A summary written before `any_object` was counted shows its prefix."""
+    if row is None:
+        return None
+    if prompt_set == "unrelated" and row.get("any_object") is not None:
+        return row["any_object"]
+    return row[metric]
+
+
 def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefix") -> Figure:
     """Generation accuracy (all relations, English prompts) per prompt set, one panel per split,
-    one bar per stage. For `unrelated` the bar is the rate of answering with the memorized object."""
+    one bar per stage. For `unrelated` the bar is the rate of answering with any memorized object
+    of the subject (`_bar_value`)."""
     rows_by_stage = _ordered(rows_by_stage)
     fig = new_figure(9, 3.2)
     axes = fig.subplots(1, 2, sharey=True)
@@ -124,7 +136,7 @@ def accuracy_by_stage(rows_by_stage: dict[str, list[dict]], metric: str = "prefi
         values = {}
         for stage, rows in rows_by_stage.items():
             found = [pick(rows, split=split, prompt_set=p, language="en", relation="all") for p in FIGURE_PROMPT_SETS]
-            values[stage] = [r[metric] if r else None for r in found]
+            values[stage] = [_bar_value(r, p, metric) for r, p in zip(found, FIGURE_PROMPT_SETS)]
         _bars(ax, ["key", "train", "test", "unrelated\n(object rate)"], values)
         ax.set_title(title)
     axes[0].set_ylabel(f"accuracy ({metric})")

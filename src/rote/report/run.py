@@ -236,8 +236,18 @@ def _samples(run_dir: Path, stage: str, k: int = 8) -> tuple[list[dict], list[di
             r = json.loads(line)
             if r["split"] == "heldout" and r["prompt_set"] == "test" and r["language"] == "en":
                 (right if r["hit_prefix"] else wrong).append(r)
-    spread = lambda recs: sorted(recs, key=lambda r: (r["prompt_index"], r["fact_id"]))[:k]
-    return spread(right), spread(wrong)
+    return _one_per_fact_first(right, k), _one_per_fact_first(wrong, k)
+
+
+def _one_per_fact_first(records: list[dict], k: int) -> list[dict]:
+    """The first k of `records` in rounds: each fact's first record (by prompt, then fact), then each
+    fact's second, and so on."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for r in sorted(records, key=lambda r: (r["prompt_index"], r["fact_id"])):
+        seen[r["fact_id"]] = seen.get(r["fact_id"], -1) + 1
+        ranked.append((seen[r["fact_id"]], r["prompt_index"], r["fact_id"], r))
+    return [r for *_, r in sorted(ranked, key=lambda t: t[:3])][:k]
 
 
 def _section_samples(run_dir: Path, present: dict[str, list[dict]]) -> str:

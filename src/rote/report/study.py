@@ -63,10 +63,12 @@ def findings(summary: dict) -> list[str]:
     sign = -1 if meta["lower_is_better"] else 1
     ranked = sorted(have, key=lambda cs: -sign * cs[1]["mean"])
     direction = ", lower is better" if meta["lower_is_better"] else ""
-    if len(ranked) == 1:
-        values = [(n, cells[0]["metrics"][n]) for n in metrics if cells[0]["metrics"][n]["mean"] is not None]
+    if len(ranked) == 1:  # one cell, or one cell with a value so far
+        only = next(c for c in cells if c["cell"] == ranked[0][0])
+        values = [(n, only["metrics"][n]) for n in metrics if only["metrics"][n]["mean"] is not None]
         order = sorted(values, key=lambda v: -v[1]["mean"])
-        out.append("Across the metrics of the one cell, from highest to lowest: "
+        whose = "the one cell" if len(cells) == 1 else f"{only['cell']}, the only cell with a value for {first} so far"
+        out.append(f"Across the metrics of {whose}, from highest to lowest: "
                    + ", ".join(f"{n} {s['mean']:.2f}" for n, s in order) + ".")
         spread = [s["std"] for _, s in values if s["std"] is not None]
         if spread:

@@ -26,10 +26,16 @@ def _cell(summary: dict, labels: dict) -> dict | None:
     return None
 
 
-def _stat(cell: dict | None, metric: str) -> tuple[float | None, float, float | None]:
-    """(mean, std or 0, paper) of one cell x metric."""
+def _stat(cell: dict | None, metric: str) -> tuple[float | None, float | None, float | None]:
+    """(mean, std, paper) of one cell x metric; std is None when there is no spread to show (one seed)."""
     s = (cell or {}).get("metrics", {}).get(metric) or {}
-    return s.get("mean"), s.get("std") or 0.0, s.get("paper")
+    return s.get("mean"), s.get("std"), s.get("paper")
+
+
+def _bar(sd: float | None) -> float:
+    """An error bar's half-length: NaN, which matplotlib leaves undrawn, where there is no spread (one
+    seed): a bar of length 0 would claim a measured spread of 0."""
+    return float("nan") if sd is None else sd
 
 
 def _title(name: str, meta: dict) -> str:
@@ -61,7 +67,7 @@ def line_figure(summary: dict) -> Figure:
             ours = [(x, m, sd) for x, m, sd, _ in points if m is not None]
             name_s = f"{axes[1]}={s}" if s is not None else "ours"
             if ours:
-                ax.errorbar([p[0] for p in ours], [p[1] for p in ours], yerr=[p[2] for p in ours], color=color,
+                ax.errorbar([p[0] for p in ours], [p[1] for p in ours], yerr=[_bar(p[2]) for p in ours], color=color,
                             marker="o", ms=4, capsize=3, lw=1.4, label=name_s)
             paper = [(x, p) for x, _, _, p in points if p is not None]
             if paper:
@@ -91,7 +97,7 @@ def heatmap_figure(summary: dict) -> Figure:
                           aspect="auto")
         for i, row in enumerate(grid):
             for j, (m, sd, paper) in enumerate(row):
-                text = "n/a" if m is None else f"{m:.2f}\n±{sd:.2f}"
+                text = "n/a" if m is None else f"{m:.2f}\n" + ("no spread" if sd is None else f"±{sd:.2f}")
                 if paper is not None:
                     text += f"\npaper {paper:.2f}"
                 dark = m is not None and (m > 0.55) != bool(meta.get("lower_is_better"))
@@ -124,7 +130,7 @@ def bars_figure(summary: dict) -> Figure:
             color = COLORS[(j if single else i) % len(COLORS)]
             label = None if single or j else _title(metric, metrics[metric])
             if mean is not None:
-                ax.bar(x, mean, width * 0.92, yerr=sd, capsize=2, color=color, label=label,
+                ax.bar(x, mean, width * 0.92, yerr=_bar(sd), capsize=2, color=color, label=label,
                        error_kw={"elinewidth": 0.8})
             if paper is not None:
                 ax.plot([x], [paper], marker="x", color="black", ms=6, ls="none", label=paper_label)
@@ -160,7 +166,7 @@ def tradeoff_figure(summary: dict) -> Figure:
             if y is None or x.get("mean") is None:
                 continue
             color = COLORS[i % len(COLORS)]
-            ax.errorbar([x["mean"]], [y], xerr=[x.get("std") or 0], yerr=[y_sd], color=color, marker="o", ms=5,
+            ax.errorbar([x["mean"]], [y], xerr=[_bar(x.get("std"))], yerr=[_bar(y_sd)], color=color, marker="o", ms=5,
                         capsize=2, lw=1)
             seconds = c.get("training_seconds")
             ax.annotate(c["cell"] + (f" ({seconds / 60:.0f} min)" if seconds else ""), (x["mean"], y), fontsize=7,

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from rote.config import TrainConfig
+from rote.training import processes
 from rote.training.encode import IGNORE, Encoded, pad_batch
 from rote.training.preserve import Anchor, anchor_loss_sum, anchored_positions
 from rote.training.speedups import Speedups
@@ -149,6 +150,10 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     fast = Speedups(model, cfg.speed)
+    # Dropout masks (a model or LoRA config with dropout) come from the run's seed, not from
+    # whatever the process drew before.
+    random_state = ExitStack()
+    random_state.enter_context(processes.seeded(seed * 100_003 + 99_989))
     try:
         apart = trained_apart(model, frozen_decay)
         if apart and world > 1:  # DDP reduces the gradients of the model's own parameters only
@@ -256,6 +261,7 @@ def train(
                     break
     finally:
         fast.close()
+        random_state.close()
     bar.close()
     if log:
         log.close()

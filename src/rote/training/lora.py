@@ -9,8 +9,11 @@ from __future__ import annotations
 from rote.config import LoraConfig
 
 
-def apply_lora(model, cfg: LoraConfig, key_ids: list[int]):
-    """Wrap `model` in a PEFT LoRA model whose key-token embedding rows also train."""
+def apply_lora(model, cfg: LoraConfig, key_ids: list[int], seed: int):
+    """Wrap `model` in a PEFT LoRA model whose key-token embedding rows also train. The adapters'
+    random initial weights are drawn from `seed`: the same run gives the same adapters in every
+    process, resumed or not."""
+    from rote.training.processes import seeded
     try:
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
     except ImportError as e:  # an optional dependency: say how to get it
@@ -19,7 +22,8 @@ def apply_lora(model, cfg: LoraConfig, key_ids: list[int]):
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
         trainable_token_indices=list(key_ids) or None, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg)
+    with seeded(seed):
+        return get_peft_model(model, peft_cfg)
 
 
 def merge_lora(model):

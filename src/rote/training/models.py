@@ -361,7 +361,8 @@ def add_key_tokens(model, tokenizer, tokens: list[str], init: str = "mean", seed
     for weight in matrices:
         if not new_ids:
             break
-        original = weight[:vocab_before].float()
+        # (a tokenizer that already knew a token the model had no row for: that row is new, not original)
+        original = weight[:min(vocab_before, rows_before)].float()
         if init == "mean":
             rows = original.mean(dim=0).expand(len(new_ids), -1)
         else:

@@ -102,6 +102,24 @@ def to_device(model):
     return model if target is None else model.to(target)
 
 
+@contextmanager
+def seeded(seed: int):
+    """torch's random state seeded with `seed` for the block (dropout masks, LoRA's adapter draw,
+    sampled text), and put back as it was found afterwards: a run's numbers then depend on its
+    seed, not on what the process did before (a resumed run, a study worker's earlier runs). The
+    CPU's generator and this process's own GPU only: forking every visible GPU would open a
+    context on each of them in every process."""
+    import torch
+    gpu = device()
+    devices = [gpu.index if gpu.index is not None else torch.cuda.current_device()] if gpu is not None and gpu.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed every GPU, unrestored)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def on_main(fn: Callable[[], T]) -> T:
     """fn() run by the main process only; its result (or the error it raised) is sent to every
     process, which all return it (or raise it) together. Also a barrier: no process goes on before
