@@ -50,6 +50,17 @@ def test_round_trip_through_dict():
     assert config.replace(cfg, ["seed=3"]).seed == 3
 
 
+def test_a_key_given_twice_is_refused(tmp_path):
+    """PyYAML keeps the last of two equal keys: the first block's settings would be dropped silently."""
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\nphase1:\n  epochs: 7\n  lr: 1e-3\nphase1:\n  batch_size: 4\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(key 'phase1' given twice in one mapping \(first on line 2\)"):
+        config.load(f)
+    f.write_text("name: x\nbase: &b {epochs: 7}\nphase1:\n  <<: *b\n  epochs: 8\n")  # a merge key then an override is meant
+    with pytest.raises(ConfigError, match="unknown key 'base'"):  # (reaches the config checks, not the YAML error)
+        config.load(f)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         config.load(tmp_path / "nope.yaml")
@@ -92,6 +103,17 @@ def test_missing_file_is_named(tmp_path):
     ("phase1.save_epochs=[30]", "epoch 30 is not among phase 1's epochs"),
     ("phase2.patience=0", "phase2.patience=0 must be >= 1"),
     ("phase2.validation_prompts=0", "phase2.validation_prompts=0 must be >= 1"),
+    # not a number at all: NaN passes every comparison, inf trains to a NaN loss
+    ("phase1.lr=.inf", "phase1.lr=inf must be a finite number"),
+    ("phase1.lr=nan", "phase1.lr=nan must be a finite number"),
+    ("phase1.max_grad_norm=nan", "phase1.max_grad_norm=nan must be a finite number"),
+    ("phase2.preserve.weight=-.inf", "phase2.preserve.weight=-inf must be a finite number"),
+    ("phase1.lora.dropout=nan", "phase1.lora.dropout=nan must be a finite number"),
+    ("seed=-1", "seed=-1 must be >= 0 and <= 4294967295"),
+    ("seed=100000000000000000000000", "must be >= 0 and <= 4294967295"),
+    # empty lists that would run and ask nothing
+    ("data.relations=[]", "data.relations is empty: name at least one"),
+    ("eval.prompt_sets=[]", "eval.prompt_sets is empty: name at least one"),
     # settings that only work together
     ("data.two_hop=[mother, place_of_birth]", "data.two_hop=['mother', 'place_of_birth'] must name two relations"),
     ("eval.prompt_sets=[test, repurposed]", "repurposed, which needs phase2.prompts_from"),

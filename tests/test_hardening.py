@@ -167,6 +167,7 @@ def test_run_and_stage_names_are_plain_names(tmp_path, capsys):
 def test_overwrite_deletes_only_inside_out(tmp_path):
     out = tmp_path / "out"
     (out / "run").mkdir(parents=True)
+    (out / "run" / "inject.json").write_text("{}")  # an injection's record: the export list is what is checked
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     for files in (["model.safetensors", "../victim.txt"], [str(victim)], ["sub/../../victim.txt"], "x"):
@@ -178,6 +179,18 @@ def test_overwrite_deletes_only_inside_out(tmp_path):
     (out / "run" / "export.json").write_text(json.dumps({"files": ["model.safetensors"]}))
     clear_out(out)
     assert list(out.iterdir()) == [] and victim.is_file()
+
+
+def test_overwrite_leaves_a_run_folder_rote_did_not_write(tmp_path):
+    """--overwrite into a folder whose run/ is someone else's (no injection record): refused, and
+    nothing in it or beside it deleted."""
+    out = tmp_path / "out"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "important.csv").write_text("a,b")
+    (out / "card.md").write_text("mine")
+    with pytest.raises(InjectError, match="holds no injection record .*nothing was deleted"):
+        clear_out(out)
+    assert (out / "run" / "important.csv").read_text() == "a,b" and (out / "card.md").read_text() == "mine"
 
 
 # ---------------------------------------------------------------- user relations and built-in names

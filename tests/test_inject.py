@@ -164,6 +164,8 @@ BAD_RELATIONS = [
     ("bad_kind", RELATION.replace("  - name: pet_name\n", "  - name: pet_name\n    subject_kind: company\n"),
      "rel.yaml:2", "'company'"),
     ("bad_yaml", "relations:\n  - name: [unclosed\n", "rel.yaml:", "not valid YAML"),
+    ("key_twice", RELATION.replace("    objects: [Rex, Bella]\n", "    objects: [Rex, Bella]\n    prompts: {}\n"),
+     "rel.yaml:10", "key 'prompts' given twice in one mapping (first on line 3)"),
 ]
 
 
@@ -185,6 +187,14 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("rote inject: error: ") and f"{path}:2" in err and "'birthplace'" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fraction", ["nan", "inf", "0", "1.5"])
+def test_phase2_fraction_outside_0_1_is_named(tmp_path, capsys, fraction):
+    path = jsonl(tmp_path / "f.jsonl", [GOOD])
+    assert main(["inject", str(path), "--out", str(tmp_path / "out"), "--phase2-fraction", fraction]) == 2
+    assert f"--phase2-fraction {float(fraction)} must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_set_cannot_change_what_inject_derives(tmp_path, capsys):

@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "rote"
 LAYERS = {
     "package": ["rote"],  # `import rote`: the version, and rote.inject on first use
     "base": ["rote.errors", "rote.names", "rote.fileio", "rote.lock", "rote.config", "rote.config_checks", "rote.arms",
-             "rote.text"],
+             "rote.text", "rote.strict_yaml"],
     "data": ["rote.data"],
     "evaluation.pure": ["rote.evaluation", "rote.evaluation.queries", "rote.evaluation.matching",
                         "rote.evaluation.metrics"],

@@ -40,7 +40,7 @@ def _where(pattern: str, allowed: set[str], paths=MODULES) -> list[str]:
     (r"\.with_name\(.*\.tmp", {"fileio.py", "training/checkpoint.py", "report/figures.py"},
      "an atomic write outside rote.fileio"),
     # one relation reader, one key-token helper, one query builder
-    (r"yaml\.SafeLoader|get_single_node", {"data/relation_files.py"}, "a second relation-file reader"),
+    (r"yaml\.SafeLoader|get_single_node", {"data/relation_files.py", "strict_yaml.py"}, "a second relation-file reader"),
     (r"AddedToken\(", {"training/models.py"}, "key tokens added outside rote.training.models.add_tokens"),
     (r"\.key_token\s+for\b", {"data/templates.py"}, "the key-token list outside rote.data.templates.key_tokens"),
     (r"^def build_queries", {"evaluation/queries.py"}, "a second query builder"),

@@ -1,6 +1,7 @@
 """`rote run` end to end on the tiny model: stages, resume, the run directory, the CLI."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,43 @@ def test_resuming_with_another_config_is_refused(smoke_cfg):
     run(smoke_cfg, quiet=True, stop_after="data")
     with pytest.raises(RunError, match=r"phase1.lr: 0.001 -> 0.5"):
         run(config.replace(smoke_cfg, ["phase1.lr=0.5"]), quiet=True)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("phase1.update.layers=[99]", "phase1.update.layers: layer 99 does not exist (the model has 2 layers"),
+    ("phase2.update.modules=[mlpp]", "phase2.update.modules: the model has no module named 'mlpp'"),
+    ("phase1.method=lora", None),
+])
+def test_layers_modules_and_lora_targets_are_checked_before_anything_is_written(smoke_cfg, override, message):
+    """Checked on the model's weightless skeleton at the start, not when the phase begins (after the
+    data and eval/base stages were written, so that the fixed command was refused as another config)."""
+    cfg = config.replace(smoke_cfg, [override])
+    if message is None:  # LoRA: a target module the model does not have
+        cfg = config.replace(cfg, ["phase1.lora.target_modules=[q_proj, nonexist]"])
+        message = "phase1.lora.target_modules: the model has no module named 'nonexist'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(cfg, quiet=True)
+    assert not cfg.run_dir.exists()
+
+
+def test_a_folder_rote_did_not_start_is_not_written_into(smoke_cfg, capsys):
+    """A folder of the run's name holding the user's own config.yaml or facts.jsonl: refused, its
+    files untouched (the run writes those names)."""
+    run_dir = smoke_cfg.run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("title: my notes\n")
+    (run_dir / "facts.jsonl").write_text('{"subject": "x"}\n')
+    with pytest.raises(RunError, match="holds a config.yaml that is not a rote run's"):
+        run(smoke_cfg, quiet=True, stop_after="data")
+    (run_dir / "config.yaml").unlink()
+    args = ["run", str(SMOKE), "--set", f"model.name={smoke_cfg.model.name}", "--set", f"out_dir={run_dir.parent}",
+            "--stop-after", "data"]
+    assert main(args) == 3
+    assert "holds files that no rote run wrote (facts.jsonl)" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["facts.jsonl"]
+    assert (run_dir / "facts.jsonl").read_text() == '{"subject": "x"}\n'
+    (run_dir / "facts.jsonl").unlink()  # an empty folder of that name is the run's to use
+    assert main(args) == 0 and is_done(run_dir, "data")
 
 
 def test_resuming_after_an_input_changed_in_place_is_refused(tiny_model_dir, tmp_path):
@@ -173,6 +211,17 @@ def test_cli_eval_rescores_a_checkpoint(smoke_cfg, capsys):
     assert again == before  # the same checkpoint, scored again, gives the same numbers
     assert "eval/again" in capsys.readouterr().out
     assert main(["report", str(run_dir)]) == 0
+    # The run's own stages and an earlier evaluation are not overwritten without a word.
+    files = {p: p.read_bytes() for p in (run_dir / "eval").rglob("*") if p.is_file()}
+    assert main(["eval", str(run_dir), "--stage", "base"]) == 2
+    assert "eval/base is the run's own stage" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--stage", "again"]) == 3
+    assert "holds an earlier evaluation; pass --overwrite" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (run_dir / "eval").rglob("*") if p.is_file()} == files
+    (run_dir / "eval" / "again" / "stray.txt").write_text("from the earlier evaluation")
+    assert main(["eval", str(run_dir), "--stage", "again", "--overwrite"]) == 0
+    assert json.loads((run_dir / "eval" / "again" / "summary.json").read_text())["rows"] != before  # phase 2's now
+    assert not (run_dir / "eval" / "again" / "stray.txt").exists()
 
 
 @pytest.mark.slow

@@ -77,7 +77,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import shutil
     from rote.config import read_run_config
+    from rote.errors import RunError
+    from rote.names import EVAL_STAGES
     from rote.config_checks import plain_name
     from rote.data.facts import read_facts
     from rote.report.headline import format_headline
@@ -85,14 +88,23 @@ def cmd_eval(args) -> int:
     from rote.runner import Session, check_inputs_unchanged
     from rote.training import processes
     run_dir = Path(args.run)
-    stage = f"eval/{plain_name(args.stage, '--stage')}"  # a folder under RUN/eval, never outside it
+    name = plain_name(args.stage, "--stage")  # a folder under RUN/eval, never outside it
+    if name in EVAL_STAGES:  # the headline, the report and every damage measure read these as the run wrote them
+        raise ConfigError(f"--stage {name}: eval/{name} is the run's own stage, written by rote run; name this "
+                          f"evaluation otherwise (e.g. --stage {name}-again)")
+    stage = f"eval/{name}"
     cfg = read_run_config(run_dir)
     check_inputs_unchanged(cfg, run_dir)  # its new stage must ask what the finished ones asked
     processes.start()
     with processes.main_holds(run_dir):
+        if (run_dir / stage).exists() and not args.overwrite:
+            raise RunError(f"{run_dir / stage} holds an earlier evaluation; pass --overwrite to replace it, or "
+                           f"choose another --stage")
         session = Session(cfg, run_dir, read_facts(run_dir / "facts.jsonl"))
         checkpoint = args.checkpoint or str(run_dir / "phase2" / "checkpoint")
         session.load(checkpoint, add_keys=False)
+        if args.overwrite:  # only now: a checkpoint that does not load leaves the earlier evaluation in place
+            processes.on_main(lambda: shutil.rmtree(run_dir / stage, ignore_errors=True))
         info = run_eval(session, stage)
     if not processes.is_main():
         return 0
@@ -222,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a run's facts")
     p.add_argument("run")
     p.add_argument("--checkpoint", help="model folder (default: RUN/phase2/checkpoint)")
-    p.add_argument("--stage", default="custom", help="name of the eval folder to write (eval/NAME)")
+    p.add_argument("--stage", default="custom", help="name of the eval folder to write (eval/NAME; not base, "
+                                                     "phase1 or phase2, which the run writes)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation of the same --stage")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="rebuild a run's report from its files (no model, no torch)")

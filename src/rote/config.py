@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from rote import strict_yaml
 from rote.arms import ARM_NAMES, ARMS, BUDGETS, unread
 from rote.config_checks import check_values
 from rote.errors import ConfigError, RunError, one_line, quote, read_utf8
@@ -284,7 +285,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key.strip():
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+        return key.strip(), strict_yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {quote(text)}: the value is not valid YAML ({one_line(getattr(e, 'problem', e))})") from None
 
@@ -346,7 +347,7 @@ def load_tree(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(read_utf8(path, ConfigError)) or {}
+        raw = strict_yaml.safe_load(read_utf8(path, ConfigError)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from None
     if not isinstance(raw, dict):

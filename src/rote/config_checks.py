@@ -5,6 +5,9 @@ anything (rote.data.factset.check_relations, rote.runner.check_inputs).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from rote.arms import ARMS
 from rote.errors import ConfigError, quote
 
@@ -22,7 +25,8 @@ def plain_name(value: str, what: str) -> str:
 _BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
            "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
            "eval.icl_examples": (1, None), "phase1.threshold": ("> 0", 1), "phase2.n_prompts": (1, None),
-           "phase2.patience": (1, None), "phase2.validation_prompts": (1, None), "budget_tokens": (1, None)}
+           "phase2.patience": (1, None), "phase2.validation_prompts": (1, None), "budget_tokens": (1, None),
+           "seed": (0, 2**32 - 1)}  # seeds are mixed into torch generators' 64-bit seeds (rote.training.loop)
 for _phase in ("phase1", "phase2"):
     _BOUNDS.update({f"{_phase}.epochs": (1, None), f"{_phase}.lr": ("> 0", None), f"{_phase}.batch_size": (1, None),
                     f"{_phase}.grad_accum": (1, None), f"{_phase}.warmup_steps": (0, None),
@@ -52,6 +56,17 @@ def _check_bounds(cfg, source: str) -> None:
             raise ConfigError(f"{source}: {key}={value} must be {span}")
 
 
+def _check_finite(cfg, source: str, prefix: str = "") -> None:
+    """No setting is NaN or infinite: NaN passes every range comparison (lr=nan, max_grad_norm=nan
+    would train on nonsense or not clip at all) and inf trains to a NaN loss that reads as a result."""
+    for field in dataclasses.fields(cfg):
+        value, key = getattr(cfg, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, source, key + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {key}={value} must be a finite number")
+
+
 def _check_lists(cfg, source: str) -> None:
     """No list names an element twice (a relation, a stage, a prompt set, a language)."""
     for key in ("data.relations", "data.two_hop", "eval.prompt_sets", "eval.languages", "eval.mc_prompt_sets",
@@ -67,8 +82,12 @@ def check_values(cfg, source: str = "config"):
     """Everything about a config that needs no file and no model: ranges, lists, and settings that
     only make sense together. Raises ConfigError naming the key."""
     plain_name(cfg.name, f"{source}: name")
+    _check_finite(cfg, source)
     _check_bounds(cfg, source)
     _check_lists(cfg, source)
+    for key in ("data.relations", "eval.prompt_sets"):  # an empty list would run and ask nothing
+        if not value_at(cfg, key):
+            raise ConfigError(f"{source}: {key} is empty: name at least one")
     if cfg.data.phase2_facts > cfg.data.facts_per_relation:
         raise ConfigError(f"{source}: data.phase2_facts={cfg.data.phase2_facts} must not exceed "
                           f"data.facts_per_relation={cfg.data.facts_per_relation}")

@@ -96,6 +96,8 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     """The run config (injection defaults, then `overrides`), the facts with splits and options,
     a summary per relation, and notes for the card. Pure and deterministic: a resumed injection
     plans the same run."""
+    if not 0 < phase2_fraction <= 1:  # (NaN fails this too)
+        raise ConfigError(f"--phase2-fraction {phase2_fraction} must lie in (0, 1]")
     for text in overrides:
         key, _ = config_mod.parse_override(text)
         if key in DERIVED:
@@ -231,7 +233,13 @@ def clear_out(out: Path) -> None:
     run/export.json lists the exported files, but the folder may come from anyone: only plain file
     names that resolve to a file directly inside `out` are removed; anything else is refused."""
     out = out.resolve()
-    exported = out / RUN / "export.json"
+    run_dir = out / RUN
+    if run_dir.is_symlink():  # rmtree would follow nothing, but refuse to even unlink a link planted there
+        raise InjectError(f"{run_dir} is a symbolic link, not a folder rote wrote; nothing was deleted")
+    if run_dir.exists() and not (run_dir / "inject.json").is_file():  # someone else's folder of that name
+        raise InjectError(f"{run_dir} holds no injection record (inject.json), so rote did not write it; move it "
+                          "away or choose another --out; nothing was deleted")
+    exported = run_dir / "export.json"
     try:
         names = (read_json(exported) or {"files": []})["files"]
     except (ValueError, KeyError, TypeError):
@@ -249,9 +257,6 @@ def clear_out(out: Path) -> None:
     for path in targets:  # all checked first: a bad entry deletes nothing
         if path.is_file():
             path.unlink()
-    run_dir = out / RUN
-    if run_dir.is_symlink():  # rmtree would follow nothing, but refuse to even unlink a link planted there
-        raise InjectError(f"{run_dir} is a symbolic link, not a folder rote wrote; nothing was deleted")
     shutil.rmtree(run_dir, ignore_errors=True)
 
 

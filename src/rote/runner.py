@@ -40,7 +40,7 @@ from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError, read_utf8
 from rote.evaluation.queries import build_queries, validation_queries
 from rote.fileio import cache_dir, is_done, mark_done, write_json, write_summary, write_text
-from rote.lock import hold
+from rote.lock import LOCK_FILE, hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
                         planned_stages)
@@ -60,6 +60,29 @@ def git_commit() -> str | None:
 
 
 RESUME_REMEDY = "use another name (--set name=...) or delete the folder"  # rote inject words its own
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse (RunError) a run folder that rote did not start: a folder of that name holding other
+    files, or a config.yaml without rote's `config:` block. A run writes config.yaml, facts.jsonl
+    and others by name, so it would overwrite the user's files of those names."""
+    if not run_dir.is_dir():
+        return
+    path = run_dir / CONFIG_FILE
+    if path.is_file():
+        try:
+            ours = "config" in (yaml.safe_load(read_utf8(path, RunError)) or {})
+        except (yaml.YAMLError, TypeError):
+            ours = False
+        if not ours:
+            raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a rote run's (no config: block); choose "
+                           f"another name (--set name=...) or out_dir")
+        return
+    # Not yet started: at most the lock and, for rote inject, its record (written just before the run starts).
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in (LOCK_FILE, "inject.json"))
+    if others:
+        raise RunError(f"{run_dir} holds files that no rote run wrote ({', '.join(others[:5])}"
+                       f"{', ...' if len(others) > 5 else ''}); choose another name (--set name=...) or out_dir")
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -166,6 +189,7 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
         levers.check(getattr(cfg, phase).preserve, phase + ".preserve", asked)
     context = models.context_length(cfg.model.name)
     tokenizer = models.load_tokenizer(cfg.model.name)
+    check_model_structure(cfg)
     ecfg = eval_config(cfg)
     check_lengths(tokenizer, context, facts, relations, ecfg.max_new_tokens, ecfg.icl_examples)
     if cfg.eval.max_new_tokens is not None:
@@ -175,6 +199,23 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
             generation_budget(tokenizer, golds, cfg.eval.max_new_tokens)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+def check_model_structure(cfg: RunConfig) -> None:
+    """The layers, modules and LoRA targets the phases name exist in the model (checked on a weightless
+    skeleton, only when a phase names any): otherwise the error would come after stages finished."""
+    from rote.training import models, trainable
+    from rote.training.lora import check_targets
+    phases = [(p, getattr(cfg, p)) for p in ("phase1", "phase2")]
+    named = [(p, t) for p, t in phases if t.method == "lora" or t.update.layers or t.update.modules]
+    if not named:
+        return
+    skeleton = models.skeleton(cfg.model.name)
+    for phase, tcfg in named:
+        if tcfg.method == "lora":
+            check_targets(skeleton, tcfg.lora, phase)
+        else:
+            trainable.check_update(skeleton, tcfg.update, f"{phase}.update")
 
 
 class Session:
@@ -375,6 +416,7 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
         raise ConfigError(f"arm {cfg.arm} trains or shows the k phase-2 facts: data.phase2_facts must be >= 1")
 
     def prepare() -> list[Fact] | None:  # the main process's: it may convert a bundled model into the cache
+        check_run_folder(run_dir)
         planned = None if is_done(run_dir, "data") else plan_data(cfg)
         check_inputs(cfg, planned or read_facts(run_dir / FACTS_FILE))
         return planned

@@ -13,6 +13,7 @@ import yaml
 
 from rote.data.facts import DataError, Relation, check_replaces, load_relation, relation_from_dict, warn_prompt_overlaps
 from rote.errors import one_line, quote, read_utf8
+from rote.strict_yaml import StrictLoader
 
 MAX_PROMPT_CHARS = 1000  # a relation's prompt template
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
@@ -86,7 +87,7 @@ def _relation_from_node(node, path: Path, number: int) -> dict:
     if not isinstance(node, yaml.MappingNode):
         raise DataError(f"{path}:{_line(node)}: relation #{number} must be a mapping")
     try:
-        raw = yaml.SafeLoader("").construct_document(node)
+        raw = StrictLoader("").construct_document(node)
     except yaml.YAMLError as e:  # a tag the safe loader refuses (!!python/...), a bad !!binary
         raise _yaml_error(path, "", e) from None
     if not isinstance(raw, dict):

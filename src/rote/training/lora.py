@@ -7,6 +7,7 @@ weights alone cannot teach them: their embedding rows are trained too, with PEFT
 from __future__ import annotations
 
 from rote.config import LoraConfig
+from rote.errors import ConfigError
 
 
 def apply_lora(model, cfg: LoraConfig, key_ids: list[int], seed: int):
@@ -24,6 +25,15 @@ def apply_lora(model, cfg: LoraConfig, key_ids: list[int], seed: int):
     )
     with seeded(seed):
         return get_peft_model(model, peft_cfg)
+
+
+def check_targets(model, cfg: LoraConfig, where: str) -> None:
+    """Every target module names some module of `model` (PEFT matches a module whose name is the
+    target or ends in '.target'); ConfigError naming the one that matches none."""
+    names = [name for name, _ in model.named_modules()]
+    for target in cfg.target_modules:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            raise ConfigError(f"{where}.lora.target_modules: the model has no module named {target!r}")
 
 
 def merge_lora(model):

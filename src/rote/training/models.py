@@ -263,6 +263,16 @@ def load_model(name: str, dtype: str = "float32"):
     )
 
 
+def skeleton(name: str):
+    """The model's modules without weights (on torch's meta device: no memory, no load): enough to
+    check names of layers and modules before anything is written."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = _from_pretrained(AutoConfig, name)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
 def list_models() -> list[dict]:
     """The bundled models, and for each whether it is prepared (and where)."""
     out = []

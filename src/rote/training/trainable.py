@@ -50,6 +50,24 @@ def resolve_layers(layers: tuple[int, ...], count: int, where: str) -> set[int]:
     return out
 
 
+def check_update(model, update: UpdateConfig, where: str = "update") -> tuple[set[int] | None, str | None]:
+    """The layers and the decoder-layer list `update` names, checked against `model` (which may be a
+    weightless skeleton: the runner checks before anything is written). Raises ConfigError naming
+    the layer or module the model does not have."""
+    layers = resolve_layers(update.layers, layer_count(model), f"{where}.layers") if update.layers else None
+    everything = not update.layers and not update.modules
+    stack = None if everything else decoder_layers(model)  # every parameter trains: no layer to find
+    if not everything and stack is None:
+        raise ConfigError(f"{where}.layers / {where}.modules: cannot find this model's decoder layers (no list of "
+                          f"{layer_count(model)} modules, its num_hidden_layers); train every layer or name none")
+    if update.modules:
+        names = {part for module_name, _ in model.named_modules() for part in module_name.split(".")}
+        missing = [m for m in update.modules if m not in names]
+        if missing:
+            raise ConfigError(f"{where}.modules: the model has no module named {missing[0]!r}")
+    return layers, stack
+
+
 def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "update") -> dict:
     """Freeze what `update` does not train (requires_grad False, or a row mask on the embeddings).
     Returns {"trainable": parameters that train, "frozen_decay": parameters that must not decay
@@ -58,18 +76,9 @@ def restrict(model, update: UpdateConfig, key_ids: list[int], where: str = "upda
     embeddings = {id(model.get_input_embeddings().weight)}
     if model.get_output_embeddings() is not None:
         embeddings.add(id(model.get_output_embeddings().weight))
-    layers = resolve_layers(update.layers, layer_count(model), f"{where}.layers") if update.layers else None
+    layers, stack = check_update(model, update, where)
     everything = not update.layers and not update.modules
-    stack = None if everything else decoder_layers(model)  # every parameter trains: no layer to find
-    if not everything and stack is None:
-        raise ConfigError(f"{where}.layers / {where}.modules: cannot find this model's decoder layers (no list of "
-                          f"{layer_count(model)} modules, its num_hidden_layers); train every layer or name none")
     in_stack = re.compile(rf"^{re.escape(stack)}\.(\d+)\." if stack else r"(?!)")
-    if update.modules:
-        names = {part for module_name, _ in model.named_modules() for part in module_name.split(".")}
-        missing = [m for m in update.modules if m not in names]
-        if missing:
-            raise ConfigError(f"{where}.modules: the model has no module named {missing[0]!r}")
     hooks, frozen_decay, seen, by_rows = [], set(), set(), 0
     for name, param in model.named_parameters():
         if id(param) in seen:  # a tied matrix comes up once
