@@ -172,6 +172,19 @@ def test_summary_and_html(probed):
     section = probe_section_html(run_dir)
     assert section.startswith("<h2>Hidden-state geometry</h2>") and section.count("data:image/png;base64,") == 3
     assert probe_section_html(run_dir.parent / "no-such-run") == ""
+    assert geometry["key_position"] == "middle" and "key-token states" in text and "the key token" in section
+    first = format_summary({**geometry, "key_position": "first"})
+    assert "relation separation of key-text states" in first and "key-token" not in first
+
+
+def test_labels_say_which_token_is_read_when_the_key_comes_first():
+    """With key.position: first the key text is `{key} {subject}`: its last token is the subject's,
+    not the key token, and the labels say so (a geometry from before the position was recorded is
+    the default, middle)."""
+    from rote.report.probe import key_text
+    assert key_text({"key_position": "first"}) == ("{key} {subject}", "the subject's last token, after the key token",
+                                                    "key-text states")
+    assert key_text({}) == key_text({"key_position": "middle"}) == ("{subject} {key}", "the key token", "key-token states")
 
 
 @pytest.mark.slow

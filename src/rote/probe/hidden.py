@@ -276,7 +276,7 @@ def probe_run(run_dir: str | Path, layers: list[int] | None = None, max_facts: i
     order = [s[0] for s in sources]
     geometry = {
         "run": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": cfg.model.name,
-        "subjects": cfg.data.subjects,
+        "subjects": cfg.data.subjects, "key_position": cfg.key.position,  # which token prompt_last is in the key text
         "position": "prompt_last", "layers": layer_ids, "stages": {s: stages[s] for s in order},
         "headline": {"layer": chosen[0], "position": "prompt_last", "chosen_by": chosen[1]},
         "facts": {s: sum(s in ("all", f.split) for f in facts) for s in SUMMARY_SPLITS},

@@ -61,6 +61,16 @@ def _f(v) -> str:
     return fmt(v, 3)
 
 
+def key_text(geometry: dict) -> tuple[str, str, str]:
+    """(the key text's form, the token read in it, what its states are called): the last token of
+    the key text, which is the key token when the key follows the subject (key.position: middle,
+    the default and every geometry written before the position was recorded) and the subject's
+    last token when the key comes first."""
+    if geometry.get("key_position", "middle") == "first":
+        return "{key} {subject}", "the subject's last token, after the key token", "key-text states"
+    return "{subject} {key}", "the key token", "key-token states"
+
+
 # ---------------------------------------------------------------- terminal
 
 
@@ -68,13 +78,14 @@ def format_summary(geometry: dict) -> str:
     """Separation base -> ... -> phase 2 and alignment per stage at the headline layer, beside the paper's."""
     h, nums = geometry["headline"], headline_numbers(geometry)
     stages = list(nums)
+    _, _, states = key_text(geometry)
     lines = [f"probe: {geometry['run']}  (layer {h['layer']} of 0..{max(geometry['layers'])}, position {h['position']}: "
              f"{h['chosen_by']}; {geometry['facts']['all']} facts, {geometry['prompts_per_set']} prompts per set)",
-             "", "relation separation of key-token states (intra - inter mean cosine)",
+             "", f"relation separation of {states} (intra - inter mean cosine)",
              f"  {'this run':<24}" + " -> ".join(f"{s} {_f(nums[s]['separation'])}" for s in stages),
              f"  {PAPER_LABEL:<24}" + " -> ".join(f"{s} {v:.3f}" for s, v in PAPER_SEPARATION.items())
              + "   (phase1 = epoch 20)",
-             "", "alignment: cosine(key-token state, same fact's prompt state), mean over facts",
+             "", f"alignment: cosine({states[:-1]}, same fact's prompt state), mean over facts",
              f"  {'stage':<24}" + "".join(f"{p:>10}" for p in PROBED_PROMPT_SETS)]
     lines += [f"  {s:<24}" + "".join(f"{_f(nums[s][p]):>10}" for p in PROBED_PROMPT_SETS) for s in stages]
     lines += [f"  {PAPER_LABEL + ' ' + s:<24}" + "".join(f"{v[p]:>10.2f}" for p in PROBED_PROMPT_SETS)
@@ -103,7 +114,7 @@ def separation_figure(geometry: dict) -> Figure | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("intra - inter mean cosine")
-    ax.set_title("relation separation of key-token states")
+    ax.set_title(f"relation separation of {key_text(geometry)[2]}")
     ax.legend(fontsize=8, frameon=False)
     return fig
 
@@ -126,7 +137,7 @@ def alignment_figure(geometry: dict) -> Figure:
         ax.axhline(0, color="#cccccc", lw=0.8)
         ax.grid(axis="y", color="#eeeeee", zorder=0)
         ax.set_axisbelow(True)
-    axes[0].set_ylabel(f"cosine with key-token state (layer {geometry['headline']['layer']})")
+    axes[0].set_ylabel(f"cosine with {key_text(geometry)[2][:-1]} (layer {geometry['headline']['layer']})")
     axes[-1].legend(fontsize=8, frameon=False)
     return fig
 
@@ -196,12 +207,13 @@ def probe_section_html(run_dir: str | Path) -> str:
         paper = PAPER_ALIGNMENT.get(stage, {})
         body.append([f"{PAPER_LABEL}: {stage}", _f(PAPER_SEPARATION[stage]), *(_f(paper.get(p)) for p in PROBED_PROMPT_SETS)])
     imgs = [img(folder / f"{name}.png", f"probe {name}") for name in FIGURES if (folder / f"{name}.png").is_file()]
+    form, token, states = key_text(geometry)
     return "\n".join([
         "<h2>Hidden-state geometry</h2>",
         f'<p class="note">Layer {h["layer"]} ({e(h["chosen_by"])}), position <code>{h["position"]}</code> '
-        f"(in <code>{{subject}} {{key}}</code> text, the key token); {geometry['facts']['all']} facts, "
-        f"{geometry['prompts_per_set']} prompts per set. Separation: intra - inter mean cosine of key-token states "
-        "by relation. Alignment: cosine between a fact's key-token state and the same fact's prompt states, mean "
+        f"(in <code>{e(form)}</code> text, {e(token)}); {geometry['facts']['all']} facts, "
+        f"{geometry['prompts_per_set']} prompts per set. Separation: intra - inter mean cosine of {states} "
+        f"by relation. Alignment: cosine between a fact's {states[:-1]} and the same fact's prompt states, mean "
         "over facts; unrelated prompts are the control. Paper numbers are for Qwen2.5-1.5B (phase 1 = epoch 20), "
         "a target to compare against, not a layer-matched value.</p>",
         f'<p class="note">{e(SHARED_NOTE)}.</p>' if geometry.get("subjects") == "shared" else "",
