@@ -13,7 +13,7 @@ from rote.cli import main
 from rote.errors import ConfigError, RunError
 from rote.fileio import is_done
 from rote.names import RUN_STAGES
-from rote.runner import run
+from rote.runner import plan_data, run
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 
@@ -146,6 +146,22 @@ def test_phase2_from_a_saved_phase1_checkpoint(smoke_cfg):
     assert [(f.id, f.subject, f.object, f.options) for f in ours] == [(f.id, f.subject, f.object, f.options) for f in theirs]
     assert sum(f.split == "phase2" for f in ours) == 2  # this run's k (1 person x 2 relations), not the source's 3
     assert json.loads((run_dir / "phase2" / "summary.json").read_text())["examples"] == 2 * 2
+
+
+def test_phase2_from_another_runs_checkpoint_needs_its_data_settings(smoke_cfg):
+    """Phase 2 from another run's checkpoint re-splits that run's facts: other relations failed mid-run
+    (KeyError, the data stage written), a larger facts_per_relation and k left no fact held out. Both
+    are refused before anything is written; another k is fine."""
+    source = run(smoke_cfg, quiet=True, stop_after="data")
+    checkpoint = f"phase2.checkpoint={source / 'phase1' / 'checkpoint'}"
+    for overrides, said in [(["data.relations=[mother]"], "data.relations: ['place_of_birth', 'place_of_residence'] -> ['mother']"),
+                            (["data.facts_per_relation=20", "data.phase2_facts=10"], "data.facts_per_relation: 6 -> 20")]:
+        variant = config.replace(smoke_cfg, ["name=variant", checkpoint, *overrides])
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            run(variant, quiet=True, stop_after="data")
+        assert not variant.run_dir.exists()
+    variant = config.replace(smoke_cfg, ["name=variant", checkpoint, "data.phase2_facts=1"])
+    assert len(plan_data(variant)) == 12
 
 
 def test_cli_help_and_errors(tmp_path, capsys):

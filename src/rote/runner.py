@@ -155,10 +155,22 @@ def plan_data(cfg: RunConfig) -> list[Fact]:
     checkpoint, that run's facts are used, split by this run's k (rote.data.factset.resplit)."""
     if not cfg.phase2.checkpoint:
         return plan_facts(cfg)
-    source = Path(cfg.phase2.checkpoint).resolve().parent.parent / FACTS_FILE
-    if not source.is_file():
-        raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with {FACTS_FILE}")
-    return resplit(read_facts(source), cfg.data.phase2_facts)
+    source = Path(cfg.phase2.checkpoint).resolve().parent.parent
+    if not (source / FACTS_FILE).is_file() or not (source / CONFIG_FILE).is_file():
+        raise RunError(f"phase2.checkpoint {cfg.phase2.checkpoint} is not inside a run directory with "
+                       f"{FACTS_FILE} and {CONFIG_FILE}")
+    # This run trains and asks the source run's facts, so its data settings must be the ones they were
+    # made with: a relation the source has no facts of fails mid-run (its facts name relations this run
+    # does not load), and a larger k than the source's facts per relation leaves none held out.
+    # Only k may differ: it just re-splits the same facts.
+    theirs = config_mod.to_dict(dataclasses.replace(read_run_config(source).data, phase2_facts=0))
+    ours = config_mod.to_dict(dataclasses.replace(cfg.data, phase2_facts=0))
+    if theirs != ours:
+        raise ConfigError(f"phase2.checkpoint={cfg.phase2.checkpoint} comes from {source}, whose facts were made "
+                          f"with other data settings (that run -> this config: {'; '.join(config_mod.differences(theirs, ours, 'data.'))}); "
+                          "phase 2 re-splits that run's facts, so set data.* as that run did (only "
+                          "data.phase2_facts may differ)")
+    return resplit(read_facts(source / FACTS_FILE), cfg.data.phase2_facts)
 
 
 def data_stage(cfg: RunConfig) -> list[Fact]:
