@@ -127,6 +127,56 @@ def test_summaries_keep_no_timing(tiny_model_dir, tmp_path):
     assert read_seconds(tmp_path / "old") == 2.0
 
 
+# ---------------------------------------------------------------- files that do not read back
+
+
+def test_a_run_folders_config_that_is_not_yaml_is_named(tmp_path, capsys):
+    """rote report and rote eval gave PyYAML's traceback, naming "<unicode string>" instead of the file."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("config:\n  name: x\nconfig: [unclosed\n")
+    for command in ("report", "eval"):
+        line = one_error_line(capsys, 2, main([command, str(run_dir)]))
+        assert f"{run_dir / 'config.yaml'}: not valid YAML" in line
+    (run_dir / "config.yaml").write_text("config: [a, b]\n")  # YAML, but not a config
+    line = one_error_line(capsys, 2, main(["eval", str(run_dir)]))
+    assert "config.yaml: config: expected a mapping, got list" in line
+
+
+def test_a_damaged_stage_file_is_named(tiny_model_dir, tmp_path, capsys):
+    """A summary.json cut short gave json's traceback; a bad line of a .jsonl file a plain ValueError."""
+    from rote.errors import UnreadableFileError
+    from rote.fileio import read_json, read_jsonl
+    assert main(run_args(tiny_model_dir, tmp_path)) == 0
+    run_dir = tmp_path / "runs" / "smoke"
+    summary = run_dir / "eval" / "phase1" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text('{"broken')
+    capsys.readouterr()
+    line = one_error_line(capsys, 3, main(["report", str(run_dir)]))
+    assert f"{summary}: not JSON (" in line
+    summary.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(UnreadableFileError, match=r"summary.json:1: not UTF-8 text"):
+        read_json(summary)
+    (tmp_path / "rows.jsonl").write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(UnreadableFileError, match=r"rows.jsonl:2: not JSON: 'not json'"):
+        read_jsonl(tmp_path / "rows.jsonl")
+
+
+def test_a_study_file_that_is_not_yaml_or_not_utf8_is_named(tmp_path, capsys):
+    """Both gave a traceback (yaml's, naming "<unicode string>"; UnicodeDecodeError), in rote study
+    and in rote study --list."""
+    (tmp_path / "broken.yaml").write_text("study: x\nbase: [\n")
+    (tmp_path / "latin1.yaml").write_bytes(b"study: x\nquestion: caf\xe9\n")
+    line = one_error_line(capsys, 2, main(["study", str(tmp_path / "broken.yaml"), "--dry-run"]))
+    assert f"{tmp_path / 'broken.yaml'}:3: not valid YAML" in line
+    line = one_error_line(capsys, 2, main(["study", str(tmp_path / "latin1.yaml"), "--dry-run"]))
+    assert f"{tmp_path / 'latin1.yaml'}:2: not UTF-8 text (byte 0xe9 at column 14)" in line
+    assert main(["study", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "broken.yaml:3: not valid YAML" in listed and "latin1.yaml:2: not UTF-8 text" in listed
+
+
 # ---------------------------------------------------------------- one writer per folder
 
 

@@ -365,8 +365,10 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})")
-    raw = yaml.safe_load(read_utf8(path, ConfigError)) or {}
-    return from_dict(upgrade(raw.get("config") or {}), source=str(path))
+    tree = load_tree(path).get("config") or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: config: expected a mapping, got {type(tree).__name__}")
+    return from_dict(upgrade(tree), source=str(path))
 
 
 def differences(a, b, prefix: str = "") -> list[str]:

@@ -9,12 +9,14 @@ Anything else is a bug and keeps its traceback.
     0     success
     1     a bug (a traceback is printed)
     2     bad config, arguments or input file                       ConfigError, DataError, ProbeError
-    3     a run or output folder that cannot be used as asked       RunError, InjectError
+    3     a run or output folder that cannot be used as asked       RunError, InjectError, UnreadableFileError
     4     the model is missing or cannot be reached                 ModelError
     5     the folder is in use by another rote process              LockedError
     130   interrupted (Ctrl-C)
 """
 from __future__ import annotations
+
+import yaml
 
 QUOTE_LIMIT = 200  # characters of an offending value shown in a message
 
@@ -32,6 +34,12 @@ class ConfigError(RoteError, ValueError):
 class RunError(RoteError, RuntimeError):
     """A run folder that cannot be used as asked (not a run folder, started with another config)."""
     exit_code = 3
+
+
+class UnreadableFileError(RunError, ValueError):
+    """A file in a run, study or cache folder that does not read back (not JSON: damaged, cut short,
+    edited); the message names it. Also a ValueError, as the json module's own error was, so code that
+    catches a malformed file as one still does."""
 
 
 class ModelError(RoteError):
@@ -70,3 +78,26 @@ def read_utf8(path, error: type[RoteError]) -> str:
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
                     "save the file as UTF-8") from None
+
+
+def yaml_error(path, text: str, e: yaml.YAMLError, error: type[RoteError]) -> RoteError:
+    """A YAML error as `error` naming file and line: PyYAML's own message names "<unicode string>" (it
+    is given the decoded text), and a reader error gives a position, not a mark."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    else:
+        line = text.count("\n", 0, getattr(e, "position", 0) or 0) + 1
+    problem = getattr(e, "problem", None) or getattr(e, "reason", None) or e
+    return error(f"{path}:{line}: not valid YAML ({one_line(problem)})")
+
+
+def read_yaml(path, error: type[RoteError]):
+    """A YAML file's content (None when empty); a byte that is not UTF-8, text that is not YAML or a
+    key given twice (rote.strict_yaml) raises `error` naming the file and line."""
+    from rote import strict_yaml
+    text = read_utf8(path, error)
+    try:
+        return strict_yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise yaml_error(path, text, e, error) from None

@@ -13,6 +13,7 @@ import secrets
 import time
 from pathlib import Path
 
+from rote.errors import UnreadableFileError, read_utf8
 from rote.names import DONE_FILE, SUMMARY_FILE, TIMING_FILE
 
 TIMING_KEYS = ("seconds",)  # kept out of summaries (timing.json): they differ between two runs of one config
@@ -43,9 +44,15 @@ def write_jsonl(path: str | Path, rows) -> Path:
 
 
 def read_json(path: str | Path):
-    """A JSON file's content, or None when it does not exist (a stage not run yet)."""
+    """A JSON file's content, or None when it does not exist (a stage not run yet). A file that is not
+    JSON (damaged, cut short, edited) raises UnreadableFileError naming it, not json's traceback."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(read_utf8(path, UnreadableFileError))
+    except json.JSONDecodeError as e:
+        raise UnreadableFileError(f"{path}: not JSON ({e}); the file is damaged") from None
 
 
 def read_jsonl(path: str | Path, torn_tail: bool = False) -> list[dict]:
@@ -55,7 +62,7 @@ def read_jsonl(path: str | Path, torn_tail: bool = False) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in read_utf8(path, UnreadableFileError).splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
         try:
@@ -63,7 +70,7 @@ def read_jsonl(path: str | Path, torn_tail: bool = False) -> list[dict]:
         except json.JSONDecodeError:
             if torn_tail and i == len(lines) - 1:
                 break
-            raise ValueError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
+            raise UnreadableFileError(f"{path}:{i + 1}: not JSON: {line[:80]!r}") from None
     return rows
 
 

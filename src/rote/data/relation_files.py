@@ -12,23 +12,12 @@ from pathlib import Path
 import yaml
 
 from rote.data.facts import DataError, Relation, check_replaces, load_relation, relation_from_dict, warn_prompt_overlaps
-from rote.errors import one_line, quote, read_utf8
+from rote.errors import quote, read_utf8, yaml_error
 from rote.strict_yaml import StrictLoader
 
 MAX_PROMPT_CHARS = 1000  # a relation's prompt template
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 _RELATION_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _yaml_error(path: Path, text: str, e: yaml.YAMLError) -> DataError:
-    """A YAML error as a DataError naming file and line (a reader error gives a position, not a mark)."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    if mark is not None:
-        line = mark.line + 1
-    else:
-        line = text.count("\n", 0, getattr(e, "position", 0) or 0) + 1
-    problem = getattr(e, "problem", None) or getattr(e, "reason", None) or e
-    return DataError(f"{path}:{line}: not valid YAML ({one_line(problem)})")
 
 
 def _yaml_root(path: Path):
@@ -40,7 +29,7 @@ def _yaml_root(path: Path):
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
-        raise _yaml_error(path, text, e) from None
+        raise yaml_error(path, text, e, DataError) from None
 
 
 def _child(node, key: str):
@@ -89,7 +78,7 @@ def _relation_from_node(node, path: Path, number: int) -> dict:
     try:
         raw = StrictLoader("").construct_document(node)
     except yaml.YAMLError as e:  # a tag the safe loader refuses (!!python/...), a bad !!binary
-        raise _yaml_error(path, "", e) from None
+        raise yaml_error(path, "", e, DataError) from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}:{_line(node)}: relation #{number} must be a mapping")
     name = raw.get("name")

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from rote.config import load_tree
 from rote.evaluation.metrics import headline, pick
 from rote.fileio import is_done, read_json, read_seconds
 from rote.names import (CONFIG_FILE, EVAL_STAGES, LANGUAGES, PROMPT_SETS, RUN_STAGES, SUMMARY_FILE, asks_facts, eval_dir,
@@ -39,12 +38,12 @@ FORM_LABELS = {"statement": "· statement", "question": "· question", "qa": "·
 
 
 def read_run_config(run_dir: Path) -> dict:
-    """The raw {config, meta} mapping. Read as plain YAML, not through rote.config, so a run made
-    by an older version (with since-renamed keys) can still be reported."""
+    """The raw {config, meta} mapping. Read as plain YAML (rote.config.load_tree), not through the
+    config classes, so a run made by an older version (with since-renamed keys) can still be reported."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {path} is missing")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return load_tree(path)  # a file that is not YAML, or not a mapping: ConfigError naming it
 
 
 def cfg_value(config: dict, dotted: str, default=None):

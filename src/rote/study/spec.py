@@ -44,10 +44,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from rote import config as config_mod
-from rote.errors import ConfigError
+from rote.errors import ConfigError, read_yaml
 from rote.evaluation.metrics import METRICS
 from rote.names import EVAL_STAGES, PROMPT_FORMS, PROMPT_SETS, SUMMARY_SPLITS
 
@@ -209,7 +207,7 @@ def load_study(path: str | Path, seeds: list[int] | None = None, overrides: list
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"study file not found: {path}")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path, StudyError) or {}
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping at the top level")
     unknown = sorted(set(raw) - set(TOP_KEYS))
@@ -276,10 +274,10 @@ def list_studies(folder: str | Path) -> list[tuple[str, str, Path]]:
     out = []
     for path in sorted(Path(folder).glob("*.yaml")):
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = read_yaml(path, StudyError) or {}
             if not isinstance(raw, dict):
                 raw = {"question": "(not a study: no mapping at the top level)"}
             out.append((str(raw.get("study", path.stem)), str(raw.get("question", "")), path))
-        except yaml.YAMLError as e:
-            out.append((path.stem, f"(not readable: {str(e).splitlines()[0]})", path))
+        except StudyError as e:  # not YAML, or not UTF-8
+            out.append((path.stem, f"(not readable: {e})", path))
     return out
