@@ -127,6 +127,31 @@ def test_summaries_keep_no_timing(tiny_model_dir, tmp_path):
     assert read_seconds(tmp_path / "old") == 2.0
 
 
+def test_an_output_path_that_is_the_wrong_kind_is_refused(tiny_model_dir, tmp_path, capsys):
+    """out_dir, out_dir/name, a study's --out or rote data's --out that is a file where rote makes a
+    folder (or a folder where it writes a file) gave mkdir's or rename's traceback; now RunError, and
+    what is there is left alone."""
+    runs = tmp_path / "runs"
+    runs.write_text("mine")
+    line = one_error_line(capsys, 3, main(run_args(tiny_model_dir, tmp_path)))
+    assert f"run folder {runs / 'smoke'} cannot be made: {runs} is a file, not a folder" in line
+    study = Path(__file__).parent.parent / "configs" / "studies" / "depth.yaml"
+    line = one_error_line(capsys, 3, main(["study", str(study), "--out", str(runs), "--report-only"]))
+    assert f"study folder {runs / 'depth'} cannot be made: {runs} is a file" in line
+    line = one_error_line(capsys, 3, main(["data", str(SMOKE), "--out", str(runs / "facts.jsonl")]))
+    assert f"--out's folder {runs} cannot be made: {runs} is a file" in line
+    assert runs.read_text() == "mine"
+    runs.unlink()
+    (runs / "smoke").mkdir(parents=True)
+    line = one_error_line(capsys, 3, main(["data", str(SMOKE), "--out", str(runs / "smoke")]))
+    assert f"--out {runs / 'smoke'} is a folder; name the file to write" in line
+    (runs / "smoke").rmdir()
+    (runs / "smoke").write_text("mine")
+    line = one_error_line(capsys, 3, main(run_args(tiny_model_dir, tmp_path)))
+    assert f"{runs / 'smoke'} is a file, not a folder" in line
+    assert (runs / "smoke").read_text() == "mine"
+
+
 # ---------------------------------------------------------------- files that do not read back
 
 

@@ -45,9 +45,15 @@ def cmd_data(args) -> int:
     from collections import Counter
     from rote import runner
     from rote.data.facts import write_facts
+    from rote.errors import RunError
+    from rote.lock import check_folder
+    from rote.names import FACTS_FILE
     cfg = _config(args)
     if args.out:
         out = Path(args.out)
+        if out.is_dir():  # write_facts's rename would fail on it with IsADirectoryError
+            raise RunError(f"--out {out} is a folder; name the file to write, e.g. {out / FACTS_FILE}")
+        check_folder(out.parent, "--out's folder")
         facts = runner.plan_data(cfg)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_facts(facts, out)

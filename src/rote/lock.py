@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from rote.errors import LockedError
+from rote.errors import LockedError, RunError
 
 LOCK_FILE = ".rote.lock"
 
@@ -33,11 +33,23 @@ def _holder(text: str) -> str:
         return "a process that left no details"
 
 
+def check_folder(folder: str | Path, what: str = "run folder") -> None:
+    """Refuse (RunError) a folder that cannot be made because it, or a folder above it, is a file:
+    mkdir's own error (NotADirectoryError, FileExistsError) names neither the setting nor the file."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():  # a file, or a link to nothing
+            raise RunError(f"{what} {folder} cannot be made: {path} is a file, not a folder; write elsewhere")
+
+
 @contextmanager
 def hold(folder: str | Path, what: str = "run folder"):
     """Hold the folder's lock for the `with` block; creates the folder. Raises LockedError at once
     when another process holds it (no waiting: a run takes minutes to hours)."""
     folder = Path(folder)
+    check_folder(folder, what)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -40,7 +40,7 @@ from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError, read_utf8
 from rote.evaluation.queries import build_queries, validation_queries
 from rote.fileio import cache_dir, is_done, mark_done, write_json, write_summary, write_text
-from rote.lock import LOCK_FILE, hold
+from rote.lock import LOCK_FILE, check_folder, hold
 from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
                         planned_stages)
@@ -421,6 +421,7 @@ def run(cfg: RunConfig, stop_after: str | None = None, quiet: bool = False) -> P
     every process calls this; the main process checks, holds the lock and writes (module docstring)."""
     processes.start()
     run_dir = cfg.run_dir
+    check_folder(run_dir)  # before the checks below, which may convert a model first
     stages = _stages(cfg, stop_after)
     arm = ARMS[cfg.arm]
     if cfg.data.phase2_facts == 0 and (("phase2" in stages and arm.phase2 == "natural_k") or

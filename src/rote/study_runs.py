@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rote.errors import ConfigError
 from rote.fileio import write_json
+from rote.lock import check_folder
 from rote.names import CHECKPOINT_DIR, TIMING_FILE
 from rote.runner import run
 from rote.training import processes
@@ -44,6 +45,7 @@ def run_study(path: str | Path, out: str | Path = "studies", seeds: list[int] | 
                           f"launch ({processes.world()} processes) every run is already shared by all of them: "
                           f"use one or the other")
     plan = expand(load_study(path, seeds, overrides), out)
+    check_folder(plan.dir, "study folder")  # --report-only writes into it with no lock to check it
     if train:
         started = time.perf_counter()
         say = (lambda *a: None) if quiet or not processes.is_main() else (lambda *a: print(*a, flush=True))
