@@ -147,3 +147,11 @@ def test_a_run_written_by_an_earlier_rote_reads_back(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"config": old}))
     with pytest.raises(ConfigError, match="unknown key 'threshold'"):
         config.read_run_config(tmp_path)
+
+
+def test_out_dir_expands_home(tmp_path, monkeypatch):
+    """`out_dir: ~/runs` in a YAML file (no shell to expand it) made a folder named `~` in the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "c.yaml"
+    path.write_text("name: r\nout_dir: ~/runs\n")
+    assert config.load(path).run_dir == tmp_path / "runs" / "r"

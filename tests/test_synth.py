@@ -1,6 +1,7 @@
 """Fictional fact sets: determinism, both subject modes, options, splits, no famous names."""
 import hashlib
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -90,3 +91,29 @@ def test_two_hop_facts_give_each_first_object_one_held_out_fact():
     assert add_two_hop_facts(base, mother, birth, n_options=5, seed=1) == facts  # seeded
     with pytest.raises(DataError, match="no two-hop prompts for 'place_of_birth\\+mother'"):
         add_two_hop_facts(base, birth, mother, n_options=5, seed=1)
+
+
+def test_more_names_than_the_lists_make_are_refused_at_once():
+    """100,000 facts per relation (65,000 person names) drew for minutes with no message; several
+    relations of one subject kind draw from one pool in `separate` mode."""
+    from rote.data.synth import name_pool
+    assert name_pool("person") == 65_000
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"data.facts_per_relation=100000 needs 100,000 distinct invented person "
+                                        r"names, but the name lists make at most 65,000"):
+        make_facts(_rels("place_of_birth"), 100_000, 1)
+    with pytest.raises(DataError, match=r"=40000 x 2 relations with person subjects needs 80,000"):
+        make_facts(_rels("place_of_birth", "place_of_residence"), 40_000, 1)
+    assert time.monotonic() - started < 2
+    with pytest.raises(DataError, match=r"make at most 42,000"):
+        make_facts(_rels("capital"), 50_000, 1)
+
+
+def test_two_hop_ids_never_repeat_a_relations_own():
+    """Second-hop facts were numbered from 10,000 whatever the relation's own count: with 10,002 facts
+    per relation, P19:10000 and P19:10001 named two facts each."""
+    from rote.data.synth import add_two_hop_facts
+    mother, birth = load_relation("mother"), load_relation("place_of_birth")
+    base = make_facts([mother, birth], 10_002, 1, n_options=2)
+    facts = add_two_hop_facts(base, mother, birth, n_options=2, seed=0)
+    assert len({f.id for f in facts}) == len(facts) > len(base)

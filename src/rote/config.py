@@ -201,7 +201,9 @@ class RunConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
+        # `~` as the shell would (a YAML file or --set=... leaves it to rote), as for model.name: else a
+        # folder named `~` appears in the current one.
+        return Path(self.out_dir).expanduser() / self.name
 
 
 # ---------------------------------------------------------------- building from dicts

@@ -9,7 +9,10 @@ relation's pool, paired at random. Two subject modes:
 """
 from __future__ import annotations
 
+import math
 import random
+import re
+from collections import Counter
 from functools import cache
 from importlib import resources
 
@@ -53,6 +56,21 @@ def _country(rng: random.Random) -> str:
 
 
 _MAKERS = {"person": _person, "work": _work, "country": _country}
+
+
+@cache
+def name_pool(kind: str) -> int:
+    """How many distinct names the generator of `kind` can make at most: the product of its lists'
+    sizes (famous names and the relations' objects, left out when drawing, make it a little less)."""
+    n = _names()
+    if kind == "person":
+        return len(set(n["first_names"])) * len(set(n["last_names"]))
+    if kind == "country":  # a middle syllable, or none
+        s = n["country_syllables"]
+        return len(set(s["starts"])) * (len(set(s["middles"])) + 1) * len(set(s["ends"]))
+    words = n["title_words"]
+    size = {"{adj}": len(set(words["adjectives"])), "{noun}": len(set(words["nouns"]))}
+    return sum(math.prod(size[slot] for slot in re.findall(r"\{adj\}|\{noun\}", p)) for p in set(words["patterns"]))
 
 
 def fictional_subjects(kind: str, n: int, rng: random.Random, taken: set[str]) -> list[str]:
@@ -104,6 +122,14 @@ def make_facts(
         raise DataError(f"unknown subject mode {subjects!r} (use 'separate' or 'shared')")
     if len({r.name for r in relations}) != len(relations):
         raise DataError(f"a relation is listed twice: {[r.name for r in relations]}")
+    # More names than the lists can make: refuse now, since fictional_subjects would draw n x 1000
+    # times before giving up (minutes, with no message, at 100,000 facts).
+    for kind, count in Counter(r.subject_kind for r in relations).items():
+        needed = facts_per_relation * (count if subjects == "separate" else 1)
+        if kind in _MAKERS and needed > name_pool(kind):
+            each = f" x {count} relations with {kind} subjects" if needed > facts_per_relation else ""
+            raise DataError(f"data.facts_per_relation={facts_per_relation}{each} needs {needed:,} distinct invented "
+                            f"{kind} names, but the name lists make at most {name_pool(kind):,}; ask for fewer facts")
     rng = random.Random(seed)
     # Never invent a subject that is also an answer of one of the chosen relations.
     taken = {o.lower() for r in relations for o in r.objects}
@@ -133,7 +159,7 @@ def make_facts(
     return facts
 
 
-TWO_HOP_FIRST_ID = 10_000  # second-hop facts are numbered from here: never below any k, so never in phase 2
+TWO_HOP_FIRST_ID = 10_000  # second-hop facts are numbered from here (or after the relation's own facts, if more)
 
 
 @cache
@@ -164,7 +190,10 @@ def add_two_hop_facts(facts: list[Fact], first: Relation, second: Relation, n_op
     if clash:
         raise DataError(f"data.two_hop: {clash[0]!r} is both a subject and a {first.name} object")
     objects = _objects(second, len(firsts), rng)
-    extra = [_fact(second, TWO_HOP_FIRST_ID + j, subject, f"{first.name}-object:{j:04d}", obj, False, n_options, rng)
+    # After the second relation's own facts (numbered from 0), so that no id repeats when it has more
+    # than TWO_HOP_FIRST_ID of them; below that, the ids runs have always had.
+    start = max(TWO_HOP_FIRST_ID, sum(f.relation == second.name for f in facts))
+    extra = [_fact(second, start + j, subject, f"{first.name}-object:{j:04d}", obj, False, n_options, rng)
              for j, (subject, obj) in enumerate(zip(firsts, objects))]
     return facts + extra
 
