@@ -54,7 +54,7 @@ def test_a_key_given_twice_is_refused(tmp_path):
     """PyYAML keeps the last of two equal keys: the first block's settings would be dropped silently."""
     f = tmp_path / "c.yaml"
     f.write_text("name: x\nphase1:\n  epochs: 7\n  lr: 1e-3\nphase1:\n  batch_size: 4\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(key 'phase1' given twice in one mapping \(first on line 2\)"):
+    with pytest.raises(ConfigError, match=r"c.yaml:5: not valid YAML \(key 'phase1' given twice in one mapping \(first on line 2\)"):
         config.load(f)
     f.write_text("name: x\nbase: &b {epochs: 7}\nphase1:\n  <<: *b\n  epochs: 8\n")  # a merge key then an override is meant
     with pytest.raises(ConfigError, match="unknown key 'base'"):  # (reaches the config checks, not the YAML error)

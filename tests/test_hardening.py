@@ -162,7 +162,7 @@ def test_a_run_folders_config_that_is_not_yaml_is_named(tmp_path, capsys):
     (run_dir / "config.yaml").write_text("config:\n  name: x\nconfig: [unclosed\n")
     for command in ("report", "eval"):
         line = one_error_line(capsys, 2, main([command, str(run_dir)]))
-        assert f"{run_dir / 'config.yaml'}: not valid YAML" in line
+        assert f"{run_dir / 'config.yaml'}:" in line and "not valid YAML" in line
     (run_dir / "config.yaml").write_text("config: [a, b]\n")  # YAML, but not a config
     line = one_error_line(capsys, 2, main(["eval", str(run_dir)]))
     assert "config.yaml: config: expected a mapping, got list" in line

@@ -20,7 +20,7 @@ import yaml
 from rote import strict_yaml
 from rote.arms import ARM_NAMES, ARMS, BUDGETS, unread
 from rote.config_checks import check_values
-from rote.errors import ConfigError, RunError, one_line, quote, read_utf8
+from rote.errors import ConfigError, RunError, one_line, quote, read_yaml
 from rote.names import CONFIG_FILE, EVAL_STAGES, OTHER_LANGUAGES, PROMPT_SETS
 
 
@@ -348,10 +348,7 @@ def load_tree(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = strict_yaml.safe_load(read_utf8(path, ConfigError)) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({one_line(e)})") from None
+    raw = read_yaml(path, ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
