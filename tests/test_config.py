@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rote import config
 from rote.errors import ConfigError
@@ -56,6 +57,10 @@ def test_a_key_given_twice_is_refused(tmp_path):
     f.write_text("name: x\nphase1:\n  epochs: 7\n  lr: 1e-3\nphase1:\n  batch_size: 4\n")
     with pytest.raises(ConfigError, match=r"c.yaml:5: not valid YAML \(key 'phase1' given twice in one mapping \(first on line 2\)"):
         config.load(f)
+    from rote import strict_yaml  # merge keys, then overriding keys, are meant; also merged mappings merged again
+    nested = "defaults:\n  base: &base {lr: 1}\n  p1: &p1 {<<: *base, lr: 2}\nphase2:\n  <<: *p1\n"
+    assert strict_yaml.safe_load(nested) == yaml.safe_load(nested) == {"defaults": {"base": {"lr": 1}, "p1": {"lr": 2}},
+                                                                       "phase2": {"lr": 2}}
     f.write_text("name: x\nbase: &b {epochs: 7}\nphase1:\n  <<: *b\n  epochs: 8\n")  # a merge key then an override is meant
     with pytest.raises(ConfigError, match="unknown key 'base'"):  # (reaches the config checks, not the YAML error)
         config.load(f)

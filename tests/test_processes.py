@@ -234,3 +234,17 @@ def test_commands_that_run_as_one_process_refuse_a_launcher(monkeypatch, capsys)
     assert main(["report", "nowhere"]) == ConfigError.exit_code
     err = capsys.readouterr().err
     assert "rote report (process 1 of 2): error: rote report runs as one process, but it was launched as 2" in err
+
+
+def test_seeded_seeds_and_restores_the_mps_generator(monkeypatch):
+    """On an Apple GPU, the adapters, dropout and replay samples are drawn from the MPS generator:
+    seeded and put back as found (torch.random.fork_rng forks one device type, CUDA by default)."""
+    import torch
+    calls = []
+    monkeypatch.setattr(processes, "device", lambda: torch.device("mps"))
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: "state before")
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda s: calls.append(("seed", s)))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s: calls.append(("restored", s)))
+    with processes.seeded(123):
+        assert calls == [("seed", 123)]
+    assert calls == [("seed", 123), ("restored", "state before")]

@@ -107,7 +107,12 @@ def test_a_folder_rote_did_not_start_is_not_written_into(smoke_cfg, capsys):
     assert "holds files that no rote run wrote (facts.jsonl)" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == ["facts.jsonl"]
     assert (run_dir / "facts.jsonl").read_text() == '{"subject": "x"}\n'
-    (run_dir / "facts.jsonl").unlink()  # an empty folder of that name is the run's to use
+    (run_dir / "config.yaml").write_text("notes about the config of the cluster\n")  # YAML, a string
+    assert main(args) == 3
+    assert "holds a config.yaml that is not a rote run's" in capsys.readouterr().err
+    (run_dir / "config.yaml").unlink()
+    (run_dir / "facts.jsonl").unlink()  # an empty folder of that name is the run's to use, and so is one
+    (run_dir / ".config.yaml.123-abcd.tmp").write_text("")  # whose config writer was killed mid-write
     assert main(args) == 0 and is_done(run_dir, "data")
 
 
@@ -162,6 +167,24 @@ def test_phase2_from_another_runs_checkpoint_needs_its_data_settings(smoke_cfg):
         assert not variant.run_dir.exists()
     variant = config.replace(smoke_cfg, ["name=variant", checkpoint, "data.phase2_facts=1"])
     assert len(plan_data(variant)) == 12
+
+
+def test_phase2_from_another_runs_checkpoint_compares_its_relations_file_by_content(smoke_cfg, tmp_path, monkeypatch):
+    """The same relations file named relatively there and absolutely here is the same input; a file
+    with other content is not."""
+    relations = tmp_path / "rel.yaml"
+    text = (Path(__file__).parent.parent / "configs" / "relations" / "sworn_rival.yaml").read_text()
+    relations.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    rel = ["data.relations_file=rel.yaml", "data.relations=[place_of_birth, sworn_rival]", "data.n_options=3"]
+    source = run(config.replace(smoke_cfg, rel), quiet=True, stop_after="data")
+    checkpoint = f"phase2.checkpoint={source / 'phase1' / 'checkpoint'}"
+    same = config.replace(smoke_cfg, ["name=variant", checkpoint, f"data.relations_file={relations}", *rel[1:]])
+    assert len(plan_data(same)) == 12
+    other = tmp_path / "other.yaml"
+    other.write_text(text.replace("{subject}'s sworn rival is", "{subject}'s sworn rival is called"))
+    with pytest.raises(ConfigError, match="other.yaml holds other content than the file that run read"):
+        plan_data(config.replace(same, [f"data.relations_file={other}"]))
 
 
 def test_cli_help_and_errors(tmp_path, capsys):

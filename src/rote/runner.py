@@ -71,15 +71,18 @@ def check_run_folder(run_dir: Path) -> None:
     path = run_dir / CONFIG_FILE
     if path.is_file():
         try:
-            ours = "config" in (yaml.safe_load(read_utf8(path, RunError)) or {})
-        except (yaml.YAMLError, TypeError):
-            ours = False
+            tree = yaml.safe_load(read_utf8(path, RunError))
+        except yaml.YAMLError:
+            tree = None
+        ours = isinstance(tree, dict) and isinstance(tree.get("config"), dict)
         if not ours:
             raise RunError(f"{run_dir} holds a {CONFIG_FILE} that is not a rote run's (no config: block); choose "
                            f"another name (--set name=...) or out_dir")
         return
-    # Not yet started: at most the lock and, for rote inject, its record (written just before the run starts).
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in (LOCK_FILE, "inject.json"))
+    # Not yet started: at most the lock and, for rote inject, its record (written just before the run
+    # starts), and the temporary file of a config.yaml whose writer was killed (fileio.write_text).
+    others = sorted(p.name for p in run_dir.iterdir()
+                    if p.name not in (LOCK_FILE, "inject.json") and not (p.name.startswith(".") and p.name.endswith(".tmp")))
     if others:
         raise RunError(f"{run_dir} holds files that no rote run wrote ({', '.join(others[:5])}"
                        f"{', ...' if len(others) > 5 else ''}); choose another name (--set name=...) or out_dir")
@@ -163,14 +166,33 @@ def plan_data(cfg: RunConfig) -> list[Fact]:
     # made with: a relation the source has no facts of fails mid-run (its facts name relations this run
     # does not load), and a larger k than the source's facts per relation leaves none held out.
     # Only k may differ: it just re-splits the same facts.
-    theirs = config_mod.to_dict(dataclasses.replace(read_run_config(source).data, phase2_facts=0))
-    ours = config_mod.to_dict(dataclasses.replace(cfg.data, phase2_facts=0))
-    if theirs != ours:
+    # A relations file is compared by content (the digest the source run stored), not by how its
+    # path is written: the same file named relatively there and absolutely here is the same input.
+    theirs = config_mod.to_dict(dataclasses.replace(read_run_config(source).data, phase2_facts=0, relations_file=None))
+    ours = config_mod.to_dict(dataclasses.replace(cfg.data, phase2_facts=0, relations_file=None))
+    diff = config_mod.differences(theirs, ours, "data.")
+    theirs_file = read_run_config(source).data.relations_file
+    if bool(theirs_file) != bool(cfg.data.relations_file):
+        diff.append(f"data.relations_file: {theirs_file!r} -> {cfg.data.relations_file!r}")
+    elif theirs_file and not _same_relations_file(source, cfg):
+        diff.append(f"data.relations_file: {cfg.data.relations_file} holds other content than the file that run read")
+    if diff:
         raise ConfigError(f"phase2.checkpoint={cfg.phase2.checkpoint} comes from {source}, whose facts were made "
-                          f"with other data settings (that run -> this config: {'; '.join(config_mod.differences(theirs, ours, 'data.'))}); "
+                          f"with other data settings (that run -> this config: {'; '.join(diff)}); "
                           "phase 2 re-splits that run's facts, so set data.* as that run did (only "
                           "data.phase2_facts may differ)")
     return resplit(read_facts(source / FACTS_FILE), cfg.data.phase2_facts)
+
+
+def _same_relations_file(source: Path, cfg: RunConfig) -> bool:
+    """Whether this config's relations file holds what the source run read (its stored digest); a
+    run from before digests were stored is compared by resolved path."""
+    from rote.evaluation import reuse
+    stored = ((yaml.safe_load(read_utf8(source / CONFIG_FILE, RunError)) or {}).get("meta") or {}).get("inputs") or {}
+    ours = Path(cfg.data.relations_file)
+    if "data.relations_file" in stored and ours.is_file():
+        return reuse.file_digest(ours, None) == stored["data.relations_file"]
+    return Path(read_run_config(source).data.relations_file).resolve() == ours.resolve()
 
 
 def data_stage(cfg: RunConfig) -> list[Fact]:

@@ -7,11 +7,15 @@ import yaml
 
 
 class StrictLoader(yaml.SafeLoader):
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
+    def flatten_mapping(self, node):
+        # Each mapping's own keys are checked once, before merge keys (`<<: *base`) add the keys it
+        # overrides: flattening rewrites the node in place, and a mapping merged into another one is
+        # flattened there before it is built itself.
+        if not getattr(node, "rote_keys_checked", False):
+            node.rote_keys_checked = True
             first_line: dict = {}
             for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding keys is meant
+                if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
@@ -23,7 +27,7 @@ class StrictLoader(yaml.SafeLoader):
                         None, None, f"key {key!r} given twice in one mapping (first on line {first_line[key]})",
                         key_node.start_mark)
                 first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+        super().flatten_mapping(node)
 
 
 def safe_load(text: str):

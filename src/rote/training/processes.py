@@ -111,13 +111,21 @@ def seeded(seed: int):
     context on each of them in every process."""
     import torch
     gpu = device()
-    devices = [gpu.index if gpu.index is not None else torch.cuda.current_device()] if gpu is not None and gpu.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed every GPU, unrestored)
-        for index in devices:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
+    kind = gpu.type if gpu is not None else "cpu"
+    devices = [gpu.index if gpu.index is not None else torch.cuda.current_device()] if kind == "cuda" else []
+    mps_state = torch.mps.get_rng_state() if kind == "mps" else None  # (fork_rng forks one device type)
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(seed)  # (torch.manual_seed would reseed every GPU, unrestored)
+            for index in devices:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
+            if kind == "mps":
+                torch.mps.manual_seed(seed)
+            yield
+    finally:
+        if mps_state is not None:
+            torch.mps.set_rng_state(mps_state)
 
 
 def on_main(fn: Callable[[], T]) -> T:
