@@ -135,8 +135,10 @@ def bars_figure(summary: dict) -> Figure:
             if paper is not None:
                 ax.plot([x], [paper], marker="x", color="black", ms=6, ls="none", label=paper_label)
                 paper_label = None
-    ax.set_xticks(range(len(groups)), groups, rotation=20 if max(len(g) for g in groups) > 12 else 0, ha="right"
-                  if max(len(g) for g in groups) > 12 else "center", fontsize=8)
+    # Slanted labels when the longest would not fit under its group (~0.065 in a character at size 8).
+    crowded = max(len(g) for g in groups) * 0.065 > 0.8 * fig.get_figwidth() / len(groups)
+    ax.set_xticks(range(len(groups)), groups, rotation=30 if crowded else 0, ha="right" if crowded else "center",
+                  fontsize=8)
     if one_axis and not single:
         ax.set_xlabel(next(iter(summary["axes"])))
     ax.set_ylim(0, 1.1)
