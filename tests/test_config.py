@@ -160,3 +160,14 @@ def test_out_dir_expands_home(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text("name: r\nout_dir: ~/runs\n")
     assert config.load(path).run_dir == tmp_path / "runs" / "r"
+
+
+def test_relations_file_and_phase2_checkpoint_expand_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "rel.yaml").write_text((Path(__file__).parent.parent / "configs" / "relations" / "sworn_rival.yaml").read_text())
+    path = tmp_path / "c.yaml"
+    path.write_text("name: r\ndata:\n  relations_file: ~/rel.yaml\n  relations: [place_of_birth, sworn_rival]\n"
+                    "  n_options: 3\nphase2:\n  checkpoint: ~/src/phase1/checkpoint\n")
+    cfg = config.load(path)
+    assert cfg.data.relations_file == str(tmp_path / "rel.yaml")
+    assert cfg.phase2.checkpoint == str(tmp_path / "src" / "phase1" / "checkpoint")

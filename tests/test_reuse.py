@@ -44,6 +44,17 @@ def test_no_cache_or_an_unwritable_one_stores_nothing(tmp_path):
     assert reuse.file_digest(weights, tmp_path / "plain-file" / "cache") == expected
 
 
+def test_a_damaged_memo_is_read_again_and_rewritten(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 100)
+    expected = reuse.file_digest(weights, tmp_path / "cache")
+    for damaged in ('{"stamp": [', "[1, 2]", "\xff"):
+        (memo,) = (tmp_path / "cache" / "eval" / "file-hashes").iterdir()
+        memo.write_text(damaged, encoding="latin-1")
+        assert reuse.file_digest(weights, tmp_path / "cache") == expected
+        assert json.loads(memo.read_text())["sha256"] == expected
+
+
 def test_model_digest_parts(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()

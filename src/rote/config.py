@@ -340,7 +340,17 @@ def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> R
         raise ConfigError(f"{source}: {wrong[0]} is not read by arm {arm} ({ARMS[arm].about}); remove it")
     cfg = _build(RunConfig, tree, source)
     style = ARMS[arm].key_style or "none"
-    return check_values(dataclasses.replace(cfg, key=dataclasses.replace(cfg.key, style=style)), source)
+    cfg = dataclasses.replace(cfg, key=dataclasses.replace(cfg.key, style=style),
+                              data=dataclasses.replace(cfg.data, relations_file=_home(cfg.data.relations_file)),
+                              phase2=dataclasses.replace(cfg.phase2, checkpoint=_home(cfg.phase2.checkpoint)))
+    return check_values(cfg, source)
+
+
+def _home(path: str | None) -> str | None:
+    """A path setting with `~` expanded, as a shell would (a YAML file is not read by one): the
+    relations file and phase 2's start checkpoint are opened by several modules; out_dir and model
+    names are expanded where they are used (RunConfig.run_dir, rote.training.models)."""
+    return str(Path(path).expanduser()) if path and path.startswith("~") else path
 
 
 def load_tree(path: str | Path) -> dict:

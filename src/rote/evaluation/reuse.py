@@ -26,7 +26,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from rote.fileio import read_json, write_json, write_text
+from rote.fileio import UnreadableFileError, read_json, write_json, write_text
 from rote.names import DONE_FILE, LOCALITY_FILE, PREDICTIONS_FILE
 
 ENV = "ROTE_EVAL_CACHE"  # "0" (or false, no, off): evaluate every time, store nothing
@@ -65,8 +65,11 @@ def file_digest(path: Path, cache: Path | None) -> str:
     st = path.stat()
     stamp = [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     memo = cache / "eval" / "file-hashes" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
-    known = read_json(memo)
-    if known and known.get("stamp") == stamp:
+    try:
+        known = read_json(memo)
+    except UnreadableFileError:  # a damaged memo is only a lost memo: read the file again, write it anew
+        known = None
+    if isinstance(known, dict) and known.get("stamp") == stamp:
         return known["sha256"]
     digest = file_digest(path, None)
     try:
