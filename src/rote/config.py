@@ -201,9 +201,7 @@ class RunConfig:
 
     @property
     def run_dir(self) -> Path:
-        # `~` as the shell would (a YAML file or --set=... leaves it to rote), as for model.name: else a
-        # folder named `~` appears in the current one.
-        return Path(self.out_dir).expanduser() / self.name
+        return Path(self.out_dir) / self.name
 
 
 # ---------------------------------------------------------------- building from dicts
@@ -340,16 +338,17 @@ def from_dict(raw: dict, overrides: list[str] = (), source: str = "config") -> R
         raise ConfigError(f"{source}: {wrong[0]} is not read by arm {arm} ({ARMS[arm].about}); remove it")
     cfg = _build(RunConfig, tree, source)
     style = ARMS[arm].key_style or "none"
-    cfg = dataclasses.replace(cfg, key=dataclasses.replace(cfg.key, style=style),
+    cfg = dataclasses.replace(cfg, key=dataclasses.replace(cfg.key, style=style), out_dir=_home(cfg.out_dir),
                               data=dataclasses.replace(cfg.data, relations_file=_home(cfg.data.relations_file)),
                               phase2=dataclasses.replace(cfg.phase2, checkpoint=_home(cfg.phase2.checkpoint)))
     return check_values(cfg, source)
 
 
 def _home(path: str | None) -> str | None:
-    """A path setting with `~` expanded, as a shell would (a YAML file is not read by one): the
-    relations file and phase 2's start checkpoint are opened by several modules; out_dir and model
-    names are expanded where they are used (RunConfig.run_dir, rote.training.models)."""
+    """A path setting with `~` expanded, as a shell would (a YAML file or --set=... is not read by
+    one; else a folder named `~` appears in the current one): out_dir, the relations file and phase
+    2's start checkpoint, each used by several modules. Model names are resolved in one place,
+    rote.training.models, which expands them there."""
     return str(Path(path).expanduser()) if path and path.startswith("~") else path
 
 

@@ -119,13 +119,19 @@ def check_inputs_unchanged(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse (RunError) to add to a run folder when a path it reads (input_digests) holds other
     content than when the run started: its finished stages read the old content. A run written
     before these digests were stored, or an input that is gone, is not compared."""
-    path = run_dir / CONFIG_FILE
-    stored = ((yaml.safe_load(read_utf8(path, RunError)) or {}).get("meta") or {}).get("inputs") or {}
+    stored = stored_inputs(run_dir)
     now = input_digests(cfg)
     changed = [k for k in stored if k in now and stored[k] != now[k]]
     if changed:
         raise RunError(f"{run_dir}: {', '.join(f'{k} ({value_at(cfg, k)})' for k in changed)} changed since "
                        f"the run started, so its finished stages read the old content; {RESUME_REMEDY}")
+
+
+def stored_inputs(run_dir: Path) -> dict[str, str]:
+    """The input digests a run stored in its config.yaml when it started (input_digests); {} for a
+    run written before they were stored."""
+    tree = yaml.safe_load(read_utf8(run_dir / CONFIG_FILE, RunError)) or {}
+    return (tree.get("meta") or {}).get("inputs") or {}
 
 
 def input_digests(cfg: RunConfig) -> dict[str, str]:
@@ -168,13 +174,14 @@ def plan_data(cfg: RunConfig) -> list[Fact]:
     # Only k may differ: it just re-splits the same facts.
     # A relations file is compared by content (the digest the source run stored), not by how its
     # path is written: the same file named relatively there and absolutely here is the same input.
-    theirs = config_mod.to_dict(dataclasses.replace(read_run_config(source).data, phase2_facts=0, relations_file=None))
+    source_data = read_run_config(source).data
+    theirs = config_mod.to_dict(dataclasses.replace(source_data, phase2_facts=0, relations_file=None))
     ours = config_mod.to_dict(dataclasses.replace(cfg.data, phase2_facts=0, relations_file=None))
     diff = config_mod.differences(theirs, ours, "data.")
-    theirs_file = read_run_config(source).data.relations_file
+    theirs_file = source_data.relations_file
     if bool(theirs_file) != bool(cfg.data.relations_file):
         diff.append(f"data.relations_file: {theirs_file!r} -> {cfg.data.relations_file!r}")
-    elif theirs_file and not _same_relations_file(source, cfg):
+    elif theirs_file and not _same_relations_file(source, theirs_file, cfg.data.relations_file):
         diff.append(f"data.relations_file: {cfg.data.relations_file} holds other content than the file that run read")
     if diff:
         raise ConfigError(f"phase2.checkpoint={cfg.phase2.checkpoint} comes from {source}, whose facts were made "
@@ -184,15 +191,14 @@ def plan_data(cfg: RunConfig) -> list[Fact]:
     return resplit(read_facts(source / FACTS_FILE), cfg.data.phase2_facts)
 
 
-def _same_relations_file(source: Path, cfg: RunConfig) -> bool:
-    """Whether this config's relations file holds what the source run read (its stored digest); a
-    run from before digests were stored is compared by resolved path."""
+def _same_relations_file(source: Path, theirs: str, ours: str) -> bool:
+    """Whether the relations file `ours` holds what the source run read from `theirs` (the digest it
+    stored); a run from before digests were stored is compared by resolved path."""
     from rote.evaluation import reuse
-    stored = ((yaml.safe_load(read_utf8(source / CONFIG_FILE, RunError)) or {}).get("meta") or {}).get("inputs") or {}
-    ours = Path(cfg.data.relations_file)
-    if "data.relations_file" in stored and ours.is_file():
-        return reuse.file_digest(ours, None) == stored["data.relations_file"]
-    return Path(read_run_config(source).data.relations_file).resolve() == ours.resolve()
+    stored = stored_inputs(source)
+    if "data.relations_file" in stored and Path(ours).is_file():
+        return reuse.file_digest(Path(ours), None) == stored["data.relations_file"]
+    return Path(theirs).resolve() == Path(ours).resolve()
 
 
 def data_stage(cfg: RunConfig) -> list[Fact]:
