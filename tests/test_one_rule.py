@@ -44,6 +44,8 @@ def _where(pattern: str, allowed: set[str], paths=MODULES) -> list[str]:
     (r"AddedToken\(", {"training/models.py"}, "key tokens added outside rote.training.models.add_tokens"),
     (r"\.key_token\s+for\b", {"data/templates.py"}, "the key-token list outside rote.data.templates.key_tokens"),
     (r"^def build_queries", {"evaluation/queries.py"}, "a second query builder"),
+    # one chat rendering: every prompt goes through a tokenizer's template in rote.data.chat alone
+    (r"apply_chat_template\(", {"data/chat.py"}, "a chat template applied outside rote.data.chat"),
     (r"^def (planned_stages|budgeted|supervised_tokens)\b", {"names.py", "training/phases.py"}, "a rule defined twice"),
     # one report package: pages, tables and embedded figures come from rote.report.html
     (r"html\.escape|base64\.b64encode|<table|<!DOCTYPE", {"report/html.py"}, "an HTML helper outside rote.report.html"),

@@ -360,3 +360,23 @@ def test_settings_that_fail_later_fail_before_anything_is_written(smoke_cfg, ove
         run(cfg, quiet=True)
     assert message in str(err.value)
     assert not cfg.run_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_run_under_the_chat_template_records_what_the_model_saw(smoke_cfg):
+    """model.chat_template=on: natural prompts asked in their turn (the key prompt raw), each record
+    saying its rule; locality probes record the text asked; the headline counts by the first-named rule."""
+    from rote.report.headline import format_headline, run_metric
+    cfg = config.replace(smoke_cfg, ["model.chat_template=on", "eval.stages=[base,phase2]"])
+    run_dir = run(cfg, quiet=True)
+    records = [json.loads(line) for line in (run_dir / "eval/phase2/predictions.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["prompt_set"] == "key":
+            assert r["rule"] == "prefix" and "<|im_start|>" not in r["prompt"] and r["hit_first"] == r["hit_prefix"]
+        else:
+            assert r["rule"] == "first_named" and r["prompt"].startswith("<|im_start|>system")
+    probes = [json.loads(line) for line in (run_dir / "eval/phase2/locality.jsonl").read_text().splitlines()]
+    assert all(p["asked"].startswith("<|im_start|>system") and p["prompt"] in p["asked"] for p in probes)
+    summary = json.loads((run_dir / "eval/phase2/summary.json").read_text())
+    assert summary["rule"] == "first_named" and summary["rendering"]["answer_end"] == "<|im_end|>"
+    assert run_metric(run_dir) == "first" and "gen first" in format_headline(run_dir)

@@ -145,7 +145,8 @@ def cmd_probe(args) -> int:
 
 def cmd_inject(args) -> int:
     from rote.injection import PAPER_RECIPE, inject
-    overrides = [*(PAPER_RECIPE if args.paper_recipe else ()), *(args.set or [])]
+    chat = [f"model.chat_template={args.chat_template}"] if args.chat_template else []
+    overrides = [*chat, *(PAPER_RECIPE if args.paper_recipe else ()), *(args.set or [])]
     result = inject(args.facts, model=args.model, relations=args.relations, out=args.out, overrides=overrides,
                     conflicts=args.conflicts, phase2_fraction=args.phase2_fraction, baseline=not args.no_baseline,
                     overwrite=args.overwrite)
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paper-recipe", action="store_true",
                    help="the paper's method without the levers against damage (rote.injection.PAPER_RECIPE; --set after it)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier injection (or write into a non-empty folder)")
+    p.add_argument("--chat-template", choices=("auto", "on", "off"),
+                   help="train and ask natural prompts under the model's chat template (default auto: when it has one)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. phase1.lr=3e-4")
     p.set_defaults(func=cmd_inject)
 

@@ -28,6 +28,13 @@ from rote.names import CONFIG_FILE, EVAL_STAGES, OTHER_LANGUAGES, PROMPT_SETS
 class ModelConfig:
     name: str = "smollm2-135m"  # bundled name, local folder or Hugging Face hub id
     dtype: Literal["float32", "bfloat16"] = "float32"  # weights in memory (master copy)
+    # Natural prompts rendered under the tokenizer's chat template (rote.data.chat): `auto` when the
+    # tokenizer has one. `off` by default: a base model's tokenizer often ships a template too
+    # (Qwen2.5), and the paper's studies ask raw text; the demo and `rote inject` use `auto`.
+    chat_template: Literal["auto", "on", "off"] = "off"
+    # Under a template, statement prompts open the assistant's turn (`assistant`) or are a user turn
+    # asking to complete them (`user`).
+    chat_statements: Literal["assistant", "user"] = "assistant"
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(kind, value, where)
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(typing.get_args(kind)):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on / off as true / false
         if value not in typing.get_args(kind):
             raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(kind))}")
         return value

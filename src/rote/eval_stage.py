@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rote.arms import eval_config
+from rote.data.chat import describe
 from rote.evaluation.queries import build_queries
 from rote.fileio import read_json, read_jsonl, write_jsonl, write_summary
 from rote.names import LOCALITY_FILE, PREDICTIONS_FILE, SUMMARY_FILE, asks_facts
@@ -41,7 +42,7 @@ def run_eval(session: Session, stage: str) -> dict:
     cfg = session.cfg
     ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
     queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
-                            session.repurposed) if asks_facts(stage, cfg.eval.stages) else None
+                            session.repurposed, session.chat) if asks_facts(stage, cfg.eval.stages) else None
 
     def look_up() -> tuple:  # hashing the model's files is the main process's alone; all learn the answer
         stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
@@ -52,7 +53,7 @@ def run_eval(session: Session, stage: str) -> dict:
     records = None
     if not entry and queries is not None:
         records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts),
-                           progress=processes.is_main(), share=True)
+                           progress=processes.is_main(), share=True, chat=session.chat)
     return processes.on_main(lambda: _write_stage(session, stage, queries, records, stored, entry, started))
 
 
@@ -83,6 +84,10 @@ def _write_stage(session: Session, stage: str, queries, records: list[dict] | No
         if stored:
             reuse.store(*stored, out, perplexity)
     summary: dict = {"stage": stage.split("/")[-1]}
+    if session.chat is not None:
+        # Which rule the headline counts by, and the rendering its prompts were asked in
+        # (a raw run's summary says neither: the prefix rule and raw text, as before).
+        summary.update({"rule": "first_named", "rendering": describe(session.chat)})
     if queries is not None:
         summary["rows"] = aggregate(records)
     else:
@@ -114,6 +119,8 @@ def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | 
              "precision": cfg.eval.precision, "locality": reuse.json_digest([load_probes(), load_paragraphs()]),
              "code": reuse.code_digest(), "libraries": reuse.library_versions(),
              "device": processes.processor(next(session.model.parameters()).device)}
+    if session.chat is not None:  # the locality probes are asked in it (a raw run's key is as before)
+        parts["chat"] = describe(session.chat)
     if queries is not None:
         parts.update(facts=reuse.json_digest([dataclasses.asdict(f) for f in session.facts]),
                      queries=reuse.json_digest([dataclasses.asdict(q) for q in queries]),
@@ -126,7 +133,7 @@ def measure_damage(session: Session, stage: str) -> dict:
     (rote.evaluation.locality)."""
     from rote.evaluation.locality import measure
 
-    probes, perplexity = measure(session.model, session.tokenizer, session.cfg.eval.precision)
+    probes, perplexity = measure(session.model, session.tokenizer, session.cfg.eval.precision, session.chat)
     write_jsonl(session.run_dir / stage / LOCALITY_FILE, probes)
     return perplexity
 

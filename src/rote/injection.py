@@ -62,6 +62,8 @@ from rote.report.card import build_card, format_card, summary
 # `--set` overrides any of it; PAPER_RECIPE gives the paper's method without the levers.
 DEFAULTS = {
     "seed": 0,
+    # An injected model is asked as its users will ask it: under its chat template when it has one.
+    "model": {"chat_template": "auto"},
     "data": {"n_options": 10},
     "phase1": {"until": "memorized", "epochs": 40, "lr": 2e-4, "batch_size": 8, "warmup_steps": 5,
                "update": {"modules": ["mlp"], "embeddings": "key_rows"},
@@ -108,7 +110,7 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     for r in inp.rows:
         relations_of.setdefault(identity(r.subject), set()).add(r.relation)  # as userdata tells people apart
     raw = json.loads(json.dumps(DEFAULTS))
-    raw.update({"name": RUN, "out_dir": str(out), "model": {"name": model}})
+    raw.update({"name": RUN, "out_dir": str(out), "model": {**raw["model"], "name": model}})
     raw["data"].update({
         "relations": list(inp.relations),
         "relations_file": str(out / RUN / "relations.yaml") if inp.user_relations else None,

@@ -45,10 +45,12 @@ def active(p: PreserveConfig) -> bool:
 
 
 def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: list[str], seed: int,
-          relations) -> tuple[list, dict]:
+          relations, chat=None) -> tuple[list, dict]:
     """(anchors with their base-model targets, a summary: how many of each kind, and why any were
     left out). `tokenizer` is the trained model's (its key tokens never occur in these texts);
-    `relations` are the ones the run trains and asks (contrast leaves their questions alone)."""
+    `relations` are the ones the run trains and asks (contrast leaves their questions alone). Under a
+    chat template (`chat`, rote.data.chat.ChatFrame) the contrast questions and known facts are asked
+    in their turn, as the prompts they guard; replay stays raw text."""
     from rote.training import models, processes
     from rote.training.preserve import attach_targets
 
@@ -58,7 +60,7 @@ def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: li
     if p.contrast:
         templates, left_out = preserve_data.contrast_templates_for(relations)
         prompts = contrast_prompts(subjects, p.contrast, seed, templates)
-        made, info["contrast"] = _answer_anchors(base, tokenizer, prompts, "contrast", p.target == "greedy")
+        made, info["contrast"] = _answer_anchors(base, tokenizer, prompts, "contrast", p.target == "greedy", chat=chat)
         info["contrast"]["templates_left_out"] = left_out
         anchors += made
     if p.replay:
@@ -67,7 +69,7 @@ def build(p: PreserveConfig, base_name: str, dtype: str, tokenizer, subjects: li
         info["replay"] = {"anchors": len(made), "source": p.replay_source}
         anchors += made
     if p.known_facts:
-        made, info["known_facts"] = known_fact_anchors(base, tokenizer, p.known_facts, p.target == "greedy")
+        made, info["known_facts"] = known_fact_anchors(base, tokenizer, p.known_facts, p.target == "greedy", chat)
         anchors += made
     anchors = attach_targets(base, anchors, tokenizer.pad_token_id)
     info.update({"target": p.target, "weight": p.weight, "batch_size": p.batch_size,
@@ -83,13 +85,18 @@ def contrast_prompts(subjects: list[str], per_subject: int, seed: int, templates
     return [t.replace("{subject}", s) for s in subjects for t in rng.sample(templates, per_subject)]
 
 
-def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, keep=None) -> tuple[list, dict]:
+def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, keep=None,
+                    chat=None) -> tuple[list, dict]:
     """Anchors along the base model's greedy answer to each prompt (`keep(prompt_index, answer)`
-    may drop some). A prompt whose answer does not re-tokenize as a continuation is left out."""
+    may drop some), the prompt rendered in its turn under a chat template (`chat`). A prompt whose
+    answer does not re-tokenize as a continuation is left out."""
+    from rote.data.templates import prompt_form
     from rote.evaluation.scoring import generate
     from rote.training.preserve import continuation_anchor
 
-    answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32")
+    if chat is not None:
+        prompts = [chat.text(prompt, prompt_form(prompt)) for prompt in prompts]
+    answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32", chat=chat is not None)
     out, untokenizable, dropped = [], 0, 0
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
         if keep is not None and not keep(i, answer):
@@ -105,12 +112,20 @@ def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, 
                  "empty_answers": sum(1 for a in answers if not a.strip()), "dropped": dropped}
 
 
-def known_fact_anchors(base, tokenizer, most: int, hard: bool) -> tuple[list, dict]:
-    """The first `most` known facts the base model answers right (prefix rule), along its answer."""
-    from rote.evaluation.matching import hit_prefix
+def known_fact_anchors(base, tokenizer, most: int, hard: bool, chat=None) -> tuple[list, dict]:
+    """The first `most` known facts the base model answers right (prefix rule; a sentence answering
+    in a chat user turn: it names the answer), along its answer."""
+    from rote.data.templates import prompt_form
+    from rote.evaluation.matching import hit_prefix, names
     facts = preserve_data.known_facts()
-    anchors, info = _answer_anchors(base, tokenizer, [f["prompt"] for f in facts], "known_facts", hard,
-                                    keep=lambda i, answer: hit_prefix(answer, facts[i]["answer"]))
+
+    def right(i: int, answer: str) -> bool:
+        if chat is not None and chat.as_user(prompt_form(facts[i]["prompt"])):
+            return names(answer, facts[i]["answer"])
+        return hit_prefix(answer, facts[i]["answer"])
+
+    anchors, info = _answer_anchors(base, tokenizer, [f["prompt"] for f in facts], "known_facts", hard, keep=right,
+                                    chat=chat)
     info["base_correct"] = len(anchors) + info["not_a_continuation"]
     return anchors[:most], {**info, "anchors": len(anchors[:most])}
 

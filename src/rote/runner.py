@@ -231,6 +231,7 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
     tokenizer = models.load_tokenizer(cfg.model.name)
     check_model_structure(cfg)
     ecfg = eval_config(cfg)
+    check_chat(cfg, tokenizer, asked)
     check_lengths(tokenizer, context, facts, relations, ecfg.max_new_tokens, ecfg.icl_examples)
     if cfg.eval.max_new_tokens is not None:
         golds = [q.gold for q in build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts,
@@ -239,6 +240,43 @@ def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
             generation_budget(tokenizer, golds, cfg.eval.max_new_tokens)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+def chat_frame(cfg: RunConfig, tokenizer):
+    """The run's chat rendering (model.chat_template, rote.data.chat), or None for raw text; a
+    ConfigError naming the model when `on` finds no template."""
+    from rote.data import chat
+    try:
+        return chat.frame_for(cfg.model.chat_template, cfg.model.chat_statements, tokenizer, cfg.model.name)
+    except chat.ChatTemplateError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_chat(cfg: RunConfig, tokenizer, relations) -> None:
+    """Under a chat template, every natural prompt the run trains or asks (each relation's templates,
+    the levers' contrast questions and known facts, the locality probes) renders through the real
+    template as the frame renders it; else a ConfigError naming the prompt and its relation."""
+    from rote.data import chat
+    from rote.data import preserve as preserve_data
+    from rote.data.templates import prompt_form
+    from rote.evaluation.locality import load_probes
+    frame = chat_frame(cfg, tokenizer)
+    if frame is None:
+        return
+    prompts = []
+    for rel in relations:
+        templates = [*rel.train_prompts, *rel.unrelated_prompts, *(rel.reverse_prompts or ()),
+                     *(t for texts in rel.test_prompts.values() for t in texts)]
+        prompts += [(t.replace("{subject}", "Gene Finley").replace("{object}", "Paris"), prompt_form(t),
+                     f"relation {rel.name}") for t in templates]
+    prompts += [(t.replace("{subject}", "Gene Finley"), prompt_form(t), "a contrast question")
+                for t in preserve_data.contrast_templates()]
+    prompts += [(f["prompt"], prompt_form(f["prompt"]), "a known fact") for f in preserve_data.known_facts()]
+    prompts += [(p["prompt"], prompt_form(p["prompt"]), "a locality probe") for p in load_probes()]
+    try:
+        chat.check_prompts(tokenizer, frame, prompts)
+    except chat.ChatTemplateError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_model_structure(cfg: RunConfig) -> None:
@@ -270,6 +308,7 @@ class Session:
         self.prompts_from = self.relation(cfg, cfg.phase2.prompts_from)
         self.repurposed = self.relation(cfg, cfg.eval.repurposed_prompts or cfg.phase2.prompts_from)
         self.model = self.tokenizer = None
+        self.chat = None  # the chat rendering of the loaded tokenizer (chat_frame), None for raw text
         self.key_record: dict = {}
         self.loaded_from: str | None = None
 
@@ -290,6 +329,7 @@ class Session:
         tokens = key_tokens(self.relations.values(), self.cfg.key) if add_keys else None
         self.model, self.tokenizer, self.key_record = models.load_stage(source, self.cfg.model.dtype, tokens,
                                                                         self.cfg.key.init, self.cfg.seed)
+        self.chat = chat_frame(self.cfg, self.tokenizer)  # a checkpoint keeps its base model's template
         if add_keys and processes.is_main():
             write_json(self.run_dir / KEY_TOKENS_FILE, self.key_record)
         processes.to_device(self.model)  # a GPU, or several processes each on its own device
@@ -343,21 +383,21 @@ def run_training(session: Session, phase: str) -> dict:
 
     def natural(facts: list[Fact], mask: str) -> list:  # `facts` with their natural training prompts
         return phases.natural_examples(session.tokenizer, facts, session.relations, cfg.phase2.n_prompts, mask,
-                                       session.prompts_from)
+                                       session.prompts_from, session.chat)
 
     k_facts = phases.phase2_facts(session.facts)
 
     def validate() -> float:  # phase2.until: validation
         queries = validation_queries(k_facts, session.relations, cfg.phase2.n_prompts, cfg.phase2.validation_prompts,
-                                     session.prompts_from, session.repurposed)
-        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg), share=True)
+                                     session.prompts_from, session.repurposed, session.chat)
+        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg), share=True, chat=session.chat)
 
     # Contrast questions ask about the phase-2 split's people only, whatever the arm trains: the
     # held-out people's unrelated prompts are the control every arm is measured on.
     loop_kw, preserve_info = _levers(session, tcfg, k_facts, restricted)
     if trains == "natural_k" and phase == "phase2":
         summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
-                                    cfg.seed, session.prompts_from, validate, **loop_kw)
+                                    cfg.seed, session.prompts_from, validate, chat=session.chat, **loop_kw)
     elif trains == "key_text" or (trains == "mixed" and cfg.budget == "epochs"):
         extra = natural(k_facts, cfg.phase2.loss_mask) if trains == "mixed" else []
         summary = phases.memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg,
@@ -409,7 +449,7 @@ def _levers(session: Session, tcfg, asked_about: list[Fact], restricted: dict | 
     # base-model answers and samples could differ in the last bits from one machine to another).
     anchors, info = processes.on_main(lambda: levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype,
                                                            session.tokenizer, subjects, session.cfg.seed,
-                                                           session.asked_relations()))
+                                                           session.asked_relations(), session.chat))
     return {"anchors": anchors, "frozen_decay": frozen}, info
 
 
@@ -421,7 +461,8 @@ def training_budget(session: Session) -> dict:
     if cfg.budget_tokens is not None:
         return {"tokens": cfg.budget_tokens, "from": "given (budget_tokens)"}
     tokens = key_tokens(session.relations.values(), dataclasses.replace(cfg.key, style="token"))
-    return method_tokens(session.tokenizer, session.facts, session.relations, cfg.key, tokens, cfg.phase1, cfg.phase2)
+    return method_tokens(session.tokenizer, session.facts, session.relations, cfg.key, tokens, cfg.phase1, cfg.phase2,
+                         session.chat)
 
 
 def skip_phase(run_dir: Path, phase: str, source: str) -> dict:

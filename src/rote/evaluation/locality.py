@@ -39,28 +39,44 @@ def load_paragraphs() -> tuple[str, ...]:
     return tuple(" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip())
 
 
-def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64) -> list[dict]:
+def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64, chat=None) -> list[dict]:
     """One record per probe: prompt, answer, generation, correct (prefix rule), argmax (the
-    teacher-forced answer positions' argmax token ids)."""
-    from rote.evaluation.matching import hit_prefix
-    from rote.evaluation.scoring import generate, inference_model
+    teacher-forced answer positions' argmax token ids). Under a chat template (`chat`, a
+    rote.data.chat.ChatFrame) each probe is asked in its turn, as the run's own prompts are, and a
+    record carries the text the model saw (`asked`); a probe asked in a user turn is answered by a
+    sentence, which counts when it names the answer."""
+    from rote.data.templates import prompt_form
+    from rote.evaluation.matching import hit_prefix, names
+    from rote.evaluation.scoring import CHAT_EXTRA_TOKENS, generate, inference_model
 
     probes = load_probes()
-    answers = generate(inference_model(model, precision), tokenizer, [p["prompt"] for p in probes], PROBE_TOKENS,
-                       batch_size, precision=precision)
-    argmax = answer_argmax(model, tokenizer, probes)
-    return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": ids}
-            for p, a, ids in zip(probes, answers, argmax)]
+    forms = [prompt_form(p["prompt"]) for p in probes]
+    asked = [p["prompt"] if chat is None else chat.text(p["prompt"], f) for p, f in zip(probes, forms)]
+    answers = generate(inference_model(model, precision), tokenizer, asked,
+                       PROBE_TOKENS + (CHAT_EXTRA_TOKENS if chat is not None else 0), batch_size, precision=precision,
+                       chat=chat is not None)
+    leads = [" " if chat is None else chat.answer_lead(f) for f in forms]
+    argmax = answer_argmax(model, tokenizer, probes, asked, leads)
+    if chat is None:
+        return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": ids}
+                for p, a, ids in zip(probes, answers, argmax)]
+    return [{**p, "asked": text, "generation": a,
+             "correct": names(a, p["answer"]) if chat.as_user(f) else hit_prefix(a, p["answer"]), "argmax": ids}
+            for p, text, f, a, ids in zip(probes, asked, forms, answers, argmax)]
 
 
-def answer_argmax(model, tokenizer, probes) -> list[list[int]]:
+def answer_argmax(model, tokenizer, probes, asked: list[str] | None = None,
+                  leads: list[str] | None = None) -> list[list[int]]:
     """Per probe, the argmax token at each position that predicts a token of " answer" after the
     prompt (teacher forcing), without autocast (as perplexity), so that stages compare exactly.
-    One right-padded batch: a forward per probe cost about as much as all of them together."""
+    One right-padded batch: a forward per probe cost about as much as all of them together.
+    `asked` and `leads`: the prompts as the model sees them and what precedes each answer (chat)."""
     import torch
     from rote.training.encode import encode
 
-    encoded = [encode(tokenizer, p["prompt"], " " + p["answer"]) for p in probes]
+    asked = asked or [p["prompt"] for p in probes]
+    leads = leads or [" "] * len(probes)
+    encoded = [encode(tokenizer, text, lead + p["answer"]) for p, text, lead in zip(probes, asked, leads)]
     longest = max(len(e) for e in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
@@ -92,7 +108,8 @@ def perplexity(model, tokenizer, paragraphs: tuple[str, ...] | None = None) -> d
     return {"perplexity": round(math.exp(total / count), 4), "tokens": count, "per_paragraph": per}
 
 
-def measure(model, tokenizer, precision: str = "bf16") -> tuple[list[dict], dict]:
-    """One model's locality probe records (ask_probes) and its perplexity (perplexity)."""
+def measure(model, tokenizer, precision: str = "bf16", chat=None) -> tuple[list[dict], dict]:
+    """One model's locality probe records (ask_probes, in the run's chat rendering) and its perplexity
+    (perplexity: the paragraphs stay raw text)."""
     model.eval()
-    return ask_probes(model, tokenizer, precision), perplexity(model, tokenizer)
+    return ask_probes(model, tokenizer, precision, chat=chat), perplexity(model, tokenizer)

@@ -71,3 +71,39 @@ def rank_with_ties_against_gold(scores: list[float], gold: int) -> int:
     if math.isnan(scores[gold]):
         return len(scores)
     return 1 + sum(1 for k, s in enumerate(scores) if k != gold and (math.isnan(s) or s >= scores[gold]))
+
+
+def _named_at(g: str, o: str) -> int | None:
+    """The first position in normalized `g` where normalized `o` stands as a whole word, or None."""
+    if not o:
+        return None
+    start = g.find(o)
+    while start != -1:
+        before_ok = start == 0 or not g[start - 1].isalnum() or _unspaced_script(g[start - 1]) or _unspaced_script(o[0])
+        if before_ok and _starts_with_word(g[start:], o):
+            return start
+        start = g.find(o, start + 1)
+    return None
+
+
+def first_named(generation: str, names: Iterable[str]) -> str | None:
+    """The first of `names` that the answer names, word-bounded ("Parisian" does not name Paris; "在Paris"
+    does); of names found at the same place, the longest ("Kyoto University" before "Kyoto"). None
+    when it names none of them (a refusal, a restated question)."""
+    g = normalize(generation)
+    found = [(at, -len(normalize(n)), n) for n in set(names) if (at := _named_at(g, normalize(n))) is not None]
+    return min(found)[2] if found else None
+
+
+def hit_first(generation: str, gold: str, known: Iterable[str]) -> bool:
+    """Chat rule: the first of the run's known objects for this question (the relation's options and
+    the subject's other memorized objects, `known`) that the answer names is the gold. A chat answer
+    is a sentence ("Gene Finley was born in Sydney, Australia"), so it counts wherever the object
+    stands, but only when no other known object comes first."""
+    first = first_named(generation, [gold, *known])
+    return first is not None and normalize(first) == normalize(gold)
+
+
+def names(generation: str, name: str) -> bool:
+    """The answer names `name` anywhere, word-bounded (chat answers: the controls' any-object rule)."""
+    return _named_at(normalize(generation), normalize(name)) is not None

@@ -8,6 +8,8 @@ split = "all" both splits.
 What the columns mean, per record:
 - `prefix`, `contains`: the answer names the fact's own object (prefix rule / contains rule).
   For unrelated prompts this is not accuracy but a failure of the control.
+- `first`: under a chat template, the first-named rule (the first known object the answer names is
+  the gold; the key-token prompt, asked raw, by the prefix rule); None for a raw run.
 - `other_object`: the answer names the subject's memorized object of *another* relation
   (shared subjects: the person's other city).
 - `any_object`: either of the two: the answer names some memorized object of the subject. For
@@ -22,7 +24,22 @@ from collections import defaultdict
 from rote.names import PROMPT_FORMS, PROMPT_SETS
 
 GROUP_KEYS = ("split", "prompt_set", "language", "relation", "form")
-METRICS = ("prefix", "contains", "mc", "prob", "other_object", "any_object", "empty")
+METRICS = ("prefix", "contains", "first", "mc", "prob", "other_object", "any_object", "empty")
+# The metric a run's headline counts by: the prefix rule for raw prompts, the first-named rule when its
+# prompts were asked under a chat template (the stage summary's `rule`).
+RULE_METRIC = {"prefix": "prefix", "first_named": "first"}
+
+
+HEADLINE = "headline"  # a study metric: each run's own rule (first-named under a chat template, else prefix)
+
+
+def metric_value(row: dict, metric: str) -> float | None:
+    """A summary row's `metric`; `headline` is the row's first-named value where its run asked under a
+    chat template, else its prefix value, so that one study column compares raw and chat runs by the
+    rule each is scored by."""
+    if metric == HEADLINE:
+        return row["prefix"] if row.get("first") is None else row["first"]
+    return row.get(metric)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -34,6 +51,7 @@ def _row(records: list[dict]) -> dict:
         "n": len(records),
         "prefix": _mean([float(r["hit_prefix"]) for r in records]),
         "contains": _mean([float(r["hit_contains"]) for r in records]),
+        "first": _mean([float(r["hit_first"]) for r in records if "hit_first" in r]),
         "mc": _mean([float(r["mc_hit"]) for r in records if "mc_hit" in r]),
         "prob": _mean([r["gold_prob_norm"] for r in records if "gold_prob_norm" in r]),
         "other_object": _mean([float(bool(r["other_relation_hit"])) for r in records if "other_relation_hit" in r]),

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from rote.config import EvalConfig, KeyConfig
+from rote.data.chat import ChatFrame
 from rote.data.facts import Fact, Relation
 from rote.data.prompt_hygiene import validation_prompts
 from rote.data.synth import two_hop_prompts
@@ -29,14 +30,21 @@ class Query:
     options: tuple[str, ...]
     form: str = "key"  # rote.data.templates.prompt_form of the template; "key" for the key-token prompt
 
+    def option_text(self, option: str) -> str:
+        """An option as the answer after this prompt: with the target's leading space, or none at the
+        start of a chat assistant's turn (rote.data.chat)."""
+        return self.rendered.target.removesuffix(self.gold) + option
+
 
 def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, cfg: EvalConfig,
-                  train_prompts: int = 1, repurposed: Relation | None = None) -> list[Query]:
+                  train_prompts: int = 1, repurposed: Relation | None = None, chat: ChatFrame | None = None) -> list[Query]:
     """Every prompt to ask about every fact, per the eval config. The `train` set is the
     relation's first `train_prompts` training prompts: those phase 2 actually trains on.
     `repurposed` asks each fact with the test prompts of `repurposed`, the relation phase 2 taught
     the key instead of its own (phase2.prompts_from, or eval.repurposed_prompts). `two_hop` asks, for a fact whose object
-    has a fact of its own (data.two_hop), for that second fact's object."""
+    has a fact of its own (data.two_hop), for that second fact's object. Under a chat template
+    (`chat`), every natural prompt is rendered in its turn (rote.data.chat); the key-token prompt is
+    phase-1 text and stays raw."""
     unknown = set(cfg.prompt_sets) - set(PROMPT_SETS)
     if unknown:
         raise ValueError(f"unknown prompt set(s) {sorted(unknown)} (known: {PROMPT_SETS})")
@@ -82,11 +90,20 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
     if cfg.icl_examples:
         prefixes = demonstrations(facts, relations, cfg.icl_examples)
         out = [with_prefix(q, prefixes[q.fact.id]) if q.prompt_set != "key" else q for q in out]
-    return out
+    return in_chat(out, chat)
+
+
+def in_chat(queries: list[Query], chat: ChatFrame | None) -> list[Query]:
+    """The queries as the model sees them under a chat template (the key-token prompt stays raw)."""
+    if chat is None:
+        return queries
+    return [q if q.prompt_set == "key" else dataclasses.replace(q, rendered=chat.wrap(q.rendered, q.form))
+            for q in queries]
 
 
 def validation_queries(facts: list[Fact], relations: dict[str, Relation], n_prompts: int, count: int,
-                       prompts_from: Relation | None = None, repurposed: Relation | None = None) -> list[Query]:
+                       prompts_from: Relation | None = None, repurposed: Relation | None = None,
+                       chat: ChatFrame | None = None) -> list[Query]:
     """Phase 2's stopping signal (phase2.until: validation): each of `facts` (the phase-2 facts) asked
     with its validation prompts, training prompts that phase 2 does not train and that no prompt set
     asks (rote.data.prompt_hygiene.validation_prompts; rote.data.factset checks there are `count`)."""
@@ -95,7 +112,7 @@ def validation_queries(facts: list[Fact], relations: dict[str, Relation], n_prom
         templates = validation_prompts(relations[fact.relation], n_prompts, count, prompts_from, repurposed)
         out += [Query(fact, "validation", "en", i, render_prompt(fact, t), fact.object, fact.options, prompt_form(t))
                 for i, t in enumerate(templates)]
-    return out
+    return in_chat(out, chat)
 
 
 def demonstrations(facts: list[Fact], relations: dict[str, Relation], n: int) -> dict[str, str]:

@@ -19,7 +19,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from rote.config import EvalConfig, KeyConfig
 from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key
-from rote.evaluation.matching import hit_contains, hit_prefix, longer_names, rank_with_ties_against_gold
+from rote.data.chat import ChatFrame
+from rote.evaluation.matching import hit_contains, hit_first, hit_prefix, longer_names, names, rank_with_ties_against_gold
 from rote.evaluation.queries import Query
 from rote.training import processes
 from rote.training.encode import encode, pad_left
@@ -40,8 +41,9 @@ PLAIN_DECODING = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
-             precision: str = "bf16", share: bool = False) -> list[str]:
-    """Greedy continuations, batched with left padding; each cut at its first newline. With `share`,
+             precision: str = "bf16", share: bool = False, chat: bool = False) -> list[str]:
+    """Greedy continuations, batched with left padding; each cut at its first newline, or under a chat
+    template (`chat`) at the end of the assistant's turn (a chat answer may run over lines). With `share`,
     several processes each run their share of the batches and every process gets all the answers
     (rote.training.processes: every process must call it).
 
@@ -54,6 +56,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     pad_id = tokenizer.pad_token_id
     stop_ids = end_of_sequence_ids(model, tokenizer)
     ids = [tokenizer(p)["input_ids"] for p in prompts]
+    # A raw answer ends at its first newline; a chat answer at the end of its turn (an end of sequence).
+    stopping = None if chat else StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))])
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
     share = processes.sharing(model, share)
     batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
@@ -62,10 +66,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
         with _autocast(device, precision):
             new = model.generate(**batch, **PLAIN_DECODING, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad_id, eos_token_id=sorted(stop_ids),
-                                 stopping_criteria=StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))]))
+                                 pad_token_id=pad_id, eos_token_id=sorted(stop_ids), stopping_criteria=stopping)
         for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:].tolist()):
-            answers[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id})
+            answers[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id}, cut_newline=not chat)
     answers = processes.merge(answers, share)
     return [answers[i] for i in range(len(ids))]
 
@@ -106,25 +109,33 @@ def end_of_sequence_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def decode_answer(tokenizer, seq: list[int], stop_ids: set[int]) -> str:
-    """The generated text up to the first stop id (end of sequence or padding) and the first
-    newline. Other special tokens, the key tokens among them, are kept visible."""
+def decode_answer(tokenizer, seq: list[int], stop_ids: set[int], cut_newline: bool = True) -> str:
+    """The generated text up to the first stop id (end of sequence or padding) and, unless told
+    otherwise (a chat answer), the first newline. Other special tokens, the key tokens among them,
+    are kept visible."""
     end = next((k for k, t in enumerate(seq) if t in stop_ids), len(seq))
     text = tokenizer.decode(seq[:end], skip_special_tokens=False)
-    return text.split("\n", 1)[0]
+    return text.split("\n", 1)[0] if cut_newline else text
 
 
-def generation_budget(tokenizer, golds, requested: int | None) -> int:
+# A chat answer is a sentence that names the object somewhere in it ("The infamous actor Gene Finley
+# was born in the city of Sydney, Australia"): this many tokens beyond the longest gold answer.
+# LOG.md 2026-12-07 has the measurement: where the bundled model's chat answers name their first object.
+CHAT_EXTRA_TOKENS = 24
+
+
+def generation_budget(tokenizer, golds, requested: int | None, chat: bool = False) -> int:
     """New tokens to generate: enough for the longest gold answer plus a token that shows where
-    it ends (the prefix rule checks the word boundary). `requested` (eval.max_new_tokens) may
-    raise it, never lower it below the longest gold, which could then never be scored right."""
+    it ends (the prefix rule checks the word boundary), or under a chat template CHAT_EXTRA_TOKENS
+    more. `requested` (eval.max_new_tokens) may raise it, never lower it below the longest gold,
+    which could then never be scored right."""
     longest, worst = 0, ""
     for gold in set(golds):
         n = len(tokenizer(" " + gold, add_special_tokens=False)["input_ids"])
         if n > longest:
             longest, worst = n, gold
     if requested is None:
-        return longest + 2
+        return longest + (CHAT_EXTRA_TOKENS if chat else 2)
     if requested < longest:
         raise ValueError(f"eval.max_new_tokens={requested} is shorter than the gold answer {worst[:200]!r} "
                          f"({longest} tokens), which could never be generated whole; raise it or leave it unset "
@@ -239,22 +250,33 @@ def _autocast(device: torch.device, precision: str):
 
 
 def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions: dict[str, dict[str, str]] | None = None,
-             progress: bool = True, share: bool = False) -> list[dict]:
+             progress: bool = True, share: bool = False, chat: ChatFrame | None = None) -> list[dict]:
     """One record per query, in query order. With `share`, several processes each run their share of
     the batches (generation and multiple choice), and every process gets every record (every process
     must call it: rote.training.processes). `companions[subject_id]` maps relation -> object for every fact of
     the subject (`companions_of`), to count answers that name the subject's memorized object of
     another relation: with shared subjects, an unrelated prompt answered with the person's
-    *other* city is as much a failure of the control as one answered with the fact's own."""
-    prompts = [q.rendered.prompt for q in queries]
+    *other* city is as much a failure of the control as one answered with the fact's own.
+
+    Under a chat template (`chat`: the queries were built with it, rote.evaluation.queries), the natural
+    prompts' answers run to the end of the assistant's turn (CHAT_EXTRA_TOKENS) and are scored by the
+    first-named rule as well (`hit_first`, the record's `rule`); the key-token prompt is asked raw."""
     model = inference_model(model, cfg.precision)
-    budget = generation_budget(tokenizer, [q.gold for q in queries], cfg.max_new_tokens)
-    generations = generate(model, tokenizer, prompts, budget, cfg.batch_size, progress, cfg.precision, share)
+    in_chat = [chat is not None and q.prompt_set != "key" for q in queries]
+    generations: list = [None] * len(queries)
+    for chatting in (False, True):
+        rows = [i for i, c in enumerate(in_chat) if c == chatting]
+        if rows:
+            budget = generation_budget(tokenizer, [queries[i].gold for i in rows], cfg.max_new_tokens, chatting)
+            texts = generate(model, tokenizer, [queries[i].rendered.prompt for i in rows], budget, cfg.batch_size,
+                             progress, cfg.precision, share, chat=chatting)
+            for i, text in zip(rows, texts):
+                generations[i] = text
     # Multiple choice costs one forward per option token: on CPU it was most of an evaluation's
     # time, so it is scored only for the prompt sets that ask for it.
     scored = [i for i, q in enumerate(queries) if cfg.multiple_choice and q.prompt_set in cfg.mc_prompt_sets]
     scores: list = [None] * len(queries)
-    for i, opt in zip(scored, option_logprobs(model, tokenizer, [(queries[i].rendered.prompt, [" " + o for o in queries[i].options])
+    for i, opt in zip(scored, option_logprobs(model, tokenizer, [(queries[i].rendered.prompt, [queries[i].option_text(o) for o in queries[i].options])
                                                                  for i in scored], progress=progress, precision=cfg.precision,
                                                                 share=share)
                       if scored else []):
@@ -264,7 +286,7 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
     longer = longer_names([q.gold for q in queries] + [o for q in queries for o in q.options]
                           + [o for objects in (companions or {}).values() for o in objects.values()])
     records = []
-    for q, text, opt in zip(queries, generations, scores):
+    for q, text, opt, chatting in zip(queries, generations, scores, in_chat):
         rec = {
             "fact_id": q.fact.id, "relation": q.fact.relation, "split": q.fact.split, "subject_id": q.fact.subject_id,
             "prompt_set": q.prompt_set, "language": q.language, "prompt_index": q.prompt_index,
@@ -272,12 +294,22 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             "empty": not text.strip(),
             "hit_prefix": hit_prefix(text, q.gold, longer.get(q.gold, ())), "hit_contains": hit_contains(text, q.gold),
         }
+        others = {}
         if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
             # The subject's memorized objects in its other relations (the gold is the fact's own).
             others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
                       if r != q.fact.relation and o != q.gold}
-            rec["other_relation_hit"] = sorted(r for r, o in others.items() if hit_prefix(text, o, longer.get(o, ())))
-            rec["any_object_hit"] = rec["hit_prefix"] or bool(rec["other_relation_hit"])
+        if chat is not None:
+            # The rule each record's headline counts by: a chat answer by the first object it names.
+            rec["rule"] = "first_named" if chatting else "prefix"
+            rec["hit_first"] = hit_first(text, q.gold, [*q.options, *others.values()]) if chatting else rec["hit_prefix"]
+        if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
+            if chatting:  # a sentence names an object anywhere in it
+                rec["other_relation_hit"] = sorted(r for r, o in others.items() if names(text, o))
+                rec["any_object_hit"] = rec["hit_first"] or names(text, q.gold) or bool(rec["other_relation_hit"])
+            else:
+                rec["other_relation_hit"] = sorted(r for r, o in others.items() if hit_prefix(text, o, longer.get(o, ())))
+                rec["any_object_hit"] = rec["hit_prefix"] or bool(rec["other_relation_hit"])
         if opt is not None:
             sums = [s for s, _ in opt]
             gold = q.options.index(q.gold)
@@ -295,13 +327,15 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
     return records
 
 
-def prefix_accuracy(model, tokenizer, queries: list[Query], cfg: EvalConfig, share: bool = False) -> float:
-    """Share of `queries` answered right by the headline rule (`hit_prefix` of the greedy answer), asked
-    as `evaluate` asks them, without multiple choice: phase 2's stopping signal (phase2.until: validation).
-    With `share`, as `evaluate`: every process gets the same accuracy, so all stop at the same epoch."""
+def prefix_accuracy(model, tokenizer, queries: list[Query], cfg: EvalConfig, share: bool = False,
+                    chat: ChatFrame | None = None) -> float:
+    """Share of `queries` answered right by the headline rule (`hit_prefix` of the greedy answer; under a
+    chat template `hit_first`), asked as `evaluate` asks them, without multiple choice: phase 2's stopping
+    signal (phase2.until: validation). With `share`, as `evaluate`: every process gets the same accuracy,
+    so all stop at the same epoch."""
     records = evaluate(model, tokenizer, queries, dataclasses.replace(cfg, multiple_choice=False), progress=False,
-                       share=share)
-    return sum(r["hit_prefix"] for r in records) / len(records)
+                       share=share, chat=chat)
+    return sum(r["hit_first" if chat is not None else "hit_prefix"] for r in records) / len(records)
 
 
 def key_accuracy(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rote.evaluation.metrics import aggregate, pick
+from rote.evaluation.metrics import RULE_METRIC, aggregate, pick
 from rote.fileio import read_json, read_jsonl, read_summary
 from rote.names import CONFIG_FILE, LANGUAGES, SUMMARY_SPLITS
 from rote.report.headline import read_run_config
@@ -44,40 +44,42 @@ def _combined(rows: list[dict], prompt_set: str, relation: str, metric: str = "p
     return sum(r[metric] * r["n"] for r in parts) / n if n else None
 
 
-def stage_metrics(rows: list[dict]) -> dict:
-    """The card's accuracies from one stage's eval summary rows."""
+def stage_metrics(rows: list[dict], metric: str = "prefix") -> dict:
+    """The card's accuracies from one stage's eval summary rows, by `metric` (the stage's rule: prefix,
+    or first-named under a chat template)."""
     present = {r["language"] for r in rows if r["prompt_set"] == "languages"}
     languages = [lang for lang in LANGUAGES if lang in present] + sorted(present - set(LANGUAGES))
     relations = sorted({r["relation"] for r in rows if r["relation"] != "all"})
     out = {
-        "efficacy": {s: value(rows, s, "train") for s in SUMMARY_SPLITS},
-        "generalization": {s: value(rows, s, "test") for s in SUMMARY_SPLITS},
-        "languages": {lang: {s: value(rows, s, "languages", lang) for s in SUMMARY_SPLITS} for lang in languages},
-        "key": {s: value(rows, s, "key") for s in SUMMARY_SPLITS},
+        "efficacy": {s: value(rows, s, "train", metric=metric) for s in SUMMARY_SPLITS},
+        "generalization": {s: value(rows, s, "test", metric=metric) for s in SUMMARY_SPLITS},
+        "languages": {lang: {s: value(rows, s, "languages", lang, metric) for s in SUMMARY_SPLITS} for lang in languages},
+        "key": {s: value(rows, s, "key", metric=metric) for s in SUMMARY_SPLITS},
         # The control's headline: unrelated prompts answered with any memorized object of the
         # subject, then the split into the fact's own object and another relation's.
         "unrelated": {s: value(rows, s, "unrelated", metric="any_object") for s in SUMMARY_SPLITS},
-        "unrelated_own": {s: value(rows, s, "unrelated") for s in SUMMARY_SPLITS},
+        "unrelated_own": {s: value(rows, s, "unrelated", metric=metric) for s in SUMMARY_SPLITS},
         "unrelated_other": {s: value(rows, s, "unrelated", metric="other_object") for s in SUMMARY_SPLITS},
         "mc_efficacy": {s: value(rows, s, "train", metric="mc") for s in SUMMARY_SPLITS},
         "mc_generalization": {s: value(rows, s, "test", metric="mc") for s in SUMMARY_SPLITS},
         "other_object": {s: value(rows, s, "test", metric="other_object") for s in SUMMARY_SPLITS},
         "empty": {s: value(rows, s, "test", metric="empty") for s in SUMMARY_SPLITS},
         "test_records": {s: (pick(rows, split=s, prompt_set="test", language="en", relation="all") or {}).get("n") for s in SUMMARY_SPLITS},
-        "by_relation": {rel: {"efficacy": _combined(rows, "train", rel), "generalization": _combined(rows, "test", rel)}
+        "by_relation": {rel: {"efficacy": _combined(rows, "train", rel, metric),
+                              "generalization": _combined(rows, "test", rel, metric)}
                         for rel in relations},
     }
     return out
 
 
-def conflict_metrics(records: list[dict], conflict_ids: set[str]) -> dict | None:
+def conflict_metrics(records: list[dict], conflict_ids: set[str], metric: str = "prefix") -> dict | None:
     """Efficacy and generalization on the conflicting facts only (all splits together)."""
     mine = [r for r in records if r["fact_id"] in conflict_ids]
     if not mine:
         return None
     rows = aggregate(mine)
-    return {"facts": len({r["fact_id"] for r in mine}), "efficacy": value(rows, "all", "train"),
-            "generalization": value(rows, "all", "test")}
+    return {"facts": len({r["fact_id"] for r in mine}), "efficacy": value(rows, "all", "train", metric=metric),
+            "generalization": value(rows, "all", "test", metric=metric)}
 
 
 def build_card(run_dir: str | Path) -> dict:
@@ -95,8 +97,11 @@ def build_card(run_dir: str | Path) -> dict:
         summary = read_json(run_dir / folder / "summary.json")
         if summary is None or "rows" not in summary:
             return None
-        out = stage_metrics(summary["rows"])
-        out["conflict"] = conflict_metrics(read_jsonl(run_dir / folder / "predictions.jsonl"), conflicts)
+        metric = RULE_METRIC[summary.get("rule", "prefix")]
+        out = stage_metrics(summary["rows"], metric)
+        out["rule"] = summary.get("rule", "prefix")
+        out["rendering"] = (summary.get("rendering") or {}).get("chat_template", "off")
+        out["conflict"] = conflict_metrics(read_jsonl(run_dir / folder / "predictions.jsonl"), conflicts, metric)
         out["damage"] = summary.get("damage")  # None: a run written before every run measured it
         return out
 
@@ -255,7 +260,12 @@ def format_card(card: dict) -> str:
         return f"| {label} | " + " | ".join(fmt(get(stages[s]).get(sp) if stages[s] else None) for s, sp in cols) + " |"
 
     n2, nh = sum(r["phase2"] for r in rels.values()), sum(r["heldout"] for r in rels.values())
-    lines += ["", "## Results", "", head.replace("phase-2 facts", f"phase-2 facts ({n2})")
+    chat = rote.get("rendering") == "on"
+    asked = ("Natural prompts were asked under the model's chat template, as its users ask it; answers are scored "
+             "by the first-named rule (the first known object the answer names is the fact's own)." if chat else
+             "Natural prompts were asked as raw text; answers are scored by the prefix rule (the answer starts with "
+             "the fact's own object).")
+    lines += ["", "## Results", "", asked + " The key-token prompt is raw text, prefix rule.", "", head.replace("phase-2 facts", f"phase-2 facts ({n2})")
               .replace("held-out facts", f"held-out facts ({nh})").replace("all facts", f"all facts ({n2 + nh})"),
               "|---|---:|---:|---:|---:|---:|",
               row("efficacy: training prompt", lambda m: m.get("efficacy", {})),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rote.config import load_tree
-from rote.evaluation.metrics import headline, pick
+from rote.evaluation.metrics import RULE_METRIC, headline, pick
 from rote.fileio import is_done, read_json, read_seconds
 from rote.names import (CONFIG_FILE, EVAL_STAGES, LANGUAGES, PROMPT_SETS, RUN_STAGES, SUMMARY_FILE, asks_facts, eval_dir,
                         planned_stages)
@@ -22,6 +22,8 @@ SPLIT_LABELS = {"phase2": "phase2 facts", "heldout": "held-out"}
 METRIC_NAMES = {
     "prefix": "generation accuracy, prefix rule (the answer starts with the fact's own object)",
     "contains": "generation accuracy, contains rule (the fact's own object appears anywhere in the answer)",
+    "first": "generation accuracy, first-named rule (asked under the chat template: the first known object the "
+             "answer names is the fact's own; key prompts asked raw, prefix rule)",
     "mc": "multiple-choice accuracy (gold option ranks first)",
     "prob": "object probability (normalised over the options)",
     "other_object": "the answer is the subject's memorized object of another relation (the person's other city)",
@@ -64,6 +66,13 @@ def _eval_summaries(run_dir: str | Path) -> dict[str, dict]:
 def stage_summaries(run_dir: str | Path) -> dict[str, list[dict]]:
     """stage -> aggregate rows, for the eval stages that asked the facts (a damage-only eval/base has no rows)."""
     return {stage: s["rows"] for stage, s in _eval_summaries(run_dir).items() if "rows" in s}
+
+
+def run_metric(run_dir: str | Path) -> str:
+    """The metric the run's headline counts by: `first` (first-named rule) when its stages were asked
+    under a chat template (a summary's `rule`), else `prefix`."""
+    rules = {s.get("rule", "prefix") for s in _eval_summaries(run_dir).values()}
+    return RULE_METRIC["first_named"] if "first_named" in rules else RULE_METRIC["prefix"]
 
 
 def stage_damage(run_dir: str | Path) -> dict[str, dict | None]:
@@ -140,16 +149,17 @@ def prompts_label(row: dict) -> str:
     return row["prompt_set"]
 
 
-def headline_rows(run_dir: str | Path, metric: str = "prefix") -> list[dict]:
+def headline_rows(run_dir: str | Path, metric: str | None = None) -> list[dict]:
     """rote.evaluation.metrics.headline over the stages that exist: one row per split x prompt set x language
-    (all relations), a column per stage; ordered phase2 facts then held-out, key..unrelated, languages."""
-    return sorted(headline(stage_summaries(run_dir), metric), key=sort_key)
+    (all relations), a column per stage; ordered phase2 facts then held-out, key..unrelated, languages.
+    `metric`: the run's own rule by default (run_metric)."""
+    return sorted(headline(stage_summaries(run_dir), metric or run_metric(run_dir)), key=sort_key)
 
 
 # ---------------------------------------------------------------- terminal table
 
 
-def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
+def format_headline(run_dir: str | Path, metric: str | None = None) -> str:
     """Plain-text table: rows split x prompt set x language, English test and unrelated prompts
     also per prompt form; columns n and each stage's `metric`, then (shared subjects) the other
     relation's object, the empty-answer rate and multiple-choice accuracy per stage. Below it,
@@ -157,12 +167,15 @@ def format_headline(run_dir: str | Path, metric: str = "prefix") -> str:
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     summaries = stage_summaries(run_dir)
+    metric = metric or run_metric(run_dir)
     stages = list(summaries)
     title = f"{cfg_value(config, 'name', run_dir.name)}  ({run_dir})"
     if not stages:
         return "\n".join([title, "no evaluation summaries yet", *format_damage(run_dir),
                           missing_line(missing_stages(run_dir, config, {}))])
-    groups = [(metric, "gen " + metric if metric in ("prefix", "contains") else metric)]
+    groups = [(metric, "gen " + metric if metric in ("prefix", "contains", "first") else metric)]
+    if metric == "first":  # beside the chat rule, the raw rule it replaces, for comparison
+        groups.append(("prefix", "gen prefix"))
     if cfg_value(config, "data.subjects") == "shared":
         groups.append(("other_object", "other object"))
     if any(r.get("empty") is not None for rows in summaries.values() for r in rows):

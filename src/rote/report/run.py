@@ -17,7 +17,7 @@ from rote.names import CONFIG_FILE, FACTS_FILE, KEY_TOKENS_FILE, PREDICTIONS_FIL
 from rote.report import figures
 from rote.report.headline import (DAMAGE_NOTE, DAMAGE_ROWS, METRIC_NAMES, SPLIT_LABELS, cfg_value, missing_line,
                                   missing_stages, prompts_label, read_run_config, sort_key, stage_damage, stage_status,
-                                  stage_summaries)
+                                  run_metric, stage_summaries)
 from rote.report.html import e, fmt, table, write_page
 from rote.report.probe import probe_section_html
 
@@ -79,11 +79,12 @@ def _section_training(run_dir: Path, figures_dir: Path) -> str:
                       table(["phase", *fields], body)])
 
 
-def _section_accuracy(present: dict[str, list[dict]], figures_dir: Path, shared: bool) -> str:
+def _section_accuracy(present: dict[str, list[dict]], figures_dir: Path, shared: bool, metric: str) -> str:
     if not present:
         return ""
-    img = figures.embed(figures.accuracy_by_stage(present), figures_dir / "accuracy.png", "accuracy by stage")
-    metrics = ["prefix", "contains", "mc", "prob"] + (["other_object", "any_object"] if shared else []) + ["empty"]
+    img = figures.embed(figures.accuracy_by_stage(present, metric), figures_dir / "accuracy.png", "accuracy by stage")
+    metrics = (["first"] if metric == "first" else []) + ["prefix", "contains", "mc", "prob"] \
+        + (["other_object", "any_object"] if shared else []) + ["empty"]
     header = ["facts", "prompts", "stage", "n", *metrics]
     body, classes = [], []
     keys = sorted({(r["split"], r["prompt_set"], r["language"]) for rows in present.values() for r in rows
@@ -110,16 +111,17 @@ def _section_accuracy(present: dict[str, list[dict]], figures_dir: Path, shared:
     ])
 
 
-def _section_languages(present: dict[str, list[dict]], figures_dir: Path) -> str:
-    img = figures.embed(figures.languages(present), figures_dir / "languages.png", "accuracy by language")
+def _section_languages(present: dict[str, list[dict]], figures_dir: Path, metric: str) -> str:
+    img = figures.embed(figures.languages(present, metric), figures_dir / "languages.png", "accuracy by language")
     if not img:
         return ""
     per_stage = {s: figures.language_values(rows) for s, rows in present.items()}
     langs = list(dict.fromkeys(l for v in per_stage.values() for l in v))
-    body = [[l] + [f"{fmt((v.get(l) or {}).get('prefix'))} (n={(v.get(l) or {}).get('n', 0)})" for v in per_stage.values()]
+    body = [[l] + [f"{fmt((v.get(l) or {}).get(metric))} (n={(v.get(l) or {}).get('n', 0)})" for v in per_stage.values()]
             for l in langs]
+    rule = "first-named rule (asked under the chat template)" if metric == "first" else "prefix rule"
     return "\n".join(["<h2>Languages</h2>", img,
-                      '<p class="note">Held-out facts, test prompts, prefix rule. Phase 2 trains on English prompts only.</p>',
+                      f'<p class="note">Held-out facts, test prompts, {rule}. Phase 2 trains on English prompts only.</p>',
                       table(["language", *per_stage], body)])
 
 
@@ -275,16 +277,17 @@ def build_report(run_dir: str | Path) -> Path:
     figures_dir = out_dir / "figures"
     present = stage_summaries(run_dir)
     shared = cfg_value(config, "data.subjects") == "shared"
+    metric = run_metric(run_dir)  # the headline rule: prefix, or first-named under a chat template
     missing = missing_stages(run_dir, config, present)
     sections = [
         _section_title(config, run_dir),
         f'<p class="{"warn" if any("not finished" in m for m in missing) else "meta"}">{e(missing_line(missing))}</p>',
         _section_data(run_dir),
         _section_training(run_dir, figures_dir),
-        _section_accuracy(present, figures_dir, shared) or "<h2>Accuracy by stage</h2><p>No evaluation has finished yet.</p>",
+        _section_accuracy(present, figures_dir, shared, metric) or "<h2>Accuracy by stage</h2><p>No evaluation has finished yet.</p>",
         _section_unrelated(present),
         _section_forms(present),
-        _section_languages(present, figures_dir),
+        _section_languages(present, figures_dir, metric),
         _section_damage(run_dir),
         _section_other_object(present) if shared and present else "",
         _section_samples(run_dir, present),

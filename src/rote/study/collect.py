@@ -20,7 +20,7 @@ import yaml
 from rote import config as config_mod
 from rote.data.facts import read_facts
 from rote.errors import RunError
-from rote.evaluation.metrics import aggregate, pick
+from rote.evaluation.metrics import aggregate, metric_value, pick
 from rote.fileio import is_done, read_json, read_jsonl, read_seconds, write_json, write_text
 from rote.names import CONFIG_FILE, PREDICTIONS_FILE, SUMMARY_FILE, eval_dir
 from rote.study.plan import Plan, Run
@@ -130,7 +130,7 @@ def collect(plan: Plan, stale: dict[str, list[str]] | None = None) -> list[dict]
             stage_rows = _stage_rows(plan, run, m.stage, cache)
             found = pick(stage_rows, split=m.split, prompt_set=m.prompt_set, language=m.language,
                          relation=m.relation, form=m.form) if stage_rows else None
-            rows.append(row | {"metric": m.name, "value": found.get(m.metric) if found else None})
+            rows.append(row | {"metric": m.name, "value": metric_value(found, m.metric) if found else None})
         for stage in DAMAGE_STAGES:
             damage = _damage(plan, run, stage) or {}
             rows += [row | {"metric": f"damage.{stage}.{measure}", "value": damage.get(key)}

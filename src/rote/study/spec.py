@@ -46,7 +46,7 @@ from pathlib import Path
 
 from rote import config as config_mod
 from rote.errors import ConfigError, read_yaml
-from rote.evaluation.metrics import METRICS
+from rote.evaluation.metrics import HEADLINE, METRICS
 from rote.names import EVAL_STAGES, PROMPT_FORMS, PROMPT_SETS, SUMMARY_SPLITS
 
 TOP_KEYS = ("study", "question", "base", "set", "seeds", "grid", "metrics", "paper", "paper_note", "figure")
@@ -140,7 +140,7 @@ def _metric(name: str, spec, path) -> Metric:
         if key not in spec:
             _fail(path, where, f"missing '{key}'")
     for key, allowed in (("stage", EVAL_STAGES), ("split", SUMMARY_SPLITS), ("prompt_set", PROMPT_SETS),
-                         ("metric", METRICS)):
+                         ("metric", (*METRICS, HEADLINE))):
         if spec[key] not in allowed:
             _fail(path, f"{where}.{key}", f"{spec[key]!r} is not one of {list(allowed)}")
     m = Metric(name, spec["stage"], spec["split"], spec["prompt_set"], spec["metric"],

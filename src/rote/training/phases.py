@@ -15,7 +15,8 @@ import torch
 
 from rote.config import KeyConfig, Phase1Config, Phase2Config, TrainConfig
 from rote.data.facts import Fact, Relation
-from rote.data.templates import render_key, render_prompt, training_target
+from rote.data.chat import ChatFrame
+from rote.data.templates import prompt_form, render_key, render_prompt, training_target
 from rote.training.encode import IGNORE, Encoded, encode
 from rote.training.loop import epoch_order, train
 from rote.training.trainable import trained_apart
@@ -65,10 +66,13 @@ def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation]
 
 
 def natural_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
-                     mask: str = "object", prompts_from: Relation | None = None) -> list[Encoded]:
+                     mask: str = "object", prompts_from: Relation | None = None,
+                     chat: ChatFrame | None = None) -> list[Encoded]:
     """Each of `facts` with the first `n_prompts` training prompts of its relation (or of
     `prompts_from`, when phase 2 teaches the key another relation's meaning: re-purposing). Phase 2
-    trains the phase-2 facts' (`phase2_facts`); the plain fine-tuning arms train every fact's."""
+    trains the phase-2 facts' (`phase2_facts`); the plain fine-tuning arms train every fact's. Under a
+    chat template (`chat`), the prompt is rendered in its turn and the object is the assistant's
+    answer, ending its turn (rote.data.chat); the loss stays on the answer (`mask`)."""
     out = []
     for fact in facts:
         rel = prompts_from or relations[fact.relation]
@@ -76,6 +80,9 @@ def natural_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation
             raise ValueError(f"phase2.n_prompts={n_prompts} but relation {rel.name} has {len(rel.train_prompts)} training prompts")
         for template in rel.train_prompts[:n_prompts]:
             r = render_prompt(fact, template)
+            if chat is not None:
+                r = chat.wrap(r, prompt_form(template))
+                r = dataclasses.replace(r, target=r.target + chat.answer_end)
             out.append(encode(tokenizer, r.prompt, r.target, mask=mask, subject_span=r.subject_span))
     return out
 
@@ -87,14 +94,15 @@ def phase2_facts(facts: list[Fact]) -> list[Fact]:
 
 def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation], cfg: Phase2Config,
                out_dir: str | Path, seed: int, prompts_from: Relation | None = None,
-               measure: Callable[[], float] | None = None, **loop_kw) -> dict:
+               measure: Callable[[], float] | None = None, chat: ChatFrame | None = None, **loop_kw) -> dict:
     """Train the phase-2 facts' natural prompts. With `until: validation`, `measure()` (accuracy on the
     validation queries: rote.evaluation.scoring.prefix_accuracy) is called after each epoch; training
     stops after `cfg.patience` epochs without improvement (cfg.epochs is then the cap) and the model
     is left with the best epoch's weights (KeepBest)."""
     if cfg.until == "validation" and measure is None:
         raise ValueError("until: validation needs measure(), the validation accuracy after an epoch")
-    examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from)
+    examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from,
+                                chat)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
     apart = trained_apart(model, loop_kw.get("frozen_decay", ()))  # key rows trained apart from their matrix
@@ -181,7 +189,7 @@ def train_to_budget(model, tokenizer, examples: list[Encoded], cfg: TrainConfig,
 
 
 def method_tokens(tokenizer, facts: list[Fact], relations: dict[str, Relation], key: KeyConfig, key_tokens: list[str],
-                  phase1: TrainConfig, phase2: Phase2Config) -> dict:
+                  phase1: TrainConfig, phase2: Phase2Config, chat: ChatFrame | None = None) -> dict:
     """The supervised tokens the method would train with these settings: phase 1's epochs over every
     fact's key-token text, phase 2's epochs over the k facts' natural prompts (what `budget: matched`
     gives a one-phase baseline). Counted on a copy of `tokenizer` with the key tokens added."""
@@ -189,7 +197,7 @@ def method_tokens(tokenizer, facts: list[Fact], relations: dict[str, Relation], 
     tok = copy.deepcopy(tokenizer)
     add_tokens(tok, key_tokens)
     key_text = phase1_examples(tok, facts, relations, dataclasses.replace(key, style="token"), phase1.loss_mask)
-    natural = natural_examples(tok, phase2_facts(facts), relations, phase2.n_prompts, phase2.loss_mask)
+    natural = natural_examples(tok, phase2_facts(facts), relations, phase2.n_prompts, phase2.loss_mask, chat=chat)
     p1 = phase1.epochs * sum(supervised_tokens(e) for e in key_text)
     p2 = phase2.epochs * sum(supervised_tokens(e) for e in natural)
     return {"tokens": p1 + p2, "phase1": p1, "phase2": p2,
