@@ -97,7 +97,7 @@ def test_records_use_each_facts_own_gold(facts, monkeypatch):
     monkeypatch.setattr(ev, "inference_model", lambda model, precision: model)
     monkeypatch.setattr(ev, "generate", rigged_generate)
     monkeypatch.setattr(ev, "option_logprobs", rigged_scores)
-    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested: 8)
+    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested, chat=False: 8)
     records = ev.evaluate(None, None, qs, cfg, companions, progress=False)
     assert len(records) == len(qs)
     for q, r in zip(qs, records):

@@ -61,7 +61,7 @@ def test_records_credit_the_longest_name_the_run_knows(monkeypatch):
     qs = build_queries([born, studied], rels, KeyConfig(), EvalConfig(prompt_sets=("key",), multiple_choice=False))
     monkeypatch.setattr(ev, "inference_model", lambda model, precision: model)
     monkeypatch.setattr(ev, "generate", lambda *a, **k: [" Kyoto University"] * len(qs))
-    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested: 8)
+    monkeypatch.setattr(ev, "generation_budget", lambda tokenizer, golds, requested, chat=False: 8)
     cfg = EvalConfig(prompt_sets=("key",), multiple_choice=False)
     records = ev.evaluate(None, None, qs, cfg, ev.companions_of([born, studied]), progress=False)
     by_relation = {r["relation"]: r for r in records}
