@@ -237,7 +237,7 @@ def _samples(run_dir: Path, stage: str, k: int = 8) -> tuple[list[dict], list[di
                 continue
             r = json.loads(line)
             if r["split"] == "heldout" and r["prompt_set"] == "test" and r["language"] == "en":
-                (right if r["hit_prefix"] else wrong).append(r)
+                (right if r.get("hit_first", r["hit_prefix"]) else wrong).append(r)  # the record's own rule
     return _one_per_fact_first(right, k), _one_per_fact_first(wrong, k)
 
 
