@@ -1,10 +1,13 @@
-"""python scripts/chat_probe.py [--model smollm2-135m] [--config configs/demo.yaml] [--budget 48] [--stage BASE|CHECKPOINT]
+"""python scripts/chat_probe.py [--config configs/demo.yaml] [--budget 48] [--stage CHECKPOINT] [--precision fp32]
+   python scripts/chat_probe.py --records RUN/eval/phase2/predictions.jsonl [--model FOLDER]
 
 How a model answers the run's natural prompts raw and under its chat template (statements as the
 assistant's continuation or as a user turn): empty answers, prefix and first-named accuracy by
 prompt form, the any-object control, and at which new token a chat answer names its first known
 object (what rote.evaluation.scoring.CHAT_EXTRA_TOKENS is set from). Every fact of the config, no
-training: a checkpoint folder (`--stage`) asks a trained model.
+training: a checkpoint folder (`--stage`) asks a trained model. With `--records`, reads a run's records
+instead: per rendering rule, at which new token the first known object's name ends in its answers, and
+how many answers ran to the budget without ending.
 """
 from __future__ import annotations
 
@@ -31,7 +34,11 @@ def main() -> None:
     ap.add_argument("--prompt-sets", default="train,test,unrelated,languages")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
                     help="eval.precision (fp32 is the faster one on a CPU without bf16 instructions: AVX2)")
+    ap.add_argument("--records", help="a run's predictions.jsonl: where its chat answers name their first object")
+    ap.add_argument("--model", default="smollm2-135m", help="with --records: the tokenizer to count tokens with")
     args = ap.parse_args()
+    if args.records:
+        return budget_from_records(args.records, args.model)
     cfg = load(args.config)
     facts = plan_data(cfg)
     relations = relations_of(cfg)
@@ -77,6 +84,29 @@ def main() -> None:
                       f"max {at[-1]} ({len(at)} of {len(records)} answers name one)")
             for r in records[:: max(1, len(records) // 6)][:6]:
                 print(f"  {r['prompt_form']:<9} {r['prompt'][-60:]!r} -> {r['generation'][:120]!r}")
+
+
+def budget_from_records(path: str, model: str) -> None:
+    import json
+    from pathlib import Path
+    tokenizer = models.load_tokenizer(str(models.resolve(model)))
+    records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    chat_records = [r for r in records if r.get("rule") == "first_named"]
+    at, lengths = [], []
+    for r in chat_records:
+        text = r["generation"]
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        if r.get("hit_first") or r.get("any_object_hit"):
+            start = normalize(text).find(normalize(r["gold"]))
+            if start >= 0:
+                at.append(len(tokenizer(text[: start + len(r["gold"])], add_special_tokens=False)["input_ids"]))
+    at.sort()
+    lengths.sort()
+    q = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] if xs else None
+    print(f"{path}: {len(chat_records)} chat answers; answer length in tokens median {q(lengths, 0.5)}, 90% "
+          f"{q(lengths, 0.9)}, max {lengths[-1] if lengths else None}")
+    print(f"the gold's name ends at new token: median {q(at, 0.5)}, 90% {q(at, 0.9)}, 99% {q(at, 0.99)}, "
+          f"max {at[-1] if at else None} ({len(at)} answers name it)")
 
 
 if __name__ == "__main__":
