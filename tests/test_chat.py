@@ -156,3 +156,14 @@ def test_first_named_prefers_the_longest_name_at_one_place_and_names_is_word_bou
     assert names("born in Sydney.", "Sydney") and not names("Sydneyside", "Sydney")
     # the prefix rule, the raw prompts' headline, counts only an answer that starts with the object
     assert not hit_prefix("The actor was born in Sydney", "Sydney")
+
+
+def test_a_chat_answer_stops_at_the_end_of_the_turn(tokenizer):
+    """The turn's end token stops generation as end of sequence does (SmolLM2: "<|im_end|>", id 2),
+    and a chat answer is not cut at its first newline."""
+    from rote.evaluation.scoring import decode_answer, turn_end_ids
+    frame = chat.frame_of(tokenizer)
+    assert turn_end_ids(tokenizer, frame) == {tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    seq = tokenizer("Sydney,\nAustralia", add_special_tokens=False)["input_ids"] + [2, 5, 6]
+    assert decode_answer(tokenizer, seq, {2}, cut_newline=False) == "Sydney,\nAustralia"
+    assert decode_answer(tokenizer, seq, {2}) == "Sydney,"

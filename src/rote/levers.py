@@ -96,7 +96,7 @@ def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, 
 
     if chat is not None:
         prompts = [chat.text(prompt, prompt_form(prompt)) for prompt in prompts]
-    answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32", chat=chat is not None)
+    answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32", chat=chat)
     out, untokenizable, dropped = [], 0, 0
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
         if keep is not None and not keep(i, answer):

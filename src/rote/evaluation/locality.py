@@ -54,7 +54,7 @@ def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64, 
     asked = [p["prompt"] if chat is None else chat.text(p["prompt"], f) for p, f in zip(probes, forms)]
     answers = generate(inference_model(model, precision), tokenizer, asked,
                        PROBE_TOKENS + (CHAT_EXTRA_TOKENS if chat is not None else 0), batch_size, precision=precision,
-                       chat=chat is not None)
+                       chat=chat)
     leads = [" " if chat is None else chat.answer_lead(f) for f in forms]
     argmax = answer_argmax(model, tokenizer, probes, asked, leads)
     if chat is None:

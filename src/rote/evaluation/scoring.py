@@ -41,9 +41,10 @@ PLAIN_DECODING = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool = False,
-             precision: str = "bf16", share: bool = False, chat: bool = False) -> list[str]:
+             precision: str = "bf16", share: bool = False, chat: ChatFrame | None = None) -> list[str]:
     """Greedy continuations, batched with left padding; each cut at its first newline, or under a chat
-    template (`chat`) at the end of the assistant's turn (a chat answer may run over lines). With `share`,
+    template (`chat`, the prompts rendered in it) at the end of the assistant's turn (a chat answer may
+    run over lines; the turn's end token stops it as end of sequence does). With `share`,
     several processes each run their share of the batches and every process gets all the answers
     (rote.training.processes: every process must call it).
 
@@ -54,7 +55,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     like "<rote:P19> Paris" is not scored as "Paris"."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    stop_ids = end_of_sequence_ids(model, tokenizer)
+    stop_ids = end_of_sequence_ids(model, tokenizer) | (turn_end_ids(tokenizer, chat) if chat else set())
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     # A raw answer ends at its first newline; a chat answer at the end of its turn (an end of sequence).
     stopping = None if chat else StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))])
@@ -107,6 +108,14 @@ def end_of_sequence_ids(model, tokenizer) -> set[int]:
     ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
     ids.add(tokenizer.eos_token_id)
     return {i for i in ids if i is not None}
+
+
+def turn_end_ids(tokenizer, chat: ChatFrame) -> set[int]:
+    """The id of the token that ends an assistant's turn (`chat.answer_end`, e.g. "<|im_end|>" or
+    "<|eot_id|>"), when it is one token: a template whose end of turn is not the tokenizer's end of
+    sequence still stops there."""
+    ids = tokenizer(chat.answer_end, add_special_tokens=False)["input_ids"] if chat.answer_end else []
+    return set(ids[:1]) if len(ids) == 1 else set()
 
 
 def decode_answer(tokenizer, seq: list[int], stop_ids: set[int], cut_newline: bool = True) -> str:
@@ -269,7 +278,7 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
         if rows:
             budget = generation_budget(tokenizer, [queries[i].gold for i in rows], cfg.max_new_tokens, chatting)
             texts = generate(model, tokenizer, [queries[i].rendered.prompt for i in rows], budget, cfg.batch_size,
-                             progress, cfg.precision, share, chat=chatting)
+                             progress, cfg.precision, share, chat=chat if chatting else None)
             for i, text in zip(rows, texts):
                 generations[i] = text
     # Multiple choice costs one forward per option token: on CPU it was most of an evaluation's
