@@ -266,12 +266,13 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     """Encode every fact's phase-1 text and each prompt it will be trained or asked with, with the
     model's tokenizer (plus key tokens): text that cannot be encoded faithfully stops here, before
     training, naming the input line."""
-    from rote.data.templates import key_tokens, render_key, render_prompt, training_target
+    from rote.data.templates import key_tokens, prompt_form, render_key, render_prompt, training_target
     from rote.training import models
     from rote.training.encode import EncodingError, encode
 
     tokenizer = models.load_tokenizer(cfg.model.name)
     models.add_tokens(tokenizer, key_tokens(inp.relations.values(), cfg.key))
+    chat = runner.chat_frame(cfg, tokenizer)  # the rendering it will be trained and asked in (model.chat_template)
     from rote.data.limits import check_lengths
     where = {f.id: row.where for f, row in zip(facts, inp.rows)}
     check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,
@@ -286,6 +287,9 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
             for template in prompts:
                 r = render_prompt(fact, template)
                 encode(tokenizer, r.prompt, r.target)
+                if chat is not None:  # as phase 2 trains it: in its turn, the answer ending the turn
+                    c = chat.wrap(r, prompt_form(template))
+                    encode(tokenizer, c.prompt, c.target + chat.answer_end)
         except EncodingError as e:
             raise DataError(f"{row.where}: the fact {quote(fact.subject)} {fact.relation} {quote(fact.object)} cannot be "
                             f"encoded faithfully for training: {quote(str(e))}") from None
