@@ -40,7 +40,7 @@ def test_frame_renders_every_form_as_the_real_template_does(tokenizer):
     assert frame.answer_end == "<|im_end|>"
     for prompt in ("Where was Gene Finley born?", "Q: Where was Gene Finley born? A:", "Gene Finley was born in"):
         form = "statement" if prompt.endswith("in") else "question"
-        messages, kw = chat.conversation(prompt, form, frame.statements)
+        messages, kw = frame.conversation(prompt, form)
         assert frame.text(prompt, form) == tokenizer.apply_chat_template(messages, tokenize=False, **kw)
     chat.check_prompts(tokenizer, frame, [("Where was Gene Finley born?", "question", "relation place_of_birth")])
 

@@ -90,12 +90,11 @@ def _answer_anchors(base, tokenizer, prompts: list[str], kind: str, hard: bool, 
     """Anchors along the base model's greedy answer to each prompt (`keep(prompt_index, answer)`
     may drop some), the prompt rendered in its turn under a chat template (`chat`). A prompt whose
     answer does not re-tokenize as a continuation is left out."""
-    from rote.data.templates import prompt_form
     from rote.evaluation.scoring import generate
     from rote.training.preserve import continuation_anchor
 
     if chat is not None:
-        prompts = [chat.text(prompt, prompt_form(prompt)) for prompt in prompts]
+        prompts = [chat.text(prompt) for prompt in prompts]
     answers = generate(base, tokenizer, prompts, ANSWER_TOKENS, batch_size=64, precision="fp32", chat=chat)
     out, untokenizable, dropped = [], 0, 0
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
@@ -116,16 +115,11 @@ def known_fact_anchors(base, tokenizer, most: int, hard: bool, chat=None) -> tup
     """The first `most` known facts the base model answers right (prefix rule; a sentence answering
     in a chat user turn: it names the answer), along its answer."""
     from rote.data.templates import prompt_form
-    from rote.evaluation.matching import hit_prefix, names
+    from rote.evaluation.matching import answers as counts
     facts = preserve_data.known_facts()
-
-    def right(i: int, answer: str) -> bool:
-        if chat is not None and chat.as_user(prompt_form(facts[i]["prompt"])):
-            return names(answer, facts[i]["answer"])
-        return hit_prefix(answer, facts[i]["answer"])
-
-    anchors, info = _answer_anchors(base, tokenizer, [f["prompt"] for f in facts], "known_facts", hard, keep=right,
-                                    chat=chat)
+    sentence = [chat is not None and chat.as_user(prompt_form(f["prompt"])) for f in facts]
+    anchors, info = _answer_anchors(base, tokenizer, [f["prompt"] for f in facts], "known_facts", hard,
+                                    keep=lambda i, answer: counts(answer, facts[i]["answer"], sentence[i]), chat=chat)
     info["base_correct"] = len(anchors) + info["not_a_continuation"]
     return anchors[:most], {**info, "anchors": len(anchors[:most])}
 

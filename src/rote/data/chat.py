@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rote.data.templates import Rendered
+from rote.data.templates import Rendered, prompt_form
 
 CHAT_SETTINGS = ("auto", "on", "off")
 # How statement prompts are rendered: `assistant` (continue the assistant's turn) or `user` (a user
@@ -51,12 +51,15 @@ class ChatFrame:
         """Whether a prompt of this form is a user turn (else it opens the assistant's turn)."""
         return form != "statement" or self.statements == "user"
 
+    def request(self, form: str) -> str:
+        """What a user turn asks before the prompt: a request to complete a statement, else nothing."""
+        return COMPLETE if form == "statement" else ""
+
     def wrap(self, rendered: Rendered, form: str) -> Rendered:
         """`rendered` as the model sees it under the template: the prompt inside its turn, the
         character spans shifted with it, the target without its leading space in a user turn."""
         if self.as_user(form):
-            ask = COMPLETE if form == "statement" else ""
-            before = self.user_before + ask
+            before = self.user_before + self.request(form)
             prompt, target = before + rendered.prompt + self.user_after, rendered.target.lstrip(" ")
         else:
             before = self.assistant_before
@@ -65,21 +68,20 @@ class ChatFrame:
         return Rendered(prompt, target, (rendered.subject_span[0] + shift, rendered.subject_span[1] + shift),
                         None if rendered.key_span is None else (rendered.key_span[0] + shift, rendered.key_span[1] + shift))
 
-    def text(self, prompt: str, form: str) -> str:
-        """A bare prompt (a locality probe, a contrast question) as the model sees it."""
-        return self.wrap(Rendered(prompt, " x", (0, 0)), form).prompt
+    def text(self, prompt: str, form: str | None = None) -> str:
+        """A bare prompt (a locality probe, a contrast question) as the model sees it; its form from
+        its text unless given."""
+        return self.wrap(Rendered(prompt, " x", (0, 0)), form or prompt_form(prompt)).prompt
 
     def answer_lead(self, form: str) -> str:
         """What precedes an answer: nothing at the start of the assistant's turn, a space after a statement."""
         return "" if self.as_user(form) else " "
 
-
-def conversation(prompt: str, form: str, statements: str) -> tuple[list[dict], dict]:
-    """The messages and apply_chat_template's keyword arguments that render `prompt` as the frame does."""
-    if form != "statement" or statements == "user":
-        ask = COMPLETE if form == "statement" else ""
-        return [{"role": "user", "content": ask + prompt}], {"add_generation_prompt": True}
-    return [{"role": "assistant", "content": prompt}], {"continue_final_message": True}
+    def conversation(self, prompt: str, form: str) -> tuple[list[dict], dict]:
+        """The messages and apply_chat_template's keyword arguments that render `prompt` as `text` does."""
+        if self.as_user(form):
+            return [{"role": "user", "content": self.request(form) + prompt}], {"add_generation_prompt": True}
+        return [{"role": "assistant", "content": prompt}], {"continue_final_message": True}
 
 
 def has_template(tokenizer) -> bool:
@@ -104,7 +106,7 @@ def frame_for(setting: str, statements: str, tokenizer, model: str) -> ChatFrame
 def frame_of(tokenizer, statements: str = "assistant") -> ChatFrame:
     """The tokenizer's chat template reduced to a ChatFrame, by rendering conversations whose
     messages are sentinels and cutting the text around them. A beginning-of-sequence token the
-    template writes and the tokenizer adds again is left to the tokenizer (it would be doubled)."""
+    template writes and the tokenizer adds again is left to the tokenizer (`_render`)."""
     if statements not in STATEMENTS:
         raise ChatTemplateError(f"chat_statements={statements!r}: use one of {', '.join(STATEMENTS)}")
     question, answer = _SENTINEL.format(1), _SENTINEL.format(2)
@@ -112,44 +114,31 @@ def frame_of(tokenizer, statements: str = "assistant") -> ChatFrame:
     answered = _render(tokenizer, [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
     opened = _render(tokenizer, [{"role": "assistant", "content": answer}], continue_final_message=True)
     user_before, user_after = asked.split(question)
-    after_answer = answered.split(answer, 1)[1]
-    end = _turn_end(after_answer)
-    assistant_before = opened.split(answer)[0]
-    bos = getattr(tokenizer, "bos_token", None)
-    if bos and _adds_bos(tokenizer):
-        user_before = user_before.removeprefix(bos)
-        assistant_before = assistant_before.removeprefix(bos)
-    return ChatFrame(user_before, user_after, assistant_before, end, statements)
+    # the end of the assistant's turn: the text after its answer, without the whitespace between turns
+    end = answered.split(answer, 1)[1].rstrip()
+    return ChatFrame(user_before, user_after, opened.split(answer)[0], end, statements)
 
 
 def _render(tokenizer, messages: list[dict], **kw) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
-
-
-def _turn_end(after_answer: str) -> str:
-    """The end of the assistant's turn: the text after its answer, without the whitespace that
-    separates turns ("<|im_end|>\\n" -> "<|im_end|>"). A template that writes nothing there gives ""."""
-    return after_answer.rstrip()
-
-
-def _adds_bos(tokenizer) -> bool:
+    """The template's text, without a beginning-of-sequence token it writes that the tokenizer adds
+    again when the text is encoded (it would be doubled)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **kw)
     ids = tokenizer("a")["input_ids"]
-    return bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
+    bos = getattr(tokenizer, "bos_token", None)
+    adds_bos = bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
+    return text.removeprefix(bos) if bos and adds_bos else text
 
 
 def check_prompts(tokenizer, frame: ChatFrame, prompts: list[tuple[str, str, str]]) -> None:
     """Every (prompt, form, where) rendered by the real template equals the frame's rendering; else a
     ChatTemplateError naming the prompt and where it comes from (its relation), before training starts."""
-    bos = getattr(tokenizer, "bos_token", None) if _adds_bos(tokenizer) else None
     for prompt, form, where in dict.fromkeys(prompts):
-        messages, kw = conversation(prompt, form, frame.statements)
+        messages, kw = frame.conversation(prompt, form)
         try:
             real = _render(tokenizer, messages, **kw)
         except Exception as e:  # a template's own error (jinja raise_exception, a role it refuses)
             raise ChatTemplateError(f"the chat template fails to render {prompt!r} ({where}): {e}; "
                                     f"use chat_template=off") from None
-        if bos:
-            real = real.removeprefix(bos)
         if real != frame.text(prompt, form):
             raise ChatTemplateError(f"the chat template renders {prompt!r} ({where}) as {real!r}, not as one turn "
                                     f"around the prompt ({frame.text(prompt, form)!r}); use chat_template=off")

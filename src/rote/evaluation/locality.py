@@ -46,7 +46,7 @@ def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64, 
     record carries the text the model saw (`asked`); a probe asked in a user turn is answered by a
     sentence, which counts when it names the answer."""
     from rote.data.templates import prompt_form
-    from rote.evaluation.matching import hit_prefix, names
+    from rote.evaluation.matching import answers as counts
     from rote.evaluation.scoring import CHAT_EXTRA_TOKENS, generate, inference_model
 
     probes = load_probes()
@@ -57,11 +57,8 @@ def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64, 
                        chat=chat)
     leads = [" " if chat is None else chat.answer_lead(f) for f in forms]
     argmax = answer_argmax(model, tokenizer, probes, asked, leads)
-    if chat is None:
-        return [{**p, "generation": a, "correct": hit_prefix(a, p["answer"]), "argmax": ids}
-                for p, a, ids in zip(probes, answers, argmax)]
-    return [{**p, "asked": text, "generation": a,
-             "correct": names(a, p["answer"]) if chat.as_user(f) else hit_prefix(a, p["answer"]), "argmax": ids}
+    return [{**p, **({"asked": text} if chat is not None else {}), "generation": a,
+             "correct": counts(a, p["answer"], chat is not None and chat.as_user(f)), "argmax": ids}
             for p, text, f, a, ids in zip(probes, asked, forms, answers, argmax)]
 
 

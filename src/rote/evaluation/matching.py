@@ -107,3 +107,9 @@ def hit_first(generation: str, gold: str, known: Iterable[str]) -> bool:
 def names(generation: str, name: str) -> bool:
     """The answer names `name` anywhere, word-bounded (chat answers: the controls' any-object rule)."""
     return _named_at(normalize(generation), normalize(name)) is not None
+
+
+def answers(generation: str, gold: str, sentence: bool) -> bool:
+    """A probe's answer counts: a continuation starts with the gold (`hit_prefix`), a sentence (an
+    answer to a chat user turn) names it anywhere (`names`)."""
+    return names(generation, gold) if sentence else hit_prefix(generation, gold)

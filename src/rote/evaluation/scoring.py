@@ -303,16 +303,15 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             "empty": not text.strip(),
             "hit_prefix": hit_prefix(text, q.gold, longer.get(q.gold, ())), "hit_contains": hit_contains(text, q.gold),
         }
-        others = {}
-        if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
-            # The subject's memorized objects in its other relations (the gold is the fact's own).
-            others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
-                      if r != q.fact.relation and o != q.gold}
+        counts_others = companions is not None and q.prompt_set not in ("reverse", "two_hop")
+        # The subject's memorized objects in its other relations (the gold is the fact's own).
+        others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
+                  if r != q.fact.relation and o != q.gold} if counts_others else {}
         if chat is not None:
             # The rule each record's headline counts by: a chat answer by the first object it names.
             rec["rule"] = "first_named" if chatting else "prefix"
             rec["hit_first"] = hit_first(text, q.gold, [*q.options, *others.values()]) if chatting else rec["hit_prefix"]
-        if companions is not None and q.prompt_set not in ("reverse", "two_hop"):
+        if counts_others:
             if chatting:  # a sentence names an object anywhere in it
                 rec["other_relation_hit"] = sorted(r for r, o in others.items() if names(text, o))
                 rec["any_object_hit"] = rec["hit_first"] or names(text, q.gold) or bool(rec["other_relation_hit"])
