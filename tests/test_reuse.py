@@ -222,10 +222,16 @@ def test_switched_off_measures(first, tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_damage_only_base_is_shared_across_seeds(reuse_on, tiny_model_dir, tmp_path):
-    """A study's cells measure only damage at eval/base: with key.init mean the seed changes
-    nothing they measure, so seed 1 reuses seed 0's."""
-    damage_only = "eval.stages=[phase1,phase2]"
-    assert reused_from(base_eval(tiny_model_dir, tmp_path / "a", damage_only)) is None
-    second = base_eval(tiny_model_dir, tmp_path / "b", damage_only, "seed=1")
+    """A study's cells measure only damage at eval/base: with key.init mean and without fluency the seed
+    changes nothing they measure, so seed 1 reuses seed 0's. Fluency continues the run's own prompts,
+    about the seed's people, so with it seed 1 measures its own; the same seed still reuses."""
+    damage_only = ["eval.stages=[phase1,phase2]", "eval.fluency_prompts=0"]
+    assert reused_from(base_eval(tiny_model_dir, tmp_path / "a", *damage_only)) is None
+    second = base_eval(tiny_model_dir, tmp_path / "b", *damage_only, "seed=1")
     assert reused_from(second) and not (second / "eval/base/predictions.jsonl").exists()
-    assert reused_from(base_eval(tiny_model_dir, tmp_path / "c", damage_only, "eval.precision=fp32")) is None
+    assert reused_from(base_eval(tiny_model_dir, tmp_path / "c", *damage_only, "eval.precision=fp32")) is None
+    fluent = damage_only[0]
+    assert reused_from(base_eval(tiny_model_dir, tmp_path / "d", fluent)) is None
+    assert reused_from(base_eval(tiny_model_dir, tmp_path / "e", fluent, "seed=1")) is None
+    again = base_eval(tiny_model_dir, tmp_path / "f", fluent)
+    assert reused_from(again) and (again / "eval/base/fluency.jsonl").read_text() == (tmp_path / "d/smoke/eval/base/fluency.jsonl").read_text()

@@ -39,6 +39,15 @@ def test_smoke_run_writes_the_whole_record(smoke_cfg):
     # facts x (key, the 1 trained prompt, 2 test, 2 unrelated, 2 de, 2 ja)
     assert len(predictions) == 12 * (1 + 1 + 2 + 2 + 2 * 2)
     assert not list(run_dir.rglob("*.tmp"))
+    # Fluency at every stage: the same sampled prompts (English train, test, unrelated) and every probe.
+    from rote.evaluation.locality import load_probes
+    continued = {stage: [json.loads(line) for line in (run_dir / f"eval/{stage}/fluency.jsonl").read_text().splitlines()]
+                 for stage in ("base", "phase1", "phase2")}
+    assert [r["prompt"] for r in continued["base"]] == [r["prompt"] for r in continued["phase2"]]
+    assert len(continued["base"]) == 12 * (1 + 2 + 2) + len(load_probes())  # fewer prompts than the sample size
+    base_damage = json.loads((run_dir / "eval/base/summary.json").read_text())["damage"]
+    assert base_damage["entropy_ratio"] == 1.0 and summary["damage"]["answers"] == len(continued["phase2"])
+    assert {"gold_twice", "repeated", "clean", "entropy"} <= set(summary["damage"])
 
 
 @pytest.mark.slow
@@ -377,6 +386,9 @@ def test_a_run_under_the_chat_template_records_what_the_model_saw(smoke_cfg):
             assert r["rule"] == "first_named" and r["prompt"].startswith("<|im_start|>system")
     probes = [json.loads(line) for line in (run_dir / "eval/phase2/locality.jsonl").read_text().splitlines()]
     assert all(p["asked"].startswith("<|im_start|>system") and p["prompt"] in p["asked"] for p in probes)
+    continued = [json.loads(line) for line in (run_dir / "eval/phase2/fluency.jsonl").read_text().splitlines()]
+    assert continued and all(r["prompt"].startswith("<|im_start|>system") for r in continued)
+    assert {r["rule"] for r in continued if r["source"] == "test"} == {"first_named"}
     summary = json.loads((run_dir / "eval/phase2/summary.json").read_text())
     assert summary["rule"] == "first_named" and summary["rendering"]["answer_end"] == "<|im_end|>"
     assert run_metric(run_dir) == "first" and "gen first" in format_headline(run_dir)

@@ -53,7 +53,7 @@ class Arm:
         return self.key_style is not None
 
 
-_NATURAL = ("n_prompts", "loss_mask", "prompts_from", "checkpoint")  # phase-2 examples trained elsewhere
+_NATURAL = ("n_prompts", "answer_end", "loss_mask", "prompts_from", "checkpoint")  # phase-2 examples trained elsewhere
 # What a one-phase arm reads of phase1.*: the optimizer's settings (its epochs, and for mixed the
 # stop rule, only with `budget: epochs`: a budget is one pass over as many examples as it buys).
 _ONE_PASS = ("lr", "schedule", "warmup_steps", "batch_size", "grad_accum", "length_buckets", "weight_decay",
@@ -73,15 +73,15 @@ ARMS = {a.name: a for a in (
         "key_text", None, "token", _KEY_TOKEN, ALL, ("n_prompts", "checkpoint"), in_context=True,
         shares_phase1_with="method"),
     Arm("plain_finetune", "plain fine-tuning on the natural prompts of every fact (no key, no phase 2)",
-        "natural_all", None, None, (), _ONE_PASS, ("n_prompts",), budget=True),
+        "natural_all", None, None, (), _ONE_PASS, ("n_prompts", "answer_end"), budget=True),
     Arm("plain_finetune_k", "plain fine-tuning on the natural prompts of the k phase-2 facts only",
-        "natural_k", None, None, (), _ONE_PASS, ("n_prompts",), budget=True),
+        "natural_k", None, None, (), _ONE_PASS, ("n_prompts", "answer_end"), budget=True),
 )}
 ARM_NAMES = tuple(ARMS)
 BUDGETS = ("matched", "epochs")
 # What a matched budget reads: the settings that decide the method's supervised tokens.
 METHOD_COST = {"key": ("position", "suffix"), "phase1": ("epochs", "until", "loss_mask"),
-               "phase2": ("epochs", "until", "n_prompts", "loss_mask")}
+               "phase2": ("epochs", "until", "n_prompts", "answer_end", "loss_mask")}
 TOP_KEYS = ("name", "seed", "out_dir", "arm", "model", "data", "eval")  # every arm reads these
 
 

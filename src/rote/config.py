@@ -149,6 +149,9 @@ class Phase2Config(TrainConfig):
     schedule: Literal["cosine", "constant", "linear"] = "constant"
     warmup_steps: int = 0
     n_prompts: int = 1  # training prompts per fact (also the plain arms' and in_context's)
+    # What ends a trained answer after a natural prompt (rote.data.templates.answer_target): nothing,
+    # a period, or the end of sequence; under a chat template the answer always ends the assistant's turn.
+    answer_end: Literal["none", "period", "eos"] = "none"
     prompts_from: str | None = None  # train with this relation's prompts (re-purposing the key)
     checkpoint: str | None = None  # start from this phase-1 checkpoint folder (another run's)
     # `validation`: after each epoch, greedy prefix accuracy of the phase-2 facts asked with training
@@ -179,6 +182,9 @@ class EvalConfig:
     mc_prompt_sets: tuple[PromptSet, ...] = PROMPT_SETS
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
+    # Fluency (rote.evaluation.fluency): this many English prompts of each of the train, test and
+    # unrelated sets, and every locality probe, continued a fixed length at every eval stage; 0: not measured.
+    fluency_prompts: int = 24
     stages: tuple[EvalStage, ...] = EVAL_STAGES
     # Arm in_context: this many phase-2 examples of the fact's relation (training prompt + answer,
     # one per line) precede every natural-language prompt; default k (data.phase2_facts).

@@ -24,6 +24,7 @@ def plain_name(value: str, what: str) -> str:
 # inclusive bounds, None for none; a low written as a string ("> 0") excludes the bound itself.
 _BOUNDS = {"data.facts_per_relation": (1, None), "data.phase2_facts": (0, None), "data.n_options": (1, None),
            "eval.prompts_per_set": (1, None), "eval.max_new_tokens": (1, None), "eval.batch_size": (1, None),
+           "eval.fluency_prompts": (0, None),
            "eval.icl_examples": (1, None), "phase1.threshold": ("> 0", 1), "phase2.n_prompts": (1, None),
            "phase2.patience": (1, None), "phase2.validation_prompts": (1, None), "budget_tokens": (1, None),
            "seed": (0, 2**32 - 1)}  # seeds are mixed into torch generators' 64-bit seeds (rote.training.loop)

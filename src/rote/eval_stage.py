@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 
 from rote.arms import eval_config
 from rote.data.chat import describe
+from rote.evaluation.fluency import sample
 from rote.evaluation.queries import build_queries
 from rote.fileio import read_json, read_jsonl, write_jsonl, write_summary
-from rote.names import LOCALITY_FILE, PREDICTIONS_FILE, SUMMARY_FILE, asks_facts
+from rote.names import FLUENCY_FILE, LOCALITY_FILE, PREDICTIONS_FILE, SUMMARY_FILE, asks_facts
 
 if TYPE_CHECKING:
     from rote.runner import Session
@@ -41,11 +42,14 @@ def run_eval(session: Session, stage: str) -> dict:
 
     cfg = session.cfg
     ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
-    queries = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
-                            session.repurposed, session.chat) if asks_facts(stage, cfg.eval.stages) else None
+    every = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
+                          session.repurposed, session.chat)
+    queries = every if asks_facts(stage, cfg.eval.stages) else None
+    # The prompts fluency continues: the same at every stage, eval/base's included when it asks no facts.
+    continued = sample(every, ecfg.fluency_prompts) if ecfg.fluency_prompts else []
 
     def look_up() -> tuple:  # hashing the model's files is the main process's alone; all learn the answer
-        stored = _reusable_base(session, ecfg, queries) if stage == "eval/base" else None
+        stored = _reusable_base(session, ecfg, queries, continued) if stage == "eval/base" else None
         return stored, reuse.lookup(*stored[:2]) if stored else None
 
     stored, entry = processes.on_main(look_up)
@@ -54,13 +58,14 @@ def run_eval(session: Session, stage: str) -> dict:
     if not entry and queries is not None:
         records = evaluate(session.model, session.tokenizer, queries, ecfg, companions_of(session.facts),
                            progress=processes.is_main(), share=True, chat=session.chat)
-    return processes.on_main(lambda: _write_stage(session, stage, queries, records, stored, entry, started))
+    return processes.on_main(lambda: _write_stage(session, stage, queries, records, stored, entry, started, continued))
 
 
 def _write_stage(session: Session, stage: str, queries, records: list[dict] | None, stored, entry,
-                 started: float) -> dict:
+                 started: float, continued: list) -> dict:
     """The stage's files, from the cache `entry` or from the fresh `records`: predictions.jsonl, the
-    damage measures (locality.jsonl; measured here, by the main process alone) and summary.json.
+    damage measures (locality.jsonl and fluency.jsonl, the continuations of `continued` and of the
+    probes; measured here, by the main process alone) and summary.json.
 
     The damage measures are not shared out: the locality probes are one generation batch and one
     teacher-forced batch, which split across processes would change the batches' composition and with
@@ -80,6 +85,7 @@ def _write_stage(session: Session, stage: str, queries, records: list[dict] | No
             write_jsonl(out / PREDICTIONS_FILE, records)
         seconds = time.perf_counter() - started
         perplexity = measure_damage(session, stage)
+        measure_fluency(session, stage, continued)
         info = {"seconds": round(seconds, 2), "damage_seconds": round(time.perf_counter() - started - seconds, 2)}
         if stored:
             reuse.store(*stored, out, perplexity)
@@ -97,7 +103,7 @@ def _write_stage(session: Session, stage: str, queries, records: list[dict] | No
     return {"records": len(records), **info}
 
 
-def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | None:
+def _reusable_base(session: Session, ecfg, queries, continued: list) -> tuple[Path, str, dict] | None:
     """(rote cache, key, its parts) of eval/base's measurements (rote.evaluation.reuse): everything
     they depend on. None when reuse is off, when the loaded model is not the run's base model (`rote
     eval --stage base` of a checkpoint), or when its files are not found to key it by."""
@@ -121,6 +127,9 @@ def _reusable_base(session: Session, ecfg, queries) -> tuple[Path, str, dict] | 
              "device": processes.processor(next(session.model.parameters()).device)}
     if session.chat is not None:  # the locality probes are asked in it (a raw run's key is as before)
         parts["chat"] = describe(session.chat)
+    if continued:  # what fluency continues, and the objects its records know of (the subjects' facts)
+        parts["fluency"] = reuse.json_digest([[dataclasses.asdict(q) for q in continued],
+                                              [dataclasses.asdict(f) for f in session.facts]])
     if queries is not None:
         parts.update(facts=reuse.json_digest([dataclasses.asdict(f) for f in session.facts]),
                      queries=reuse.json_digest([dataclasses.asdict(q) for q in queries]),
@@ -138,6 +147,29 @@ def measure_damage(session: Session, stage: str) -> dict:
     return perplexity
 
 
+def measure_fluency(session: Session, stage: str, continued: list) -> None:
+    """Fixed-length continuations of the sampled prompts (`continued`, rote.evaluation.fluency.sample) and
+    of the locality probes, as the model sees them, into `stage`/fluency.jsonl. Nothing when
+    eval.fluency_prompts is 0."""
+    from rote.evaluation.fluency import FLUENCY_TOKENS, probe_records, query_records
+    from rote.evaluation.locality import asked_probes
+    from rote.evaluation.scoring import companions_of, continuations, inference_model
+
+    if not session.cfg.eval.fluency_prompts:
+        return
+    precision, chat = session.cfg.eval.precision, session.chat
+    probes, asked, sentences = asked_probes(chat)
+    model = inference_model(session.model, precision)
+    out = continuations(model, session.tokenizer, [q.rendered.prompt for q in continued] + asked, FLUENCY_TOKENS,
+                        session.cfg.eval.batch_size, precision, chat)
+    texts, answers = [t for t, _ in out], [a for _, a in out]
+    n = len(continued)
+    # A query in a chat turn is scored by the first-named rule (the key prompt, raw, is never sampled).
+    records = query_records(continued, texts[:n], answers[:n], chat is not None, companions_of(session.facts))
+    records += probe_records(probes, asked, texts[n:], answers[n:], sentences)
+    write_jsonl(session.run_dir / stage / FLUENCY_FILE, records)
+
+
 def compare_damage(session: Session, stage: str, perplexity: float) -> dict:
     """The summary's damage block: `stage`'s locality records and perplexity compared with the base
     model's in eval/base; at eval/base itself, with its own. A run without eval/base (written before
@@ -145,8 +177,17 @@ def compare_damage(session: Session, stage: str, perplexity: float) -> dict:
     from rote.evaluation.metrics import damage_summary
 
     probes = read_jsonl(session.run_dir / stage / LOCALITY_FILE)
+    continued = _fluency_records(session.run_dir / stage)
     if stage == "eval/base":
-        return damage_summary(probes, probes, perplexity, perplexity)
+        return damage_summary(probes, probes, perplexity, perplexity, continued, continued)
     base = session.run_dir / "eval/base"
     reference = (read_json(base / SUMMARY_FILE) or {}).get("damage") or {}
-    return damage_summary(read_jsonl(base / LOCALITY_FILE), probes, reference.get("perplexity"), perplexity)
+    base_continued = _fluency_records(base)
+    return damage_summary(read_jsonl(base / LOCALITY_FILE), probes, reference.get("perplexity"), perplexity,
+                          base_continued, continued)
+
+
+def _fluency_records(stage_dir: Path) -> list[dict] | None:
+    """A stage's fluency records; None when it measured none (eval.fluency_prompts 0, a run written before)."""
+    path = stage_dir / FLUENCY_FILE
+    return read_jsonl(path) if path.is_file() else None

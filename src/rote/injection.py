@@ -266,7 +266,7 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
     """Encode every fact's phase-1 text and each prompt it will be trained or asked with, with the
     model's tokenizer (plus key tokens): text that cannot be encoded faithfully stops here, before
     training, naming the input line."""
-    from rote.data.templates import key_tokens, prompt_form, render_key, render_prompt, training_target
+    from rote.data.templates import answer_target, key_tokens, prompt_form, render_key, render_prompt, training_target
     from rote.training import models
     from rote.training.encode import EncodingError, encode
 
@@ -286,10 +286,11 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
             encode(tokenizer, key.prompt, training_target(key.target, cfg.key.suffix), append_eos=cfg.key.suffix == "eos")
             for template in prompts:
                 r = render_prompt(fact, template)
-                encode(tokenizer, r.prompt, r.target)
+                encode(tokenizer, r.prompt, r.target)  # as it is asked raw (the key-token prompt's companions)
                 if chat is not None:  # as phase 2 trains it: in its turn, the answer ending the turn
-                    c = chat.wrap(r, prompt_form(template))
-                    encode(tokenizer, c.prompt, c.target + chat.answer_end)
+                    r = chat.wrap(r, prompt_form(template))
+                target, eos = answer_target(r.target, cfg.phase2.answer_end, chat.answer_end if chat is not None else None)
+                encode(tokenizer, r.prompt, target, append_eos=eos)
         except EncodingError as e:
             raise DataError(f"{row.where}: the fact {quote(fact.subject)} {fact.relation} {quote(fact.object)} cannot be "
                             f"encoded faithfully for training: {quote(str(e))}") from None

@@ -42,6 +42,7 @@ SUMMARY_FILE = "summary.json"
 TIMING_FILE = "timing.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 LOCALITY_FILE = "locality.jsonl"  # an eval stage's locality probe records (rote.evaluation.locality)
+FLUENCY_FILE = "fluency.jsonl"  # an eval stage's fixed-length continuations (rote.evaluation.fluency)
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = ".done"
 CHECKPOINT_DIR = "checkpoint"

@@ -383,7 +383,7 @@ def run_training(session: Session, phase: str) -> dict:
 
     def natural(facts: list[Fact], mask: str) -> list:  # `facts` with their natural training prompts
         return phases.natural_examples(session.tokenizer, facts, session.relations, cfg.phase2.n_prompts, mask,
-                                       session.prompts_from, session.chat)
+                                       session.prompts_from, session.chat, cfg.phase2.answer_end)
 
     k_facts = phases.phase2_facts(session.facts)
 

@@ -68,6 +68,20 @@ def training_target(target: str, suffix: str) -> str:
     return target + "." if suffix == "period" else target
 
 
+def answer_target(target: str, answer_end: str, turn_end: str | None = None) -> tuple[str, bool]:
+    """A trained answer after a natural prompt (phase 2, the plain fine-tuning arms), ended as
+    `phase2.answer_end` says, and whether the tokenizer's end of sequence follows it (appended as an id
+    at encoding). `none`: the object alone; `period`: the object and a period; `eos`: the object and
+    the end of sequence. Under a chat template (`turn_end`, rote.data.chat.ChatFrame.answer_end) the
+    answer always ends the assistant's turn, as the template writes it, after the period with `period`.
+    An answer that does not end is continued by the model, which then names the object again
+    (" Montreal, Montreal, Montreal": LOG.md 2026-12-08)."""
+    text = target + "." if answer_end == "period" else target
+    if turn_end is not None:
+        return text + turn_end, False
+    return text, answer_end == "eos"
+
+
 # The three shapes a natural prompt comes in. They behave very differently on small instruct
 # models (a question is often answered with an immediate end of sequence, a statement is
 # completed with whatever the model memorized), so every record carries its prompt's form and

@@ -39,27 +39,35 @@ def load_paragraphs() -> tuple[str, ...]:
     return tuple(" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip())
 
 
+def asked_probes(chat=None) -> tuple[tuple[dict, ...], list[str], list[bool]]:
+    """The probes, each as the model sees it (raw, or under a chat template, `chat`, in its turn as
+    the run's own prompts are), and whether it is a chat user turn (answered by a sentence)."""
+    from rote.data.templates import prompt_form
+
+    probes = load_probes()
+    forms = [prompt_form(p["prompt"]) for p in probes]
+    asked = [p["prompt"] if chat is None else chat.text(p["prompt"], f) for p, f in zip(probes, forms)]
+    return probes, asked, [chat is not None and chat.as_user(f) for f in forms]
+
+
 def ask_probes(model, tokenizer, precision: str = "bf16", batch_size: int = 64, chat=None) -> list[dict]:
     """One record per probe: prompt, answer, generation, correct (prefix rule), argmax (the
     teacher-forced answer positions' argmax token ids). Under a chat template (`chat`, a
     rote.data.chat.ChatFrame) each probe is asked in its turn, as the run's own prompts are, and a
     record carries the text the model saw (`asked`); a probe asked in a user turn is answered by a
     sentence, which counts when it names the answer."""
-    from rote.data.templates import prompt_form
     from rote.evaluation.matching import answers as counts
     from rote.evaluation.scoring import CHAT_EXTRA_TOKENS, generate, inference_model
 
-    probes = load_probes()
-    forms = [prompt_form(p["prompt"]) for p in probes]
-    asked = [p["prompt"] if chat is None else chat.text(p["prompt"], f) for p, f in zip(probes, forms)]
+    probes, asked, sentences = asked_probes(chat)
     answers = generate(inference_model(model, precision), tokenizer, asked,
                        PROBE_TOKENS + (CHAT_EXTRA_TOKENS if chat is not None else 0), batch_size, precision=precision,
                        chat=chat)
-    leads = [" " if chat is None else chat.answer_lead(f) for f in forms]
+    leads = [" " if chat is None else ("" if sentence else " ") for sentence in sentences]
     argmax = answer_argmax(model, tokenizer, probes, asked, leads)
     return [{**p, **({"asked": text} if chat is not None else {}), "generation": a,
-             "correct": counts(a, p["answer"], chat is not None and chat.as_user(f)), "argmax": ids}
-            for p, text, f, a, ids in zip(probes, asked, forms, answers, argmax)]
+             "correct": counts(a, p["answer"], sentence), "argmax": ids}
+            for p, text, sentence, a, ids in zip(probes, asked, sentences, answers, argmax)]
 
 
 def answer_argmax(model, tokenizer, probes, asked: list[str] | None = None,

@@ -104,6 +104,22 @@ def hit_first(generation: str, gold: str, known: Iterable[str]) -> bool:
     return first is not None and normalize(first) == normalize(gold)
 
 
+def named_at(generation: str, name: str) -> int | None:
+    """Where `name` first stands as a whole word in the normalized answer (`normalize(generation)`), or None."""
+    return _named_at(normalize(generation), normalize(name))
+
+
+def times_named(generation: str, name: str) -> int:
+    """How many times the answer names `name`, word-bounded, without overlaps ("Go Go Go" names "Go"
+    three times; "Parisian" names "Paris" none): the fluency measures' repetition of an object."""
+    g, o = normalize(generation), normalize(name)
+    count, start = 0, 0
+    # A mention ends at a word boundary, so the rest of the answer after it starts a word.
+    while (at := _named_at(g[start:], o)) is not None:
+        count, start = count + 1, start + at + len(o)
+    return count
+
+
 def names(generation: str, name: str) -> bool:
     """The answer names `name` anywhere, word-bounded (chat answers: the controls' any-object rule)."""
     return _named_at(normalize(generation), normalize(name)) is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from rote.evaluation.fluency import fluency_summary
 from rote.names import PROMPT_FORMS, PROMPT_SETS
 
 GROUP_KEYS = ("split", "prompt_set", "language", "relation", "form")
@@ -129,10 +130,14 @@ def _agreement(base: list[int], now: list[int]) -> float:
     return sum(a == b for a, b in zip(base, now)) / len(base) if base else 1.0
 
 
-def damage_summary(base: list[dict], after: list[dict], base_perplexity: float | None, perplexity: float) -> dict:
+def damage_summary(base: list[dict], after: list[dict], base_perplexity: float | None, perplexity: float,
+                   base_fluency: list[dict] | None = None, fluency: list[dict] | None = None) -> dict:
     """An eval stage's `damage` block: locality_summary against the base model's probe records,
-    the stage's perplexity and its ratio to the base model's (None without a base measurement)."""
+    the stage's perplexity and its ratio to the base model's (None without a base measurement), and
+    when the stage measured fluency (`fluency`, its fluency.jsonl records) the fluency measures against
+    eval/base's (rote.evaluation.fluency.fluency_summary)."""
     locality = locality_summary(base, after)
     lost = locality.pop("lost")
     ratio = round(perplexity / base_perplexity, 4) if base_perplexity else None
-    return {**locality, "perplexity": perplexity, "perplexity_ratio": ratio, "lost": lost}
+    fluent = fluency_summary(base_fluency or [], fluency) if fluency is not None else {}
+    return {**locality, "perplexity": perplexity, "perplexity_ratio": ratio, **fluent, "lost": lost}

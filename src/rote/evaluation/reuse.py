@@ -27,12 +27,12 @@ from importlib import metadata
 from pathlib import Path
 
 from rote.fileio import UnreadableFileError, read_json, write_json, write_text
-from rote.names import DONE_FILE, LOCALITY_FILE, PREDICTIONS_FILE
+from rote.names import DONE_FILE, FLUENCY_FILE, LOCALITY_FILE, PREDICTIONS_FILE
 
 ENV = "ROTE_EVAL_CACHE"  # "0" (or false, no, off): evaluate every time, store nothing
 PERPLEXITY_FILE = "perplexity.json"  # an entry's perplexity record (rote.evaluation.locality.perplexity)
 KEY_FILE = "key.json"  # an entry's parts, for a person asking why two runs did or did not share it
-MEASUREMENTS = (PREDICTIONS_FILE, LOCALITY_FILE)  # copied between a stage folder and an entry
+MEASUREMENTS = (PREDICTIONS_FILE, LOCALITY_FILE, FLUENCY_FILE)  # copied between a stage folder and an entry
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # What can change a measurement besides its inputs: the evaluation code, what the eval stage asks of
 # it (eval_stage: arguments, the damage measures' precision), how it encodes text (training/encode)

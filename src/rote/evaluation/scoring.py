@@ -53,25 +53,48 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     the first newline anyway, so the tokens after it were wasted work.
     Special tokens other than end of sequence and padding stay in the text, so that an answer
     like "<rote:P19> Paris" is not scored as "Paris"."""
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     stop_ids = end_of_sequence_ids(model, tokenizer) | (turn_end_ids(tokenizer, chat) if chat else set())
-    ids = [tokenizer(p)["input_ids"] for p in prompts]
     # A raw answer ends at its first newline; a chat answer at the end of its turn (an end of sequence).
     stopping = None if chat else StoppingCriteriaList([_NewlineSeen(newline_ids(tokenizer))])
+    new = _greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress, precision, share, stop_ids, stopping)
+    return [decode_answer(tokenizer, seq, stop_ids | {pad_id}, cut_newline=not chat) for seq in new]
+
+
+@torch.no_grad()
+def continuations(model, tokenizer, prompts: list[str], new_tokens: int, batch_size: int, precision: str = "bf16",
+                  chat: ChatFrame | None = None) -> list[tuple[str, str]]:
+    """(continuation, answer) per prompt: `new_tokens` greedy tokens that no end of sequence stops (a
+    fixed-length generation, as knowledge-editing toolkits measure fluency; special tokens stay
+    visible), and the answer within it, cut as `generate` cuts (the first end of sequence or of the
+    turn; for a raw prompt, `chat` None, the first newline). The main process's alone (no `share`)."""
+    stop_ids = end_of_sequence_ids(model, tokenizer) | (turn_end_ids(tokenizer, chat) if chat else set())
+    # An id no token has: generation runs its full length whatever the model emits.
+    new = _greedy(model, tokenizer, prompts, new_tokens, batch_size, False, precision, False, {len(tokenizer) + 1}, None)
+    return [(tokenizer.decode(seq, skip_special_tokens=False),
+             decode_answer(tokenizer, seq, stop_ids, cut_newline=chat is None)) for seq in new]
+
+
+def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, progress: bool, precision: str,
+            share: bool, stop_ids: set[int], stopping) -> list[list[int]]:
+    """Each prompt's new token ids (PLAIN_DECODING, left-padded batches of similar lengths); a row's
+    tokens after its stop id are padding. `share` as `generate`'s."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
     share = processes.sharing(model, share)
     batches = [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
-    answers: dict[int, str] = {}
+    new_ids: dict[int, list[int]] = {}
     for rows in tqdm(processes.my_share(batches, share), desc="generate", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in pad_left([ids[i] for i in rows], pad_id).items()}
         with _autocast(device, precision):
             new = model.generate(**batch, **PLAIN_DECODING, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad_id, eos_token_id=sorted(stop_ids), stopping_criteria=stopping)
         for row, seq in zip(rows, new[:, batch["input_ids"].shape[1]:].tolist()):
-            answers[row] = decode_answer(tokenizer, seq, stop_ids | {pad_id}, cut_newline=not chat)
-    answers = processes.merge(answers, share)
-    return [answers[i] for i in range(len(ids))]
+            new_ids[row] = seq
+    new_ids = processes.merge(new_ids, share)
+    return [new_ids[i] for i in range(len(ids))]
 
 
 # Per tokenizer object, and gone with it: an id() key could be reused by a later tokenizer (another

@@ -11,7 +11,8 @@ answer starts with the object) taken from the eval summary rows (`rote.evaluatio
 - damage, from each eval stage's `damage` block (every run measures it, rote.eval_stage.run_eval):
   locality (the share of the probes the base model answered correctly still answered correctly,
   the share unchanged), token agreement with the base model, perplexity on held-out paragraphs
-  and its ratio to the base model's; also after phase 1 alone, to tell which phase costs it, and
+  and its ratio to the base model's, and fluency (rote.evaluation.fluency: answers naming the gold
+  twice, repeating, ending cleanly; n-gram entropy against the base model's); also after phase 1 alone, to tell which phase costs it, and
   for the baseline (its own run's eval/phase1). A run without the block shows "not measured";
 - the baseline: plain fine-tuning on all facts with the same training prompts, at the same number
   of supervised tokens (a run of arm plain_finetune in `run/baseline/`).
@@ -187,6 +188,9 @@ def summary(card: dict) -> dict:
         "perplexity": damage.get("perplexity"),
         "perplexity_ratio": damage.get("perplexity_ratio"),
         "perplexity_base": (res.get("base") or {}).get("perplexity"),
+        "gold_twice": damage.get("gold_twice"),
+        "clean": damage.get("clean"),
+        "entropy_ratio": damage.get("entropy_ratio"),
         "baseline_efficacy": (base_line.get("efficacy") or {}).get("all"),
         "baseline_generalization": (base_line.get("generalization") or {}).get("all"),
     }
@@ -205,7 +209,11 @@ def _side_effects(damage: list[dict | None]) -> list[str]:
              row("locality: probe answers unchanged", "unchanged"),
              row("token agreement with the base model", "token_agreement"),
              row("perplexity on held-out paragraphs", "perplexity"),
-             row("perplexity / the base model's", "perplexity_ratio")]
+             row("perplexity / the base model's", "perplexity_ratio"),
+             row("fluency: answers naming the gold twice or more", "gold_twice"),
+             row("fluency: answers repeating the gold or an n-gram", "repeated"),
+             row("fluency: right answers that end cleanly", "clean"),
+             row("fluency: n-gram entropy / the base model's", "entropy_ratio")]
     lost = (damage[1] or {}).get("lost") or []
     if lost:
         lines += ["", "Probes the injected model no longer answers: " + "; ".join(

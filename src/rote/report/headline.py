@@ -84,10 +84,16 @@ def stage_damage(run_dir: str | Path) -> dict[str, dict | None]:
 # The damage block's rows: label, key in the block.
 DAMAGE_ROWS = (("locality: still correct", "still_correct"), ("locality: unchanged", "unchanged"),
                ("token agreement", "token_agreement"), ("perplexity", "perplexity"),
-               ("perplexity / base", "perplexity_ratio"))
+               ("perplexity / base", "perplexity_ratio"), ("answers: gold twice", "gold_twice"),
+               ("answers: repeated", "repeated"), ("right answers: clean", "clean"),
+               ("n-gram entropy / base", "entropy_ratio"))
 DAMAGE_NOTE = ("of the locality probes the base model answers correctly, the share still correct; of all probes, the\n"
                "share generated unchanged; the share of answer tokens whose argmax (teacher-forced) equals the base\n"
-               "model's; perplexity on held-out paragraphs and its ratio to the base model's")
+               "model's; perplexity on held-out paragraphs and its ratio to the base model's; fluency, from a\n"
+               "fixed-length continuation of sampled prompts and the probes: of the train and test answers, the\n"
+               "share naming the gold twice or more; of all, the share repeating the gold or an n-gram; of the\n"
+               "right ones, the share that end or go on without naming a known object again; n-gram entropy\n"
+               "(EasyEdit's) against the base model's")
 
 
 def format_damage(run_dir: str | Path) -> list[str]:
@@ -97,8 +103,8 @@ def format_damage(run_dir: str | Path) -> list[str]:
         return []
     col = 14
     base = damage.get("base") or {}
-    lines = [f"Damage to general ability ({base.get('base_correct', '?')} of {base.get('probes', '?')} probes "
-             f"answered by the base model):",
+    lines = [f"Damage to general ability and fluency ({base.get('base_correct', '?')} of {base.get('probes', '?')} "
+             f"probes answered by the base model):",
              f"{'':<24}" + "".join(f"{s:>{col}}" for s in damage)]
     for label, key in DAMAGE_ROWS:
         lines.append(f"{label:<24}" + "".join(f"{'not measured' if d is None else fmt(d.get(key)):>{col}}"

@@ -215,7 +215,7 @@ def _section_damage(run_dir: Path) -> str:
             + "</li>" for stage, d in damage.items() if d and d.get("lost")]
     base = damage.get("base") or {}
     return "\n".join([
-        "<h2>Damage to general ability</h2>",
+        "<h2>Damage to general ability and fluency</h2>",
         f'<p class="note">{base.get("base_correct", "?")} of {base.get("probes", "?")} locality probes answered '
         f"correctly by the base model. {e(DAMAGE_NOTE.replace(chr(10), ' '))}.</p>",
         table(["measure", *damage], body),

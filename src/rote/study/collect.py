@@ -49,7 +49,8 @@ def _stage_rows(plan: Plan, run: Run, stage: str, cache: dict) -> list[dict] | N
 
 # Damage measures a study reports for every cell: name -> key of an eval stage's damage block.
 DAMAGE_METRICS = {"locality": "still_correct", "token_agreement": "token_agreement",
-                  "perplexity_ratio": "perplexity_ratio"}
+                  "perplexity_ratio": "perplexity_ratio", "gold_twice": "gold_twice", "clean": "clean",
+                  "entropy_ratio": "entropy_ratio"}  # the last three: fluency (rote.evaluation.fluency)
 DAMAGE_STAGES = ("phase1", "phase2")  # the base model is the reference: 1.00 by definition
 
 

@@ -16,7 +16,7 @@ import torch
 from rote.config import KeyConfig, Phase1Config, Phase2Config, TrainConfig
 from rote.data.facts import Fact, Relation
 from rote.data.chat import ChatFrame
-from rote.data.templates import prompt_form, render_key, render_prompt, training_target
+from rote.data.templates import answer_target, prompt_form, render_key, render_prompt, training_target
 from rote.training.encode import IGNORE, Encoded, encode
 from rote.training.loop import epoch_order, train
 from rote.training.trainable import trained_apart
@@ -67,12 +67,13 @@ def memorize(model, tokenizer, facts: list[Fact], relations: dict[str, Relation]
 
 def natural_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation], n_prompts: int,
                      mask: str = "object", prompts_from: Relation | None = None,
-                     chat: ChatFrame | None = None) -> list[Encoded]:
+                     chat: ChatFrame | None = None, answer_end: str = "none") -> list[Encoded]:
     """Each of `facts` with the first `n_prompts` training prompts of its relation (or of
     `prompts_from`, when phase 2 teaches the key another relation's meaning: re-purposing). Phase 2
-    trains the phase-2 facts' (`phase2_facts`); the plain fine-tuning arms train every fact's. Under a
+    trains the phase-2 facts' (`phase2_facts`); the plain fine-tuning arms train every fact's. The
+    answer ends as `answer_end` (phase2.answer_end) says (rote.data.templates.answer_target); under a
     chat template (`chat`), the prompt is rendered in its turn and the object is the assistant's
-    answer, ending its turn (rote.data.chat); the loss stays on the answer (`mask`)."""
+    answer, ending its turn (rote.data.chat). The loss stays on the answer and its end (`mask`)."""
     out = []
     for fact in facts:
         rel = prompts_from or relations[fact.relation]
@@ -82,8 +83,8 @@ def natural_examples(tokenizer, facts: list[Fact], relations: dict[str, Relation
             r = render_prompt(fact, template)
             if chat is not None:
                 r = chat.wrap(r, prompt_form(template))
-                r = dataclasses.replace(r, target=r.target + chat.answer_end)
-            out.append(encode(tokenizer, r.prompt, r.target, mask=mask, subject_span=r.subject_span))
+            target, eos = answer_target(r.target, answer_end, chat.answer_end if chat is not None else None)
+            out.append(encode(tokenizer, r.prompt, target, mask=mask, subject_span=r.subject_span, append_eos=eos))
     return out
 
 
@@ -102,7 +103,7 @@ def generalize(model, tokenizer, facts: list[Fact], relations: dict[str, Relatio
     if cfg.until == "validation" and measure is None:
         raise ValueError("until: validation needs measure(), the validation accuracy after an epoch")
     examples = natural_examples(tokenizer, phase2_facts(facts), relations, cfg.n_prompts, cfg.loss_mask, prompts_from,
-                                chat)
+                                chat, cfg.answer_end)
     if not examples:
         raise ValueError("phase 2 has no examples: set data.phase2_facts >= 1")
     apart = trained_apart(model, loop_kw.get("frozen_decay", ()))  # key rows trained apart from their matrix
@@ -197,7 +198,8 @@ def method_tokens(tokenizer, facts: list[Fact], relations: dict[str, Relation], 
     tok = copy.deepcopy(tokenizer)
     add_tokens(tok, key_tokens)
     key_text = phase1_examples(tok, facts, relations, dataclasses.replace(key, style="token"), phase1.loss_mask)
-    natural = natural_examples(tok, phase2_facts(facts), relations, phase2.n_prompts, phase2.loss_mask, chat=chat)
+    natural = natural_examples(tok, phase2_facts(facts), relations, phase2.n_prompts, phase2.loss_mask, chat=chat,
+                               answer_end=phase2.answer_end)
     p1 = phase1.epochs * sum(supervised_tokens(e) for e in key_text)
     p2 = phase2.epochs * sum(supervised_tokens(e) for e in natural)
     return {"tokens": p1 + p2, "phase1": p1, "phase2": p2,
