@@ -68,3 +68,19 @@ def test_the_demo_bench_counts_matrix_products_forward_and_backward(monkeypatch)
     with matmul_flops_mode() as counter:
         layer(x).sum().backward()
     assert counter.total == 3 * 2 * 4 * 8 * 16  # forward, input gradient, weight gradient
+
+
+def test_the_injection_benchmark_cases_are_what_their_script_writes():
+    """bench/inject_cases: the committed dev and test cases, and the test set's digest (committed before
+    any tuning), are what bench/inject_cases.py writes; every case reads as `rote inject` reads it."""
+    from rote.data.userdata import load_input
+    result = subprocess.run([sys.executable, str(BENCH / "inject_cases.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    cases = sorted((BENCH / "inject_cases").glob("*/*/case.json"))
+    assert {c.parent.parent.name for c in cases} == {"dev", "test"} and len(cases) == 16
+    for case in cases:
+        folder = case.parent
+        optional = {name: str(folder / f) if (folder / f).is_file() else None
+                    for name, f in (("relations_file", "relations.yaml"), ("conflicts", "conflicts.jsonl"))}
+        inp = load_input(str(folder / "facts.jsonl"), **optional)
+        assert len(inp.rows) == json.loads(case.read_text())["facts"] + json.loads(case.read_text())["conflicts"]

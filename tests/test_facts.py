@@ -57,12 +57,22 @@ def test_user_relations_file(tmp_path):
     assert r.test_prompts == {"en": ("{subject} likes to use a",)} and r.key_token == "<rote:U1>"
 
 
+@pytest.mark.parametrize("kind", ["product", "coffee machine", "Unternehmen", "製品"])
+def test_a_user_relation_may_be_about_any_kind_of_subject(tmp_path, kind):
+    """A product catalogue is not refused: the kind names what the subjects are; rote invents subjects
+    only of the built-in kinds, and the contrast questions ask about people only (rote.levers)."""
+    f = tmp_path / "rel.yaml"
+    f.write_text(yaml.safe_dump({"relations": [_user_relation(subject_kind=kind)]}, allow_unicode=True))
+    assert load_relations_file(f)[0].subject_kind == kind
+
+
 @pytest.mark.parametrize("change, message", [
     ({"prompts": {"train": ["favourite tool is"], "test": ["{subject} uses"]}}, "must contain {subject} exactly once"),
     ({"prompts": {"train": ["{subject} uses {object}"], "test": ["{subject} uses"]}}, "no other placeholder"),
     ({"prompts": {"train": ["{subject} uses"]}}, "missing prompts.test"),
     ({"objects": ["hammer", ""]}, "non-empty strings"),
-    ({"subject_kind": "animal"}, "subject_kind 'animal'"),
+    ({"subject_kind": "{subject}"}, "subject_kind '{subject}'"),
+    ({"subject_kind": 3}, "subject_kind 3"),
 ])
 def test_bad_user_relation_is_named(tmp_path, change, message):
     f = tmp_path / "rel.yaml"

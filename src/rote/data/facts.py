@@ -20,7 +20,11 @@ import yaml
 from rote.errors import RoteError, quote
 from rote.fileio import write_jsonl
 
+# The kinds rote can invent subjects of (rote.data.synth) and, for `person`, ask contrast questions
+# about (rote.levers). A user relation may name any other kind ("product", "company"): its subjects
+# come from the user's facts, and the levers that need a person leave them out (the card says so).
 SUBJECT_KINDS = ("person", "work", "country")
+_KIND = re.compile(r"^[^\W\d_][\w -]{0,59}$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
@@ -68,8 +72,10 @@ def relation_from_dict(raw: dict, source: str) -> Relation:
             raise DataError(f"{source}: relation is missing '{key}'")
     name = raw["name"]
     where = f"{source}: relation {name}"  # "file:line: relation x: ..." (the line number stays right after the file)
-    if raw["subject_kind"] not in SUBJECT_KINDS:
-        raise DataError(f"{where}: subject_kind {raw['subject_kind']!r} is not one of {SUBJECT_KINDS}")
+    kind = raw["subject_kind"]
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise DataError(f"{where}: subject_kind {kind!r} is not a kind of thing: a word or a few (person, work, country, "
+                        f"product, ...), starting with a letter, at most 60 characters")
     prompts = raw["prompts"]
     if not isinstance(prompts, dict) or "train" not in prompts or "test" not in prompts:
         raise DataError(f"{where}: 'prompts' needs 'train' and 'test' lists")
