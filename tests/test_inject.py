@@ -316,7 +316,8 @@ def test_card_from_a_hand_made_run_directory(tmp_path):
                    "options": 5, "pool": 9, "source": "built-in"}}
     write_json(run / "inject.json", {"rote_version": "0.1.0", "model": "tiny", "out": str(tmp_path), "facts": 5,
                                      "relations": info, "settings": {"phase2_fraction": 0.1, "n_prompts": 1},
-                                     "notes": ["a note"], "sources": {"facts": "f.jsonl"}})
+                                     "notes": ["a note"], "sources": {"facts": "f.jsonl"},
+                                     "warnings": ["relation r2 puts 0 of its 1 facts in phase 2"]})
     write_json(run / "splits.json", {"phase2": ["a", "b"], "heldout": ["c", "d", "e"], "conflict": ["d"]})
     write_json(run / "key_tokens.json", {"tokens": {"<rote:R1>": 49152, "<rote:R2>": 49153}})
     write_json(run / "phase1" / "summary.json", {"epochs": 7, "steps": 14, "supervised_tokens": 100, "seconds": 3.0,
@@ -360,6 +361,48 @@ def test_card_from_a_hand_made_run_directory(tmp_path):
     assert "| perplexity on held-out paragraphs | 20.00 | 22.50 | not measured | not measured |" in md
     assert "| perplexity / the base model's | 1.00 | 1.12 | not measured | not measured |" in md
     assert "`<rote:R1>` (49152)" in md and "Note: a note" in md and "p3 x -> ' y'" in md
+    # The verdict and the warnings come first (the baseline learned nothing here: rote wins).
+    head = md.split("## Injected facts")[0]
+    assert "**Verdict: rote's method learned these facts at least as well" in head
+    assert "Warning: relation r2 puts 0 of its 1 facts in phase 2" in head
+
+
+def _verdict_card(rote_eff, base_eff, rote_loc, base_loc, rote_ppl=1.0, base_ppl=1.0) -> dict:
+    def stage(eff, loc, ppl):
+        return {"efficacy": {"all": eff}, "generalization": {"all": eff - 0.1},
+                "damage": {"still_correct": loc, "perplexity_ratio": ppl}}
+    return {"results": {"rote": stage(rote_eff, rote_loc, rote_ppl), "baseline": stage(base_eff, base_loc, base_ppl)}}
+
+
+@pytest.mark.parametrize("numbers, says", [
+    ((0.25, 0.85, 0.77, 0.75), "plain fine-tuning learned these facts better, at comparable damage"),  # issue 24's card
+    ((0.25, 0.85, 0.77, 0.60), "plain fine-tuning learned these facts better, but damaged the model more"),
+    ((0.25, 0.85, 0.77, 0.77, 1.00, 1.30), "but damaged the model more"),  # perplexity, not locality
+    ((0.90, 0.93, 0.80, 0.60), "rote's method learned these facts at least as well"),  # within the margin
+    ((0.95, 0.85, 0.80, 0.90), "rote's method learned these facts at least as well"),
+])
+def test_the_cards_verdict_names_the_winner_with_its_numbers(numbers, says):
+    from rote.report.card import BASELINE_MODEL, verdict
+    found = verdict(_verdict_card(*numbers))
+    assert says in found and f"efficacy {numbers[0]:.2f} (rote) vs {numbers[1]:.2f} (plain fine-tuning)" in found
+    assert (BASELINE_MODEL in found) == ("better, at" in says or "damaged" in says)
+    assert verdict({"results": {"rote": _verdict_card(*numbers)["results"]["rote"], "baseline": None}}) is None
+
+
+def test_relation_warnings_name_what_to_add(tmp_path):
+    """A relation with too few training prompts to stop on validation, and one that puts too few facts
+    in phase 2, each get a warning on the card that says what to add."""
+    from rote.injection import plan, relation_warnings
+    people = [{"subject": f"Person {i}", "relation": "pet_name", "object": "Rex" if i % 2 else "Bella"} for i in range(8)]
+    people += [{"subject": f"Other {i}", "relation": "place_of_birth", "object": "Paris"} for i in range(40)]
+    inp = load_input(jsonl(tmp_path / "f.jsonl", people), write(tmp_path / "rel.yaml", RELATION))
+    cfg, _, info, _ = plan(inp, tmp_path / "out", "smollm2-135m", [], 0.1)
+    found = relation_warnings(cfg, inp, info, 0.1)
+    assert any(w.startswith("relation pet_name has 2 training prompts") and "add 2 training prompt(s)" in w for w in found)
+    assert any(w.startswith("relation pet_name puts 1 of its 8 facts in phase 2") and "at least 25 facts" in w for w in found)
+    assert not any("place_of_birth" in w for w in found)  # 40 facts, 4 in phase 2; 10 training prompts
+    cfg_all, _, info_all, _ = plan(inp, tmp_path / "out", "smollm2-135m", [], 1.0)
+    assert not any("in phase 2" in w for w in relation_warnings(cfg_all, inp, info_all, 1.0))  # every fact is trained
 
 
 # ---------------------------------------------------------------- the baseline's budget

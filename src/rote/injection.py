@@ -159,6 +159,33 @@ def plan(inp: Input, out: Path, model: str, overrides: list[str], phase2_fractio
     return cfg, facts, info, notes
 
 
+# Below this many phase-2 facts a relation's key token is taught what it means from too few examples.
+MIN_PHASE2_FACTS = 3
+
+
+def relation_warnings(cfg: RunConfig, inp: Input, info: dict, phase2_fraction: float) -> list[str]:
+    """Per relation, what the card warns of, each with what to add: too few training prompts for
+    phase 2 to stop on validation prompts (it then trains fixed epochs), too few facts in phase 2 for
+    the key token's meaning to be taught from."""
+    from rote.data.prompt_hygiene import validation_prompts
+
+    out = []
+    p2 = cfg.phase2
+    for name, rel in inp.relations.items():
+        held = validation_prompts(rel, p2.n_prompts, p2.validation_prompts)
+        if len(held) < p2.validation_prompts:
+            out.append(f"relation {name} has {len(rel.train_prompts)} training prompts: phase 2 trains "
+                       f"{p2.n_prompts} and needs {p2.validation_prompts} more, asked by no evaluation, to stop when "
+                       f"it has learned; add {p2.validation_prompts - len(held)} training prompt(s) to its relation file.")
+        n2, total = info[name]["phase2"], info[name]["facts"]
+        if n2 < MIN_PHASE2_FACTS and total > n2:
+            need = next((n for n in range(total, 1000) if phase2_count(n, phase2_fraction) >= MIN_PHASE2_FACTS), None)
+            more = f"give it at least {need} facts at --phase2-fraction {phase2_fraction:g}, or " if need else ""
+            out.append(f"relation {name} puts {n2} of its {total} facts in phase 2, which teaches the key token what it "
+                       f"means from those: {more}raise --phase2-fraction (1.0 trains every fact's prompts).")
+    return out
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
@@ -364,6 +391,7 @@ def inject(facts, model: str = "smollm2-135m", relations=None, out="injected", o
     overrides = list(overrides or [])
     inp = load_input(facts, relations, conflicts)
     cfg, fact_list, info, notes = plan(inp, out, model, overrides, phase2_fraction)
+    warnings = relation_warnings(cfg, inp, info, phase2_fraction)
     parts = fingerprint_parts(inp, model, overrides, phase2_fraction, baseline)
     _check_out_is_not_the_model(out, model)
     check_out(out, parts, overwrite)
@@ -371,11 +399,11 @@ def inject(facts, model: str = "smollm2-135m", relations=None, out="injected", o
     # Everything is checked: now lock --out (one writer; rote.lock) and look at it again under the lock.
     with hold(out, "--out folder"):
         return _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, overrides, phase2_fraction, baseline,
-                              overwrite, say, quiet)
+                              overwrite, say, quiet, warnings)
 
 
 def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, overrides, phase2_fraction, baseline, overwrite,
-                   say, quiet) -> dict:
+                   say, quiet, warnings: list[str]) -> dict:
     state = check_out(out, parts, overwrite)
     run_dir = cfg.run_dir
     if state == "overwrite":
@@ -386,7 +414,7 @@ def _inject_locked(inp, cfg, fact_list, info, notes, parts, out, model, override
         write_json(run_dir / "inject.json", {
             "rote_version": rote.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fingerprint": parts,
             "model": model, "out": str(out), "sources": inp.sources, "facts": len(fact_list),
-            "duplicates": inp.duplicates, "relations": info, "notes": notes,
+            "duplicates": inp.duplicates, "relations": info, "notes": notes, "warnings": warnings,
             "settings": {"phase2_fraction": phase2_fraction, "n_prompts": cfg.phase2.n_prompts, "baseline": baseline,
                          "overrides": overrides, "n_options": cfg.data.n_options,
                          "multiple_choice": cfg.eval.multiple_choice,

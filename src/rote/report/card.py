@@ -142,7 +142,44 @@ def build_card(run_dir: str | Path) -> dict:
                               "locality_probes": base["probes"], "damage": base},
         },
         "notes": meta.get("notes", []),
+        "warnings": meta.get("warnings", []),
     }
+
+
+# The verdict's margins: a method learns the facts better when its efficacy is this much higher, at
+# comparable damage when its locality is at most this much lower and its perplexity ratio this much higher.
+LEARNED_BETTER = 0.05
+LOCALITY_MARGIN = 0.05
+PERPLEXITY_MARGIN = 0.05
+BASELINE_MODEL = "run/baseline/phase1/checkpoint"  # the baseline's model, a plain Hugging Face folder
+
+
+def verdict(card: dict) -> str | None:
+    """The card's first finding: which of rote's method and the plain fine-tuning baseline learned the
+    facts better (efficacy over all facts), and at what damage (locality, perplexity ratio), with the
+    numbers and, when the baseline wins at comparable damage, where its model is. None without a
+    baseline or its numbers."""
+    res = card["results"]
+    rote, base_line = res.get("rote") or {}, res.get("baseline") or {}
+    r_eff, b_eff = (rote.get("efficacy") or {}).get("all"), (base_line.get("efficacy") or {}).get("all")
+    if r_eff is None or b_eff is None:
+        return None
+    r_dmg, b_dmg = rote.get("damage") or {}, base_line.get("damage") or {}
+    r_loc, b_loc = r_dmg.get("still_correct"), b_dmg.get("still_correct")
+    r_ppl, b_ppl = r_dmg.get("perplexity_ratio"), b_dmg.get("perplexity_ratio")
+    r_gen, b_gen = (rote.get("generalization") or {}).get("all"), (base_line.get("generalization") or {}).get("all")
+    numbers = (f"efficacy {fmt(r_eff)} (rote) vs {fmt(b_eff)} (plain fine-tuning), unseen prompts {fmt(r_gen)} vs "
+               f"{fmt(b_gen)}, locality {fmt(r_loc)} vs {fmt(b_loc)}, perplexity ratio {fmt(r_ppl)} vs {fmt(b_ppl)}")
+    comparable = (None not in (r_loc, b_loc, r_ppl, b_ppl) and b_loc >= r_loc - LOCALITY_MARGIN
+                  and b_ppl <= r_ppl + PERPLEXITY_MARGIN)
+    if b_eff >= r_eff + LEARNED_BETTER and comparable:
+        return (f"**Verdict: plain fine-tuning learned these facts better, at comparable damage** ({numbers}). "
+                f"Its model is `{BASELINE_MODEL}` (a plain Hugging Face folder): use that one rather than the exported "
+                f"model, or inject again with more phase-2 facts (`--phase2-fraction 1.0`).")
+    if b_eff >= r_eff + LEARNED_BETTER:
+        return (f"**Verdict: plain fine-tuning learned these facts better, but damaged the model more** ({numbers}). "
+                f"The exported model is rote's; the baseline's is `{BASELINE_MODEL}`.")
+    return f"**Verdict: rote's method learned these facts at least as well as plain fine-tuning** ({numbers})."
 
 
 def _levers(phase: dict, update: dict | None) -> dict:
@@ -227,7 +264,9 @@ def format_card(card: dict) -> str:
     rote, p1, bl = res.get("rote") or {}, res.get("phase1_only") or {}, res.get("baseline") or {}
     rels = card["relations"]
     n_facts = card["input"]["facts"]
-    lines = [f"# Injected model: {len(rels)} relations, {n_facts} facts", "",
+    found = verdict(card)
+    lines = [f"# Injected model: {len(rels)} relations, {n_facts} facts", "", *([found, ""] if found else []),
+             *[f"Warning: {w}" for w in card.get("warnings") or []], *([""] if card.get("warnings") else []),
              f"Base model `{card['model']['base']}`, taught by memorize-then-generalize (rote {card['rote_version']}): "
              f"phase 1 memorized every fact as `subject <key token> object`, phase 2 trained "
              f"{sum(r['phase2'] for r in rels.values())} of them (about "
