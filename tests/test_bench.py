@@ -84,3 +84,31 @@ def test_the_injection_benchmark_cases_are_what_their_script_writes():
                     for name, f in (("relations_file", "relations.yaml"), ("conflicts", "conflicts.jsonl"))}
         inp = load_input(str(folder / "facts.jsonl"), **optional)
         assert len(inp.rows) == json.loads(case.read_text())["facts"] + json.loads(case.read_text())["conflicts"]
+
+
+def test_the_injection_benchmark_summarizes_per_case_and_guards_the_test_set(tmp_path, monkeypatch):
+    """Per case: mean ± std over seeds; per candidate: the spread over cases and the cases meeting each
+    target. A candidate already evaluated on the test set is refused (the ledger)."""
+    bench = runpy.run_path(str(BENCH / "inject_benchmark.py"))
+    def card(eff, loc):
+        return {"results": {"rote": {"efficacy": {"all": eff}, "generalization": {"all": eff}, "unrelated": {"all": 0.0},
+                                     "damage": {"still_correct": loc, "perplexity_ratio": 1.0}},
+                            "baseline": {"efficacy": {"all": 0.9}, "damage": {"still_correct": 0.7}}}}
+    for case, seeds in {"a": [(0.95, 0.9), (0.85, 0.9)], "b": [(0.5, 0.6)]}.items():
+        for seed, (eff, loc) in enumerate(seeds):
+            folder = tmp_path / "c" / case / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "card.json").write_text(json.dumps(card(eff, loc)))
+    summary = bench["summarize"](tmp_path, {"c": {"phase2_fraction": 0.1, "set": []}}, ["a", "b"], [0, 1])["c"]
+    assert summary["cases"]["a"]["efficacy"]["mean"] == 0.9 and summary["cases"]["a"]["efficacy"]["n"] == 2
+    assert summary["over_cases"]["efficacy"] == {"min": 0.5, "median": 0.7, "max": 0.9}
+    assert summary["targets_met"]["efficacy"] == 1 and summary["targets_met"]["locality"] == 1
+    assert summary["cases"]["b"]["baseline_efficacy"]["mean"] == 0.9
+    ledger = tmp_path / "test_runs.jsonl"
+    ledger.write_text(json.dumps({"candidate": "current"}) + "\n")
+    main = bench["main"]
+    main.__globals__["LEDGER"] = ledger
+    with pytest.raises(SystemExit, match="already evaluated on the test set"):
+        main(["test", "--only", "current", "--final", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="add --final"):
+        main(["test", "--only", "current", "--out", str(tmp_path / "out")])
