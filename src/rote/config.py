@@ -183,7 +183,7 @@ class EvalConfig:
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
     precision: Literal["bf16", "fp32"] = "bf16"
     # Fluency (rote.evaluation.fluency): this many English prompts of each of the train, test and
-    # unrelated sets, and every locality probe, continued a fixed length at every eval stage; 0: not measured.
+    # unrelated sets, and as many locality probes, continued a fixed length at every eval stage; 0: not measured.
     fluency_prompts: int = 24
     stages: tuple[EvalStage, ...] = EVAL_STAGES
     # Arm in_context: this many phase-2 examples of the fact's relation (training prompt + answer,

@@ -149,16 +149,17 @@ def measure_damage(session: Session, stage: str) -> dict:
 
 def measure_fluency(session: Session, stage: str, continued: list) -> None:
     """Fixed-length continuations of the sampled prompts (`continued`, rote.evaluation.fluency.sample) and
-    of the locality probes, as the model sees them, into `stage`/fluency.jsonl. Nothing when
-    eval.fluency_prompts is 0."""
-    from rote.evaluation.fluency import FLUENCY_TOKENS, probe_records, query_records
+    of as many locality probes (evenly spread), as the model sees them, into `stage`/fluency.jsonl.
+    Nothing when eval.fluency_prompts is 0."""
+    from rote.evaluation.fluency import FLUENCY_TOKENS, probe_records, query_records, spread
     from rote.evaluation.locality import asked_probes
     from rote.evaluation.scoring import companions_of, continuations, inference_model
 
     if not session.cfg.eval.fluency_prompts:
         return
     precision, chat = session.cfg.eval.precision, session.chat
-    probes, asked, sentences = asked_probes(chat)
+    per_set = session.cfg.eval.fluency_prompts
+    probes, asked, sentences = (spread(list(x), per_set) for x in asked_probes(chat))  # the same probes at every stage
     model = inference_model(session.model, precision)
     out = continuations(model, session.tokenizer, [q.rendered.prompt for q in continued] + asked, FLUENCY_TOKENS,
                         session.cfg.eval.batch_size, precision, chat)

@@ -3,7 +3,7 @@
 The prefix rule counts " Montreal, Montreal, Montreal" as right, and the evaluation's short
 generation budget cuts an answer off before anyone sees how it goes on. So every eval stage also
 continues a fixed sample of the run's English prompts (`sample`: eval.fluency_prompts of each of
-FLUENCY_SETS, evenly spread over the facts) and the locality probes FLUENCY_TOKENS tokens past the
+FLUENCY_SETS, evenly spread over the facts) and as many locality probes FLUENCY_TOKENS tokens past the
 prompt, greedily, as knowledge-editing toolkits do (EasyEdit's fluency: a fixed-length generation
 that an end of sequence does not stop; rote.eval_stage.measure_fluency generates, this module
 measures). Each record (`fluency.jsonl`) holds:
@@ -42,17 +42,19 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 _SPECIAL = re.compile(r"<\|[^|>]*\|>|</?s>|<(?:end_of_turn|eos|bos|pad)>")
 
 
+def spread(items: list, n: int) -> list:
+    """`n` of `items` evenly spaced in their order (all of them when there are fewer)."""
+    return list(items) if len(items) <= n else [items[(i * len(items)) // n] for i in range(n)]
+
+
 def sample(queries: list, per_set: int) -> list:
     """`per_set` of the English queries of each of FLUENCY_SETS (every query when there are fewer),
     evenly spaced in query order (fact by fact, prompt by prompt), so that every stage of a run, and
-    every run with the same facts, continues the same prompts."""
+    every run with the same facts, continues the same prompts. The locality probes are sampled the
+    same way (`spread`)."""
     out = []
     for prompt_set in FLUENCY_SETS:
-        found = [q for q in queries if q.prompt_set == prompt_set and q.language == "en"]
-        if len(found) <= per_set:
-            out += found
-        else:
-            out += [found[(i * len(found)) // per_set] for i in range(per_set)]
+        out += spread([q for q in queries if q.prompt_set == prompt_set and q.language == "en"], per_set)
     return out
 
 
