@@ -105,3 +105,20 @@ def test_two_hop_prompt_ending_in_the_first_hops_question_is_flagged():
                                                        "The mother of {subject} was born in",
                                                        "Where was {subject}'s mother born?"], relations)
     assert [line.split(" contains ")[1].split(" train")[0] for line in lines] == ["mother", "place_of_birth"]
+
+
+def test_a_warning_is_one_line_shown_once(tmp_path):
+    """Outside a test's warning capture (as a user runs rote), a prompt-overlap warning is one line,
+    `warning: FILE:LINE: ...`, without Python's format and source line, and the same finding in a copy
+    of the file (rote inject's run folder) is not shown again."""
+    import subprocess
+    import sys
+    for name in ("input.yaml", "copy.yaml"):
+        (tmp_path / name).write_text(yaml.safe_dump(LEAKY))
+    code = ("from rote.data.relation_files import read_relations_file as r; import sys; "
+            "r(sys.argv[1]); r(sys.argv[2]); r(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "input.yaml"), str(tmp_path / "copy.yaml")],
+                            capture_output=True, text=True, check=True)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {tmp_path / 'input.yaml'}:2: prompt overlap, relation home")
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr

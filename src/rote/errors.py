@@ -16,9 +16,38 @@ Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 import yaml
 
 QUOTE_LIMIT = 200  # characters of an offending value shown in a message
+
+
+class RoteWarning(UserWarning):
+    """Something a user should fix that does not stop the run (a test prompt that repeats a training
+    prompt's words). Shown as one line, `warning: FILE:LINE: what, and what to do`, once per process
+    however many files carry it (`rote inject` reads the input's relations, then their copy in the run
+    folder), not in Python's warning format with the source line of the `warnings.warn` call."""
+
+
+_SHOWN: set[str] = set()
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if not issubclass(category, RoteWarning):
+        return _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+    text = " ".join(str(message).split())
+    finding = text.split(": ", 1)[-1]  # without its "FILE:LINE": the same finding in a copy of the file
+    if finding not in _SHOWN:
+        _SHOWN.add(finding)
+        print(f"warning: {text}", file=file or sys.stderr)
+
+
+# Installed when rote is imported: only rote's own warnings change format; every other keeps Python's.
+# (A `warnings.catch_warnings(record=True)`, as pytest.warns uses, still records them as before.)
+warnings.showwarning = _show_warning
 
 
 class RoteError(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from rote.errors import RoteError, quote
+from rote.errors import RoteError, RoteWarning, quote
 from rote.fileio import write_jsonl
 
 # The kinds rote can invent subjects of (rote.data.synth) and, for `person`, ask contrast questions
@@ -104,7 +104,7 @@ def relation_from_dict(raw: dict, source: str) -> Relation:
     )
 
 
-class PromptOverlapWarning(UserWarning):
+class PromptOverlapWarning(RoteWarning):
     """A test or unrelated prompt repeats a training prompt's words (rote.data.prompt_hygiene)."""
 
 
