@@ -211,7 +211,8 @@ def _who(command: str) -> str:
     return f"rote {command}" + (f" (process {os.environ.get('RANK', '?')} of {launched()})" if launched() > 1 else "")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag (docs/cli.md is generated from it: scripts/reference_docs.py)."""
     parser = argparse.ArgumentParser(prog="rote", description="Memorize-then-generalize: teach a language model new facts.",
                                      epilog="exit codes: 0 done, 1 a bug (traceback), 2 bad config, arguments or input, "
                                             "3 a folder that cannot be used as asked, 4 model missing or unreachable, "
@@ -220,26 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run (or resume) every stage of a config: data, phase 1, phase 2, evaluation, report")
-    p.add_argument("config")
+    p.add_argument("config", help="a run config (YAML, e.g. configs/demo.yaml; keys: docs/config.md)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. phase1.epochs=10")
     p.add_argument("--stop-after", choices=["data", "eval/base", "phase1", "eval/phase1", "phase2", "eval/phase2"],
                    help="stop after this stage (a later `rote run` resumes)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("data", help="run only the data stage: the fact set (fictional subjects, real objects, options, splits)")
-    p.add_argument("config")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("config", help="a run config (YAML)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--out", help="write only the facts, to this JSONL file (default: the run folder's data stage)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("models", help="list the bundled models, or prepare one (convert once, cache)")
     p.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="prepare: the bundled model to convert (see `rote models list`)")
     p.add_argument("--force", action="store_true", help="convert again even if cached")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a run's facts")
-    p.add_argument("run")
+    p.add_argument("run", help="a run folder")
     p.add_argument("--checkpoint", help="model folder (default: RUN/phase2/checkpoint)")
     p.add_argument("--stage", default="custom", help="name of the eval folder to write (eval/NAME; not base, "
                                                      "phase1 or phase2, which the run writes)")
@@ -247,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="rebuild a run's report from its files (no model, no torch)")
-    p.add_argument("run")
+    p.add_argument("run", help="a run folder")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("probe", help="hidden-state geometry of every stage model: relation separation, alignment, PCA")
-    p.add_argument("run")
+    p.add_argument("run", help="a run folder")
     p.add_argument("--layers", help="comma-separated layer indices (0 = embeddings, negative from the end); default all")
     p.add_argument("--max-facts", type=int, metavar="N", help="at most N facts per relation (default: all)")
     p.add_argument("--headline-layer", type=int, metavar="L",
@@ -290,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs at once, each in a process of its own with a share of the CPU cores or one GPU "
                         "(default 1; a cell waits for its shared phase-1 run)")
     p.set_defaults(func=cmd_study)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # Expected failures (rote.errors: the classes and their exit codes) are one line on stderr;
     # anything else is a bug and keeps its traceback. --debug shows the traceback of both.
     try:

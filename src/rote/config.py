@@ -39,9 +39,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # Relations to memorize: built-in names (src/rote/data/relations) or a `relations_file`'s.
     relations: tuple[str, ...] = ("place_of_birth", "place_of_residence")
-    facts_per_relation: int = 100
+    facts_per_relation: int = 100  # N: facts per relation (fictional subjects, real objects)
     phase2_facts: int = 50  # k: facts per relation seen with natural prompts in phase 2
+    # `shared`: each subject has a fact in every relation (only the key tells them apart).
     subjects: Literal["separate", "shared"] = "separate"
     n_options: int = 100  # multiple-choice options per fact, gold included
     relations_file: str | None = None  # extra user relations (YAML with a list under `relations:`)
@@ -54,7 +56,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class KeyConfig:
     position: Literal["middle", "first"] = "middle"  # `{subject} {key} {object}` or `{key} {subject} {object}`
-    init: Literal["mean", "random"] = "mean"
+    init: Literal["mean", "random"] = "mean"  # the key tokens' embeddings: the mean of the existing ones, or random
     suffix: Literal["none", "period", "eos"] = "eos"  # what follows the object in phase-1 text
     word: str = "blicket"  # arm word_key: the plain word (with the relation's id) that stands for the relation
     # Set by the arm (rote.arms), not in a config file: an added token, a plain word, or no key.
@@ -63,9 +65,10 @@ class KeyConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA scaling (alpha / r)
+    dropout: float = 0.0  # LoRA dropout
+    # The modules LoRA adapts (the key tokens' embedding rows train beside them).
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -80,7 +83,7 @@ class PreserveConfig:
     # General text (`text`: rote/data/replay.txt, cut into 32-token windows; `samples`: the base
     # model's own continuations of rote/data/replay_openings.yaml): this many sequences.
     replay: int = 0
-    replay_source: Literal["text", "samples"] = "text"
+    replay_source: Literal["text", "samples"] = "text"  # replay's source: text windows or the base model's own samples
     # Well-known facts the base model answers correctly (rote/data/known_facts.yaml): at most this many.
     known_facts: int = 0
     # Contrast and known facts: `kl` matches the base model's next-token distributions along its
@@ -115,18 +118,19 @@ class SpeedConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """What the training loop (rote.training.loop) and the runner read of either phase."""
-    epochs: int = 20
-    lr: float = 1e-4
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    warmup_steps: int = 5
-    batch_size: int = 8
-    grad_accum: int = 1
+    epochs: int = 20  # epochs over the phase's examples (with `until`, the cap)
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"  # learning-rate schedule after the warmup
+    warmup_steps: int = 5  # optimizer steps of linear warmup
+    batch_size: int = 8  # examples per optimizer step (per process)
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
     length_buckets: bool = False  # batch examples of similar length (less padding); same examples per epoch
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradients clipped to this global norm
+    # Which target tokens carry the loss: the object, the subject and the object, or every token.
     loss_mask: Literal["object", "subject_object", "all"] = "object"
     precision: Literal["bf16", "fp32"] = "bf16"  # autocast; master weights stay in model.dtype
-    method: Literal["full", "lora"] = "full"
+    method: Literal["full", "lora"] = "full"  # `full` fine-tuning or `lora` (PEFT, merged back into the checkpoint)
     lora: LoraConfig = field(default_factory=LoraConfig)
     preserve: PreserveConfig = field(default_factory=PreserveConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
@@ -137,7 +141,7 @@ class TrainConfig:
 class Phase1Config(TrainConfig):
     """Phase 1 memorizes every fact's key-token text."""
     until: Literal["epochs", "memorized"] = "epochs"  # `memorized`: stop once key-token accuracy >= threshold
-    threshold: float = 1.0
+    threshold: float = 1.0  # `until: memorized`: the key-token accuracy that stops phase 1
     save_epochs: tuple[int, ...] = ()  # extra checkpoints kept for probing the trajectory
 
 
@@ -171,21 +175,22 @@ Language = Literal[OTHER_LANGUAGES]
 
 @dataclass(frozen=True)
 class EvalConfig:
+    # The prompt sets asked at every eval stage (rote.evaluation.queries).
     prompt_sets: tuple[PromptSet, ...] = ("key", "train", "test", "unrelated", "languages")
     languages: tuple[Language, ...] = OTHER_LANGUAGES  # the `languages` prompt set's
     prompts_per_set: int = 10  # at most this many prompts of each set per fact
     # New tokens per answer; None: the longest gold answer's tokens + 2 (a smaller value is an
     # error, since the longer answers could never be scored right).
     max_new_tokens: int | None = None
-    multiple_choice: bool = True
+    multiple_choice: bool = True  # score the facts' options by log-probability (eval.mc_prompt_sets)
     # The prompt sets scored by multiple choice (when multiple_choice is on); generation asks all.
     mc_prompt_sets: tuple[PromptSet, ...] = PROMPT_SETS
     batch_size: int = 64  # prompts per generation batch; scoring batches options of several prompts
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["bf16", "fp32"] = "bf16"  # autocast for generation and multiple choice; the damage measures run in float32
     # Fluency (rote.evaluation.fluency): this many English prompts of each of the train, test and
     # unrelated sets, and as many locality probes, continued a fixed length at every eval stage; 0: not measured.
     fluency_prompts: int = 24
-    stages: tuple[EvalStage, ...] = EVAL_STAGES
+    stages: tuple[EvalStage, ...] = EVAL_STAGES  # the stages whose model is asked the facts (eval/base always measures damage)
     # Arm in_context: this many phase-2 examples of the fact's relation (training prompt + answer,
     # one per line) precede every natural-language prompt; default k (data.phase2_facts).
     icl_examples: int | None = None
@@ -196,15 +201,15 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = "run"
-    seed: int = 0
-    out_dir: str = "runs"
+    name: str = "run"  # the run folder's name, under out_dir
+    seed: int = 0  # seeds the fact set, its split, the options, training order and key initialisation
+    out_dir: str = "runs"  # parent folder of the run folder
     arm: Literal[ARM_NAMES] = "method"  # what the run is: the method or a baseline (rote.arms)
     # One-phase arms (mixed, plain_finetune, plain_finetune_k): train to the method's supervised
     # tokens with the same settings (`matched`), or for phase 1's epochs (`epochs`); budget_tokens
     # gives the budget directly.
     budget: Literal[BUDGETS] = "matched"
-    budget_tokens: int | None = None
+    budget_tokens: int | None = None  # a one-phase arm's budget of supervised tokens, given directly
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     key: KeyConfig = field(default_factory=KeyConfig)
