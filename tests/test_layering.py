@@ -30,7 +30,8 @@ LAYERS = {
     "probe": ["rote.probe"],
     "study": ["rote.study"],
     "report": ["rote.report"],
-    "top": ["rote.cli", "rote.runner", "rote.eval_stage", "rote.study_runs", "rote.injection", "rote.levers"],
+    "top": ["rote.cli", "rote.runner", "rote.preflight", "rote.train_stage", "rote.eval_stage", "rote.study_runs",
+            "rote.injection", "rote.levers"],
 }
 # What each layer may import (besides itself). Nothing imports `top` but `top`.
 ALLOWED = {

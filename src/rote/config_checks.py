@@ -1,7 +1,7 @@
 """The checks of a run config that need nothing but the config: ranges, lists, run names, and the
 settings that only work together. Pure: no torch. rote.config calls `check_values` on every config
 it builds; what needs the relations' files or the model's tokenizer is checked before a run writes
-anything (rote.data.factset.check_relations, rote.runner.check_inputs).
+anything (rote.data.factset.check_relations, rote.preflight.check_inputs).
 """
 from __future__ import annotations
 

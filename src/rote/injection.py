@@ -299,7 +299,8 @@ def preflight(cfg: RunConfig, inp: Input, facts: list[Fact]) -> None:
 
     tokenizer = models.load_tokenizer(cfg.model.name)
     models.add_tokens(tokenizer, key_tokens(inp.relations.values(), cfg.key))
-    chat = runner.chat_frame(cfg, tokenizer)  # the rendering it will be trained and asked in (model.chat_template)
+    from rote.preflight import chat_frame
+    chat = chat_frame(cfg, tokenizer)  # the rendering it will be trained and asked in (model.chat_template)
     from rote.data.limits import check_lengths
     where = {f.id: row.where for f, row in zip(facts, inp.rows)}
     check_lengths(tokenizer, models.context_length(cfg.model.name), facts, inp.relations, cfg.eval.max_new_tokens,

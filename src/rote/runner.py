@@ -2,8 +2,9 @@
 
     data -> eval/base -> phase1 -> eval/phase1 -> phase2 -> eval/phase2 -> report
 
-Each phase trains what the run's arm says (rote.arms); a phase the arm does not train is skipped
-(its checkpoint is the incoming model). Evaluation stages are rote.eval_stage; studies, rote.study_runs.
+Each phase trains what the run's arm says (rote.arms, rote.train_stage); a phase the arm does not
+train is skipped (its checkpoint is the incoming model). Evaluation stages are rote.eval_stage;
+studies, rote.study_runs.
 Files are written under a temporary name and renamed; a stage's `.done` marker is written last,
 so a killed run never leaves a half-written stage that looks complete, and running the same
 command again resumes after the last finished stage. Summaries hold only what a stage computed
@@ -17,7 +18,6 @@ with the others waiting for the main process (rote.training.processes).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import subprocess
@@ -29,19 +29,19 @@ import yaml
 
 from rote import config as config_mod
 import rote
-from rote import eval_stage
-from rote.arms import ARMS, eval_config
-from rote.config import RunConfig, UpdateConfig, read_run_config
+from rote import eval_stage, train_stage
+from rote.preflight import chat_frame, check_inputs
+from rote.arms import ARMS
+from rote.config import RunConfig, read_run_config
 from rote.config_checks import value_at
 from rote.data.facts import Fact, read_facts, write_facts
-from rote.data.factset import check_relations, plan_facts, relations_of, resplit
+from rote.data.factset import plan_facts, relations_of, resplit
 from rote.data.relation_files import resolve_relations
 from rote.data.templates import key_tokens
 from rote.errors import ConfigError, RunError, read_utf8
-from rote.evaluation.queries import build_queries, validation_queries
-from rote.fileio import cache_dir, is_done, mark_done, write_json, write_summary, write_text
+from rote.fileio import cache_dir, is_done, mark_done, write_json, write_text
 from rote.lock import LOCK_FILE, check_folder, hold
-from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE, METRICS_FILE,
+from rote.names import (CHECKPOINT_DIR, CONFIG_FILE, DONE_FILE, FACTS_FILE, KEY_TOKENS_FILE,
                         RUN_STAGES, SPLITS, SPLITS_FILE, TIMING_FILE,
                         planned_stages)
 from rote.training import processes
@@ -215,87 +215,6 @@ def data_stage(cfg: RunConfig) -> list[Fact]:
         return planned
 
 
-def check_inputs(cfg: RunConfig, facts: list[Fact]) -> None:
-    """Before anything is written: the relations fit the config (rote.data.factset.check_relations),
-    the model can be found (ModelError, fast when offline), every fact's texts fit in its context
-    (DataError), and eval.max_new_tokens leaves room for the longest answer (ConfigError)."""
-    from rote.data.limits import check_lengths
-    from rote.evaluation.scoring import generation_budget
-    from rote.training import models  # torch-heavy: the stages after this one need it anyway
-    from rote import levers
-    relations = check_relations(cfg)
-    asked = Session(cfg, None, facts).asked_relations()
-    for phase in ("phase1", "phase2"):
-        levers.check(getattr(cfg, phase).preserve, phase + ".preserve", asked)
-    context = models.context_length(cfg.model.name)
-    tokenizer = models.load_tokenizer(cfg.model.name)
-    check_model_structure(cfg)
-    ecfg = eval_config(cfg)
-    check_chat(cfg, tokenizer, asked)
-    check_lengths(tokenizer, context, facts, relations, ecfg.max_new_tokens, ecfg.icl_examples)
-    if cfg.eval.max_new_tokens is not None:
-        golds = [q.gold for q in build_queries(facts, relations, cfg.key, ecfg, cfg.phase2.n_prompts,
-                                               Session.relation(cfg, cfg.eval.repurposed_prompts or cfg.phase2.prompts_from))]
-        try:
-            generation_budget(tokenizer, golds, cfg.eval.max_new_tokens)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-
-def chat_frame(cfg: RunConfig, tokenizer):
-    """The run's chat rendering (model.chat_template, rote.data.chat), or None for raw text; a
-    ConfigError naming the model when `on` finds no template."""
-    from rote.data import chat
-    try:
-        return chat.frame_for(cfg.model.chat_template, cfg.model.chat_statements, tokenizer, cfg.model.name)
-    except chat.ChatTemplateError as e:
-        raise ConfigError(str(e)) from None
-
-
-def check_chat(cfg: RunConfig, tokenizer, relations) -> None:
-    """Under a chat template, every natural prompt the run trains or asks (each relation's templates,
-    the levers' contrast questions and known facts, the locality probes) renders through the real
-    template as the frame renders it; else a ConfigError naming the prompt and its relation."""
-    from rote.data import chat
-    from rote.data import preserve as preserve_data
-    from rote.data.templates import prompt_form
-    from rote.evaluation.locality import load_probes
-    frame = chat_frame(cfg, tokenizer)
-    if frame is None:
-        return
-    prompts = []
-    for rel in relations:
-        templates = [*rel.train_prompts, *rel.unrelated_prompts, *(rel.reverse_prompts or ()),
-                     *(t for texts in rel.test_prompts.values() for t in texts)]
-        prompts += [(t.replace("{subject}", "Gene Finley").replace("{object}", "Paris"), prompt_form(t),
-                     f"relation {rel.name}") for t in templates]
-    prompts += [(t.replace("{subject}", "Gene Finley"), prompt_form(t), "a contrast question")
-                for t in preserve_data.contrast_templates()]
-    prompts += [(f["prompt"], prompt_form(f["prompt"]), "a known fact") for f in preserve_data.known_facts()]
-    prompts += [(p["prompt"], prompt_form(p["prompt"]), "a locality probe") for p in load_probes()]
-    try:
-        chat.check_prompts(tokenizer, frame, prompts)
-    except chat.ChatTemplateError as e:
-        raise ConfigError(str(e)) from None
-
-
-def check_model_structure(cfg: RunConfig) -> None:
-    """The layers, modules and LoRA targets the phases name exist in the model (checked on a weightless
-    skeleton, only when a phase names any): otherwise the error would come after stages finished."""
-    from rote.training import models, trainable
-    from rote.training.lora import check_targets
-    phases = [(p, getattr(cfg, p)) for p in ("phase1", "phase2")]
-    named = [(p, t) for p, t in phases if t.method == "lora" or t.update.layers or t.update.modules]
-    if not named:
-        return
-    skeleton = models.skeleton(cfg.model.name)
-    for phase, tcfg in named:
-        if tcfg.method == "lora":
-            check_targets(skeleton, tcfg.lora, phase)
-        else:
-            trainable.check_update(skeleton, tcfg.update, f"{phase}.update")
-
-
 class Session:
     """What the model stages share in one process: the relations, the facts, and a model
     loaded lazily from the newest finished checkpoint."""
@@ -348,131 +267,6 @@ class Session:
     def save(self, path: Path) -> None:
         from rote.training.checkpoint import save_checkpoint
         save_checkpoint(self.model, self.tokenizer, self.key_record, path)
-
-
-def run_training(session: Session, phase: str) -> dict:
-    """Train `phase` as the run's arm says (rote.arms): phase 1 memorizes the key text (for `mixed`,
-    with the k facts' natural prompts) or, for the plain arms, fine-tunes on natural prompts; phase 2
-    trains the k facts' natural prompts (phase2.until: validation stops it on `validate()`). The
-    one-phase arms train to a token budget."""
-    from rote.evaluation.scoring import key_accuracy, prefix_accuracy
-    from rote.training import phases, trainable
-    from rote.training.lora import apply_lora, merge_lora
-
-    cfg, arm = session.cfg, ARMS[session.cfg.arm]
-    trains = arm.phase1 if phase == "phase1" else arm.phase2
-    tcfg = cfg.phase1 if phase == "phase1" else cfg.phase2
-    out = session.run_dir / phase
-    if processes.is_main():  # the loop's main process appends to it
-        (out / METRICS_FILE).unlink(missing_ok=True)  # a killed attempt's steps are not part of this one
-    key_ids = list(session.key_record.get("tokens", {}).values())
-    if tcfg.method == "lora":
-        session.model = apply_lora(session.model, tcfg.lora, key_ids, cfg.seed * 10 + (1 if phase == "phase1" else 2))
-        restricted = None
-    else:
-        restricted = trainable.restrict(session.model, tcfg.update, key_ids, f"{phase}.update")
-
-    def save_epoch(name: str) -> None:
-        from rote.training.checkpoint import save_checkpoint
-        # merge_and_unload changes the model in place: merge a copy, training goes on.
-        model = merge_lora(copy.deepcopy(session.model)) if tcfg.method == "lora" else session.model
-        save_checkpoint(model, session.tokenizer, session.key_record, out / "epochs" / name)
-
-    def measure() -> float:  # phase1.until: memorized
-        return key_accuracy(session.model, session.tokenizer, session.facts, session.relations, cfg.key, share=True)
-
-    def natural(facts: list[Fact], mask: str) -> list:  # `facts` with their natural training prompts
-        return phases.natural_examples(session.tokenizer, facts, session.relations, cfg.phase2.n_prompts, mask,
-                                       session.prompts_from, session.chat, cfg.phase2.answer_end)
-
-    k_facts = phases.phase2_facts(session.facts)
-
-    def validate() -> float:  # phase2.until: validation
-        queries = validation_queries(k_facts, session.relations, cfg.phase2.n_prompts, cfg.phase2.validation_prompts,
-                                     session.prompts_from, session.repurposed, session.chat)
-        return prefix_accuracy(session.model, session.tokenizer, queries, eval_config(cfg), share=True, chat=session.chat)
-
-    # Contrast questions ask about the phase-2 split's people only, whatever the arm trains: the
-    # held-out people's unrelated prompts are the control every arm is measured on.
-    loop_kw, preserve_info = _levers(session, tcfg, k_facts, restricted)
-    if trains == "natural_k" and phase == "phase2":
-        summary = phases.generalize(session.model, session.tokenizer, session.facts, session.relations, tcfg, out,
-                                    cfg.seed, session.prompts_from, validate, chat=session.chat, **loop_kw)
-    elif trains == "key_text" or (trains == "mixed" and cfg.budget == "epochs"):
-        extra = natural(k_facts, cfg.phase2.loss_mask) if trains == "mixed" else []
-        summary = phases.memorize(session.model, session.tokenizer, session.facts, session.relations, cfg.key, tcfg,
-                                  out, cfg.seed, save_epoch, extra, measure, **loop_kw)
-        summary["mixed_examples"] = len(extra)
-    else:  # one phase of natural prompts (every fact's, or the k facts'), or mixed to a budget
-        if trains == "mixed":
-            examples = phases.phase1_examples(session.tokenizer, session.facts, session.relations, cfg.key,
-                                              tcfg.loss_mask) + natural(k_facts, cfg.phase2.loss_mask)
-        else:
-            examples = natural(session.facts if trains == "natural_all" else k_facts, tcfg.loss_mask)
-        if not examples:
-            raise ConfigError(f"arm {cfg.arm} has nothing to train: data.phase2_facts is 0")
-        if cfg.budget == "epochs":
-            summary = phases.train_epochs(session.model, session.tokenizer, examples, tcfg, out, cfg.seed, phase,
-                                          **loop_kw)
-        else:
-            budget = training_budget(session)
-            summary = phases.train_to_budget(session.model, session.tokenizer, examples, tcfg, budget["tokens"], out,
-                                             cfg.seed, phase, **loop_kw)
-            summary.update({"budget": budget["tokens"], "budget_from": budget["from"]})
-    if tcfg.method == "lora":
-        session.model = merge_lora(session.model)
-    else:
-        trainable.release(session.model, restricted)
-    if preserve_info:
-        summary["preserve"] = preserve_info
-    if tcfg.update != UpdateConfig():
-        summary["trainable_parameters"] = restricted["trainable"]
-    session.save(out / CHECKPOINT_DIR)
-    # A sharded (FSDP2) model is loaded whole from its checkpoint for what comes next, so that
-    # evaluation can share out its batches (rote.training.processes.sharing).
-    session.loaded_from = None if processes.sharded(session.model) else str(out / CHECKPOINT_DIR)
-    processes.on_main(lambda: write_summary(out, summary))
-    return summary
-
-
-def _levers(session: Session, tcfg, asked_about: list[Fact], restricted: dict | None) -> tuple[dict, dict]:
-    """The training loop's extra arguments for a phase's levers against damage: the anchors of
-    `tcfg.preserve` (rote.levers: contrast questions about `asked_about`'s subjects, replay, known
-    facts) and the parameters a row mask freezes (`tcfg.update`); and what the summary says of them."""
-    from rote import levers
-    frozen = restricted["frozen_decay"] if restricted else set()
-    if not levers.active(tcfg.preserve):
-        return {"frozen_decay": frozen}, {}
-    # The contrast templates ask about a person ("How old is {subject}?"): people only.
-    subjects = list(dict.fromkeys(f.subject for f in asked_about if session.relations[f.relation].subject_kind == "person"))
-    # Built by the main process and sent to the others: every process trains the same anchors (their
-    # base-model answers and samples could differ in the last bits from one machine to another).
-    anchors, info = processes.on_main(lambda: levers.build(tcfg.preserve, session.cfg.model.name, session.cfg.model.dtype,
-                                                           session.tokenizer, subjects, session.cfg.seed,
-                                                           session.asked_relations(), session.chat))
-    return {"anchors": anchors, "frozen_decay": frozen}, info
-
-
-def training_budget(session: Session) -> dict:
-    """A one-phase arm's budget of supervised tokens: `budget_tokens` when given, else the method's
-    with the same settings (rote.training.phases.method_tokens)."""
-    from rote.training.phases import method_tokens
-    cfg = session.cfg
-    if cfg.budget_tokens is not None:
-        return {"tokens": cfg.budget_tokens, "from": "given (budget_tokens)"}
-    tokens = key_tokens(session.relations.values(), dataclasses.replace(cfg.key, style="token"))
-    return method_tokens(session.tokenizer, session.facts, session.relations, cfg.key, tokens, cfg.phase1, cfg.phase2,
-                         session.chat)
-
-
-def skip_phase(run_dir: Path, phase: str, source: str) -> dict:
-    """A phase the arm does not train: its checkpoint is the model as it came in (the files of
-    `source`, hard-linked where the file system allows), its summary says it was skipped."""
-    from rote.training.checkpoint import link_checkpoint
-    link_checkpoint(source, run_dir / phase / CHECKPOINT_DIR)
-    summary = {"epochs": 0, "steps": 0, "supervised_tokens": 0, "skipped": True}
-    write_summary(run_dir / phase, summary)
-    return summary
 
 
 def _stages(cfg: RunConfig, stop_after: str | None) -> tuple[str, ...]:
@@ -532,10 +326,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, planned: list[Fact] | None, stop_
             info = {}
         elif stage == "phase2" and ARMS[cfg.arm].phase2 is None:
             source = cfg.phase2.checkpoint or str(run_dir / "phase1" / CHECKPOINT_DIR)
-            info = processes.on_main(lambda: skip_phase(run_dir, "phase2", source))
+            info = processes.on_main(lambda: train_stage.skip_phase(run_dir, "phase2", source))
         else:
             session.model_for(stage)
-            info = run_training(session, stage) if stage.startswith("phase") else eval_stage.run_eval(session, stage)
+            info = (train_stage.run_training(session, stage) if stage.startswith("phase")
+                    else eval_stage.run_eval(session, stage))
         processes.on_main(lambda: _finish(run_dir, stage, info, started))  # no process goes on before it
         say(f"[rote] {stage} done in {time.perf_counter() - started:.0f} s {json.dumps(info)[:200]}")
     return run_dir
