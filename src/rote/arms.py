@@ -47,6 +47,7 @@ class Arm:
     budget: bool = False  # trains one phase to a token budget (budget, budget_tokens)
     in_context: bool = False  # reads eval.icl_examples: phase-2 examples shown in every prompt
     shares_phase1_with: str | None = None  # a study may share this arm's phase 1 with a run of that arm
+    edits: bool = False  # a model editor (rote.editing): reads the `edit` settings
 
     @property
     def asks_key_prompts(self) -> bool:
@@ -76,6 +77,14 @@ ARMS = {a.name: a for a in (
         "natural_all", None, None, (), _ONE_PASS, ("n_prompts", "answer_end"), budget=True),
     Arm("plain_finetune_k", "plain fine-tuning on the natural prompts of the k phase-2 facts only",
         "natural_k", None, None, (), _ONE_PASS, ("n_prompts", "answer_end"), budget=True),
+    # Model editors (rote.editing): every fact's training prompts (phase2.n_prompts, as phase 2 trains
+    # them) edited into the MLP down-projections in closed form; no key, no phase 2.
+    Arm("rome", "ROME: a rank-one edit of one layer's MLP per request (arXiv 2202.05262)",
+        "edit", None, None, (), (), ("n_prompts", "answer_end"), edits=True),
+    Arm("memit", "MEMIT: every request at once, spread over several layers' MLPs (arXiv 2210.07229)",
+        "edit", None, None, (), (), ("n_prompts", "answer_end"), edits=True),
+    Arm("alphaedit", "AlphaEdit: MEMIT's update projected onto the null space of preserved keys (arXiv 2410.02355)",
+        "edit", None, None, (), (), ("n_prompts", "answer_end"), edits=True),
 )}
 ARM_NAMES = tuple(ARMS)
 BUDGETS = ("matched", "epochs")
@@ -92,6 +101,8 @@ def reads(arm: str, budget: str = "matched", budget_given: bool = False) -> dict
     a = ARMS[arm]
     out: dict = {k: ALL for k in TOP_KEYS}
     out.update({"key": a.key, "phase1": a.phase1_keys, "phase2": a.phase2_keys})
+    if a.edits:
+        out["edit"] = ALL
     if a.budget:
         out.update({"budget": ALL, "budget_tokens": ALL})
         if budget == "epochs":
@@ -109,7 +120,7 @@ def unread(arm: str, tree: dict, budget: str = "matched") -> list[str]:
     allowed = reads(arm, budget, tree.get("budget_tokens") is not None)
     out = []
     for key, value in tree.items():
-        if key not in allowed and key not in ("key", "phase1", "phase2", "budget", "budget_tokens"):
+        if key not in allowed and key not in ("key", "phase1", "phase2", "budget", "budget_tokens", "edit"):
             continue  # an unknown key: rote.config names it
         if key not in allowed:
             out.append(key)

@@ -168,6 +168,23 @@ class Phase2Config(TrainConfig):
     validation_prompts: int = 2  # until: validation: validation prompts per fact
 
 
+@dataclass(frozen=True)
+class EditConfig:
+    """The model editors' settings (arms rome, memit, alphaedit: rote.editing). Defaults as the papers'
+    code for Llama-size models: MEMIT's layers 4-8, ROME's layer 5."""
+    layers: tuple[int, ...] = (4, 5, 6, 7, 8)  # MEMIT and AlphaEdit: the down-projections edited (targets at the last)
+    rome_layer: int = 5  # ROME: the one layer whose down-projection it edits
+    v_steps: int = 25  # Adam steps that optimize each request's target shift of the residual stream
+    v_lr: float = 0.5  # their learning rate
+    v_weight_decay: float = 1e-3  # weight of the shift's squared norm (relative to the layer output's)
+    clamp_norm: float = 4.0  # the shift's norm stays below this many times the layer output's
+    kl_factor: float = 0.0625  # weight of the KL that keeps "{subject} is a" as the unedited model answers it
+    mom2_tokens: int = 20000  # tokens of general text (rote/data/replay.txt) the keys' second moment is measured on
+    mom2_weight: float = 15000.0  # MEMIT: the second moment's weight against the edited keys
+    nullspace_threshold: float = 2e-2  # AlphaEdit: eigenvalues below this span the null space an update keeps to
+    l2: float = 10.0  # AlphaEdit: the ridge term of its solve
+
+
 EvalStage = Literal[EVAL_STAGES]
 PromptSet = Literal[PROMPT_SETS]
 Language = Literal[OTHER_LANGUAGES]
@@ -216,6 +233,7 @@ class RunConfig:
     phase1: Phase1Config = field(default_factory=Phase1Config)
     phase2: Phase2Config = field(default_factory=Phase2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    edit: EditConfig = field(default_factory=EditConfig)  # read by the editor arms only
 
     @property
     def run_dir(self) -> Path:

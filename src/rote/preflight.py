@@ -83,11 +83,26 @@ def check_model_structure(cfg: RunConfig) -> None:
     skeleton, only when a phase names any): otherwise the error would come after stages finished."""
     from rote.training import models, trainable
     from rote.training.lora import check_targets
+    from rote.arms import ARMS
     phases = [(p, getattr(cfg, p)) for p in ("phase1", "phase2")]
     named = [(p, t) for p, t in phases if t.method == "lora" or t.update.layers or t.update.modules]
-    if not named:
+    edits = ARMS[cfg.arm].edits
+    if not named and not edits:
         return
     skeleton = models.skeleton(cfg.model.name)
+    if edits:  # the layers an editor writes exist, and have an MLP down-projection
+        from rote.editing.locate import decoder_layers
+        count = len(decoder_layers(skeleton))
+        edited = [cfg.edit.rome_layer] if cfg.arm == "rome" else list(cfg.edit.layers)
+        wrong = [layer for layer in edited if not -count <= layer < count]
+        key = "edit.rome_layer" if cfg.arm == "rome" else "edit.layers"
+        if wrong or not edited:
+            raise ConfigError(f"{key}={edited}: {cfg.model.name} has {count} decoder layers (0 to {count - 1})")
+        if any(layer % count == count - 1 for layer in edited):
+            # Nothing after the last layer mixes positions: a value written at the subject's token
+            # never reaches the token that predicts the answer.
+            raise ConfigError(f"{key}={edited}: an edit of the last decoder layer ({count - 1}) of {cfg.model.name} "
+                              f"cannot reach the answer; edit earlier layers")
     for phase, tcfg in named:
         if tcfg.method == "lora":
             check_targets(skeleton, tcfg.lora, phase)

@@ -125,12 +125,32 @@ def _one_phase(p: Phase, examples: list) -> dict:
     return summary
 
 
+def _edit(p: Phase) -> dict:
+    """A model editor (the arm's name: rome, memit, alphaedit; rote.editing): every fact's training
+    prompts, as phase 2 trains them (in their chat turn under a template, the answer ended as
+    phase2.answer_end says), edited into the MLP down-projections."""
+    from rote.data.templates import answer_target, prompt_form, render_prompt
+    from rote.editing.editors import edit
+    from rote.editing.locate import Request
+    s, cfg = p.session, p.session.cfg
+    requests = []
+    for fact in s.facts:
+        for template in s.relations[fact.relation].train_prompts[:cfg.phase2.n_prompts]:
+            r = render_prompt(fact, template)
+            if s.chat is not None:
+                r = s.chat.wrap(r, prompt_form(template))
+            target, eos = answer_target(r.target, cfg.phase2.answer_end, s.chat.answer_end if s.chat else None)
+            requests.append(Request(r.prompt, r.subject_span, target + (s.tokenizer.eos_token if eos else "")))
+    return edit(s.model, s.tokenizer, requests, cfg.arm, cfg.edit)
+
+
 # What a phase trains (rote.arms: Arm.phase1, Arm.phase2) -> the function that trains it.
 TRAINERS: dict[str, Callable[[Phase], dict]] = {
     "key_text": _key_text,
     "natural_k": _natural_k,
     "natural_all": _natural_all,
     "mixed": _mixed,
+    "edit": _edit,
 }
 
 
