@@ -44,8 +44,8 @@ def test_smoke_run_writes_the_whole_record(smoke_cfg):
     continued = {stage: [json.loads(line) for line in (run_dir / f"eval/{stage}/fluency.jsonl").read_text().splitlines()]
                  for stage in ("base", "phase1", "phase2")}
     assert [r["prompt"] for r in continued["base"]] == [r["prompt"] for r in continued["phase2"]]
-    # every prompt (fewer than the sample size of each set) and 24 of the probes
-    assert len(continued["base"]) == 12 * (1 + 2 + 2) + min(24, len(load_probes()))
+    # configs/smoke.yaml's eval.fluency_prompts: 8 of each set's English prompts and 8 probes
+    assert len(continued["base"]) == 8 * 3 + 8 and len(load_probes()) > 8
     base_damage = json.loads((run_dir / "eval/base/summary.json").read_text())["damage"]
     assert base_damage["entropy_ratio"] == 1.0 and summary["damage"]["answers"] == len(continued["phase2"])
     assert {"gold_twice", "repeated", "clean", "entropy"} <= set(summary["damage"])

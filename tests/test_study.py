@@ -86,13 +86,13 @@ def test_every_shipped_study_loads_and_expands(path, tmp_path):
 # Smoke form: the tiny random model, 24 facts per relation (budget asks for k = 20), one seed, one
 # prompt per set, one phase-1 epoch (where the grid does not set these itself).
 SMOKE_SET = ["data.facts_per_relation=24", "data.phase2_facts=12", "data.n_options=4", "eval.prompts_per_set=1",
-             "phase1.until=epochs", "phase1.epochs=1"]
+             "phase1.until=epochs", "phase1.epochs=1", "eval.fluency_prompts=4"]
 # Studies whose base is configs/demo.yaml train with the demo's levers (64 replay windows, 32 known facts,
 # 6 contrast questions per person) and ask under the chat template: a few anchors of each kind run the
 # same code in a fraction of the time (the chat study's smoke form took 528 s with the demo's counts).
 FEW_ANCHORS = ["phase1.preserve.replay=4", "phase1.preserve.known_facts=4", "phase2.preserve.replay=4",
                "phase2.preserve.known_facts=4", "phase2.preserve.contrast=1"]
-SMOKE_EXTRA = {"chat": FEW_ANCHORS, "demo": FEW_ANCHORS}
+SMOKE_EXTRA = {"chat": FEW_ANCHORS, "demo": FEW_ANCHORS, "answer_end": FEW_ANCHORS}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
