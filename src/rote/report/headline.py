@@ -223,6 +223,6 @@ def format_headline(run_dir: str | Path, metric: str | None = None) -> str:
         lines.append("Held-out facts, unrelated prompts answered with a memorized object: "
                      + ", ".join(f"{s} {fmt(r and r.get('any_object'))}" for s, r in control) + ".")
     lines.append(f"One run, seed {cfg_value(config, 'seed', '?')}: one seed, not a mean. Across seeds and CPU types the numbers\n"
-                 f"move by a few hundredths or more; README gives the measured spread.")
+                 f"move by a few hundredths or more; docs/demo.md gives the measured spread.")
     lines += ["", *format_damage(run_dir), missing_line(missing_stages(run_dir, config, summaries))]
     return "\n".join(lines)
