@@ -150,8 +150,9 @@ def test_tiny_study_runs_end_to_end(tiny_run):
     assert list(rows[0]) == ["study", "cell", "seed", "k", "prompts", "metric", "value"]
     assert {r["cell"] for r in rows} == {"k=1,prompts=1", "k=1,prompts=2", "k=3,prompts=1", "k=3,prompts=2"}
     # every metric applies (shared subjects: another relation's object exists); the random model
-    # answers no locality probe, so its `locality` (a share of those) has no value
-    assert all(r["value"] != "" for r in rows if not r["metric"].endswith(".locality"))
+    # answers no locality probe and no fact, so its `locality` and fluency's `clean` (shares of those)
+    # have no value
+    assert all(r["value"] != "" for r in rows if not r["metric"].endswith((".locality", ".clean")))
     assert {r["metric"] for r in rows} == set(METRICS) | set(damage)
     summary = json.loads((d / "summary.json").read_text())
     assert summary["runs"] == {"total": 8, "finished": 8, "phase1_runs": summary["runs"]["phase1_runs"], "stale": {}}
