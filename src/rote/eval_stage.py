@@ -42,9 +42,10 @@ def run_eval(session: Session, stage: str) -> dict:
 
     cfg = session.cfg
     ecfg = eval_config(cfg)  # the arm's: no key prompts without a key, in-context examples for in_context
+    asked = asks_facts(stage, cfg.eval.stages)
     every = build_queries(session.facts, session.relations, cfg.key, ecfg, cfg.phase2.n_prompts,
-                          session.repurposed, session.chat)
-    queries = every if asks_facts(stage, cfg.eval.stages) else None
+                          session.repurposed, session.chat) if asked or ecfg.fluency_prompts else []
+    queries = every if asked else None
     # The prompts fluency continues: the same at every stage, eval/base's included when it asks no facts.
     continued = sample(every, ecfg.fluency_prompts) if ecfg.fluency_prompts else []
 

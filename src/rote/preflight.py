@@ -91,9 +91,9 @@ def check_model_structure(cfg: RunConfig) -> None:
         return
     skeleton = models.skeleton(cfg.model.name)
     if edits:  # the layers an editor writes exist, and have an MLP down-projection
-        from rote.editing.locate import decoder_layers
+        from rote.editing.locate import decoder_layers, edited_layers
         count = len(decoder_layers(skeleton))
-        edited = [cfg.edit.rome_layer] if cfg.arm == "rome" else list(cfg.edit.layers)
+        edited = edited_layers(cfg.arm, cfg.edit)
         wrong = [layer for layer in edited if not -count <= layer < count]
         key = "edit.rome_layer" if cfg.arm == "rome" else "edit.layers"
         if wrong or not edited:

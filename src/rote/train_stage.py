@@ -50,6 +50,12 @@ class Phase:
         return natural_examples(s.tokenizer, facts, s.relations, cfg.phase2.n_prompts, mask, s.prompts_from, s.chat,
                                 cfg.phase2.answer_end)
 
+    def key_accuracy(self) -> float:
+        """phase1.until: memorized: the share of facts whose key-token prompt generates the object."""
+        from rote.evaluation.scoring import key_accuracy
+        s = self.session
+        return key_accuracy(s.model, s.tokenizer, s.facts, s.relations, s.cfg.key, share=True)
+
     def save_epoch(self, name: str) -> None:
         from rote.training.checkpoint import save_checkpoint
         from rote.training.lora import merge_lora
@@ -61,12 +67,10 @@ class Phase:
 
 def _key_text(p: Phase) -> dict:
     """Phase 1 of the method and its key variants: every fact's key-token text, until memorized."""
-    from rote.evaluation.scoring import key_accuracy
     from rote.training.phases import memorize
     s = p.session
-    measure = lambda: key_accuracy(s.model, s.tokenizer, s.facts, s.relations, s.cfg.key, share=True)  # noqa: E731
     summary = memorize(s.model, s.tokenizer, s.facts, s.relations, s.cfg.key, p.tcfg, p.out, s.cfg.seed,
-                       p.save_epoch, [], measure, **p.loop_kw)
+                       p.save_epoch, [], p.key_accuracy, **p.loop_kw)
     summary["mixed_examples"] = 0
     return summary
 
@@ -97,14 +101,12 @@ def _natural_all(p: Phase) -> dict:
 def _mixed(p: Phase) -> dict:
     """mixed: the key text and the k facts' natural prompts in one phase (`budget: epochs` trains it as
     phase 1 trains the key text, with them beside it)."""
-    from rote.evaluation.scoring import key_accuracy
     from rote.training.phases import memorize, phase1_examples
     s, cfg = p.session, p.session.cfg
     extra = p.natural(p.k_facts, cfg.phase2.loss_mask)
     if cfg.budget == "epochs":
-        measure = lambda: key_accuracy(s.model, s.tokenizer, s.facts, s.relations, cfg.key, share=True)  # noqa: E731
         summary = memorize(s.model, s.tokenizer, s.facts, s.relations, cfg.key, p.tcfg, p.out, cfg.seed, p.save_epoch,
-                           extra, measure, **p.loop_kw)
+                           extra, p.key_accuracy, **p.loop_kw)
         summary["mixed_examples"] = len(extra)
         return summary
     return _one_phase(p, phase1_examples(s.tokenizer, s.facts, s.relations, cfg.key, p.tcfg.loss_mask) + extra)

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from rote.editing.locate import Request, decoder_layers, down_proj, read_at, shifted_output, subject_last
+from rote.editing.locate import Request, decoder_layers, down_proj, edited_layers, read_at, shifted_output, subject_last
 from rote.editing.stats import null_space, second_moment
 from rote.training.encode import encode
 
@@ -41,7 +41,6 @@ def target_shift(model, tokenizer, request: Request, layer: int, cfg) -> torch.T
     position = torch.tensor([subject_last(tokenizer, request)], device=device)
     subject = request.prompt[request.subject_span[0]:request.subject_span[1]]
     essence = torch.tensor([tokenizer(f"{subject} is a")["input_ids"]], device=device)
-    essence_at = torch.tensor([essence.shape[1] - 1], device=device)
     essence_subject = torch.tensor([subject_last(tokenizer, Request(f"{subject} is a", (0, len(subject)), " x"))],
                                    device=device)
     with torch.no_grad():
@@ -55,7 +54,7 @@ def target_shift(model, tokenizer, request: Request, layer: int, cfg) -> torch.T
             logits = model(input_ids=ids).logits[0, enc.target_start - 1:enc.target_end - 1].float()
         nll = torch.nn.functional.cross_entropy(logits, targets)
         with shifted_output(model, layer, essence_subject, delta[None]):
-            after = torch.log_softmax(model(input_ids=essence).logits[0, essence_at[0]].float(), dim=-1)
+            after = torch.log_softmax(model(input_ids=essence).logits[0, -1].float(), dim=-1)
         kl = torch.nn.functional.kl_div(after, before, log_target=True, reduction="sum")
         loss = nll + cfg.kl_factor * kl + cfg.v_weight_decay * (delta.norm() / norm) ** 2
         if nll.item() < 5e-2:
@@ -113,7 +112,7 @@ def edit(model, tokenizer, requests: list[Request], editor: str, cfg) -> dict:
         p.requires_grad_(False)
     count = len(decoder_layers(model))
     cfg = dataclasses.replace(cfg, rome_layer=cfg.rome_layer % count, layers=tuple(sorted(x % count for x in cfg.layers)))
-    layers = [cfg.rome_layer] if editor == "rome" else list(cfg.layers)
+    layers = edited_layers(editor, cfg)
     moments = second_moment(model, tokenizer, layers, cfg.mom2_tokens)
     if editor == "rome":
         _rome(model, tokenizer, requests, cfg, moments)

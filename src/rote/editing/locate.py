@@ -35,6 +35,11 @@ def decoder_layers(model):
     return layers
 
 
+def edited_layers(editor: str, cfg) -> list[int]:
+    """The layers `editor` writes: ROME its one `rome_layer`, MEMIT and AlphaEdit `layers` (edit.*)."""
+    return [cfg.rome_layer] if editor == "rome" else list(cfg.layers)
+
+
 def down_proj(model, layer: int):
     return decoder_layers(model)[layer].mlp.down_proj
 
@@ -46,7 +51,7 @@ def subject_last(tokenizer, request: Request) -> int:
 
 
 @contextmanager
-def _hook(module, pre: bool, fn):
+def hooked(module, pre: bool, fn):
     handle = module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn)
     try:
         yield
@@ -69,7 +74,7 @@ def read_at(model, tokenizer, requests: list[Request], layer: int, what: str) ->
         found["x"] = x[torch.arange(len(requests), device=device), positions].float()
 
     module = down_proj(model, layer) if what == "key" else decoder_layers(model)[layer]
-    with _hook(module, pre=what == "key", fn=(lambda m, a: grab(m, a)) if what == "key" else grab):
+    with hooked(module, pre=what == "key", fn=(lambda m, a: grab(m, a)) if what == "key" else grab):
         model(**batch)
     return found["x"]
 
@@ -83,5 +88,5 @@ def shifted_output(model, layer: int, positions: torch.Tensor, delta: torch.Tens
         hidden[torch.arange(hidden.shape[0], device=hidden.device), positions] += delta.to(hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    with _hook(decoder_layers(model)[layer], pre=False, fn=add):
+    with hooked(decoder_layers(model)[layer], pre=False, fn=add):
         yield

@@ -11,9 +11,11 @@
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 
-from rote.editing.locate import _hook, down_proj
+from rote.editing.locate import down_proj, hooked
 
 WINDOW = 64  # tokens per window of general text
 
@@ -39,15 +41,11 @@ def second_moment(model, tokenizer, layers: list[int], max_tokens: int, batch_si
         ids = torch.tensor([w + [w[-1]] * (width - len(w)) for w in batch], device=device)
         mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch], device=device)
         seen = {}
-        hooks = [_hook(down_proj(model, layer), True, (lambda layer: lambda m, a: seen.__setitem__(layer, a[0]))(layer))
-                 for layer in layers]
-        for h in hooks:
-            h.__enter__()
-        try:
+        with ExitStack() as stack:
+            for layer in layers:
+                stack.enter_context(hooked(down_proj(model, layer), True,
+                                           lambda m, a, layer=layer: seen.__setitem__(layer, a[0])))
             model(input_ids=ids, attention_mask=mask)
-        finally:
-            for h in hooks:
-                h.__exit__(None, None, None)
         keep = mask.bool()
         for layer in layers:
             keys = seen[layer][keep].float()  # (tokens, d_in)

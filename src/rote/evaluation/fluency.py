@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from rote.evaluation.matching import answers, hit_first, hit_prefix, longer_names, named_at, names, times_named
+from rote.evaluation.queries import other_objects
 from rote.text import normalize
 
 FLUENCY_TOKENS = 32  # new tokens per continuation: a sentence and what follows it
@@ -127,10 +128,9 @@ def query_records(queries: list, generations: list[str], answers_: list[str], ch
     longer = longer_names([q.gold for q in queries] + [o for q in queries for o in q.options])
     out = []
     for q, generation, answer in zip(queries, generations, answers_):
-        others = tuple(o for r, o in companions.get(q.fact.subject_id, {}).items() if r != q.fact.relation and o != q.gold)
         asked = q.prompt_set in ASKED_SETS
         out.append(record(q.prompt_set, q.rendered.prompt, q.gold if asked else None, generation, answer,
-                          known=(*q.options, *others), rule="first_named" if chat_rule else "prefix",
+                          known=(*q.options, *other_objects(q, companions).values()), rule="first_named" if chat_rule else "prefix",
                           fact_id=q.fact.id, longer=longer.get(q.gold, ())))
     return out
 

@@ -93,6 +93,13 @@ def build_queries(facts: list[Fact], relations: dict[str, Relation], key: KeyCon
     return in_chat(out, chat)
 
 
+def other_objects(query: Query, companions: dict[str, dict[str, str]]) -> dict[str, str]:
+    """relation -> object: the query's subject's memorized objects in its other relations (the gold is
+    the fact's own); `companions` as rote.evaluation.scoring.companions_of gives them."""
+    return {r: o for r, o in companions.get(query.fact.subject_id, {}).items()
+            if r != query.fact.relation and o != query.gold}
+
+
 def in_chat(queries: list[Query], chat: ChatFrame | None) -> list[Query]:
     """The queries as the model sees them under a chat template (the key-token prompt stays raw)."""
     if chat is None:

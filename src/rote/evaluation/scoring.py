@@ -21,7 +21,7 @@ from rote.data.facts import Fact, Relation
 from rote.data.templates import render_key
 from rote.data.chat import ChatFrame
 from rote.evaluation.matching import hit_contains, hit_first, hit_prefix, longer_names, names, rank_with_ties_against_gold
-from rote.evaluation.queries import Query
+from rote.evaluation.queries import Query, other_objects
 from rote.training import processes
 from rote.training.encode import encode, pad_left
 
@@ -327,9 +327,7 @@ def evaluate(model, tokenizer, queries: list[Query], cfg: EvalConfig, companions
             "hit_prefix": hit_prefix(text, q.gold, longer.get(q.gold, ())), "hit_contains": hit_contains(text, q.gold),
         }
         counts_others = companions is not None and q.prompt_set not in ("reverse", "two_hop")
-        # The subject's memorized objects in its other relations (the gold is the fact's own).
-        others = {r: o for r, o in companions.get(q.fact.subject_id, {}).items()
-                  if r != q.fact.relation and o != q.gold} if counts_others else {}
+        others = other_objects(q, companions) if counts_others else {}
         if chat is not None:
             # The rule each record's headline counts by: a chat answer by the first object it names.
             rec["rule"] = "first_named" if chatting else "prefix"
